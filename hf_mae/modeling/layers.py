@@ -1,0 +1,170 @@
+"""Transformer building blocks shared by every hf-mae method.
+
+Attention goes through transformers' attention interface, so ``attn_implementation`` set on the config
+("eager", "sdpa", "flash_attention_2", ...) chooses the kernel. Blocks are pre-norm ViT blocks with optional
+LayerScale and DropPath, and subclass ``GradientCheckpointingLayer`` so activation checkpointing works.
+
+Remote-code rule: this file imports only torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Plain softmax attention. query/key/value: (batch, heads, tokens, head_dim).
+
+    Returns ``(output (batch, tokens, heads, head_dim), weights (batch, heads, tokens, tokens))``, the same
+    contract as transformers' sdpa/flash interfaces.
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (one matmul instead of three)."""
+
+    def __init__(self, config, hidden_size: int, num_heads: int, qkv_bias: bool = True, attention_dropout: float = 0.0):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_heads})")
+        self.config = config  # read at call time: config._attn_implementation may change after construction
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.scaling = self.head_dim**-0.5
+        self.attention_dropout = attention_dropout
+        self.is_causal = False  # sdpa defaults to causal when this attribute is missing
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False, **kwargs):
+        """hidden_states: (batch, tokens, hidden). Returns (output (batch, tokens, hidden), weights or None)."""
+        batch, tokens, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)
+        # Only eager attention materialises the weights, so ask for it when they are wanted.
+        implementation = "eager" if output_attentions else self.config._attn_implementation
+        attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, weights = attention(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            scaling=self.scaling,
+            dropout=self.attention_dropout if self.training else 0.0,
+            **kwargs,
+        )
+        return self.proj(output.reshape(batch, tokens, -1)), weights
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str = "gelu", dropout: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states):
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
+
+
+class LayerScale(nn.Module):
+    """Per-channel learnable scale of a residual branch (CaiT); starts small so deep stacks train stably."""
+
+    def __init__(self, hidden_size: int, init_value: float):
+        super().__init__()
+        self.init_value = init_value
+        self.gamma = nn.Parameter(torch.full((hidden_size,), float(init_value)))
+
+    def forward(self, hidden_states):
+        return hidden_states * self.gamma
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drops a whole residual branch per sample while training."""
+
+    def __init__(self, drop_prob: float = 0.0):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, hidden_states):
+        if self.drop_prob == 0.0 or not self.training:
+            return hidden_states
+        keep = 1.0 - self.drop_prob
+        shape = (hidden_states.shape[0],) + (1,) * (hidden_states.ndim - 1)
+        mask = hidden_states.new_empty(shape).bernoulli_(keep)
+        return hidden_states * mask / keep
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class TransformerBlock(GradientCheckpointingLayer):
+    """Pre-norm ViT block: x + DropPath(LS(Attn(LN(x)))), then x + DropPath(LS(MLP(LN(x))))."""
+
+    def __init__(
+        self,
+        config,
+        hidden_size: int,
+        num_heads: int,
+        intermediate_size: int,
+        hidden_act: str = "gelu",
+        qkv_bias: bool = True,
+        layer_norm_eps: float = 1e-6,
+        dropout: float = 0.0,
+        attention_dropout: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float | None = None,
+    ):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.attention = Attention(config, hidden_size, num_heads, qkv_bias, attention_dropout)
+        self.norm2 = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.mlp = MLP(hidden_size, intermediate_size, hidden_act, dropout)
+        self.dropout = nn.Dropout(dropout)
+        use_layer_scale = bool(layer_scale_init_value)
+        self.layer_scale1 = LayerScale(hidden_size, layer_scale_init_value) if use_layer_scale else nn.Identity()
+        self.layer_scale2 = LayerScale(hidden_size, layer_scale_init_value) if use_layer_scale else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False):
+        """hidden_states: (batch, tokens, hidden). Returns (hidden_states, attention weights or None)."""
+        attended, weights = self.attention(self.norm1(hidden_states), attention_mask, output_attentions)
+        hidden_states = hidden_states + self.drop_path(self.layer_scale1(self.dropout(attended)))
+        hidden_states = hidden_states + self.drop_path(self.layer_scale2(self.mlp(self.norm2(hidden_states))))
+        return hidden_states, weights
+
+
+def build_blocks(config, depth: int, drop_path_rate: float = 0.0, **block_kwargs) -> nn.ModuleList:
+    """``depth`` TransformerBlocks with stochastic depth rising linearly from 0 to ``drop_path_rate``."""
+    rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+    return nn.ModuleList(TransformerBlock(config, drop_path=rate, **block_kwargs) for rate in rates)
+
+
+def run_blocks(blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False):
+    """Runs a stack of TransformerBlocks.
+
+    Returns ``(hidden_states, all_hidden_states or None, all_attentions or None)``; ``all_hidden_states`` holds the
+    input of every block plus the output of the last one (len(blocks) + 1 tensors), as transformers does.
+    """
+    all_hidden = (hidden_states,) if output_hidden_states else None
+    all_attentions = () if output_attentions else None
+    for block in blocks:
+        hidden_states, weights = block(hidden_states, attention_mask, output_attentions)
+        if output_hidden_states:
+            all_hidden += (hidden_states,)
+        if output_attentions:
+            all_attentions += (weights,)
+    return hidden_states, all_hidden, all_attentions

@@ -1,0 +1,411 @@
+"""MAE: Masked Autoencoders Are Scalable Vision Learners (He et al., 2021).
+
+The method in four steps, as in the paper's Section 3:
+1. split the image into patches, embed them, add fixed 2D sin-cos positions;
+2. hide a random ``mask_ratio`` of the patches; the ViT encoder sees only the visible ones (and a cls token);
+3. a light decoder gets the encoded visible tokens plus a shared learned mask token at every hidden position
+   (with its own sin-cos positions) and predicts the pixels of every patch;
+4. the loss is the MSE on the hidden patches only, against per-patch normalised pixels (``norm_pix_loss``).
+
+Numerically this matches transformers' ``ViTMAEForPreTraining`` (see ``hf-mae convert vit-mae``); the only
+layout difference is a fused qkv projection, which is one matmul instead of three.
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
+from .layers import TransformerBlock, build_blocks, run_blocks
+from .losses import classification_loss, masked_mse
+from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .targets import patch_statistics, patchify, pixel_target, unpatchify
+
+MAEModelOutput = MaskedEncoderOutput
+MAEForPreTrainingOutput = MaskedPreTrainingOutput
+
+
+class MAEConfig(PreTrainedConfig):
+    r"""Configuration of an MAE model. Defaults are the paper's ViT-B/16 with its 512-d, 8-block decoder.
+
+    image_size, patch_size: an int or (height, width); the image size must be a multiple of the patch size.
+    num_channels: channels of the input images (any count).
+    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder ViT width, depth, heads, MLP width.
+    decoder_*: the same for the decoder.
+    mask_ratio: fraction of patches hidden from the encoder during pre-training, in [0, 1).
+    mask_generator: name of the mask generator (see ``masking.MASK_GENERATORS``).
+    norm_pix_loss: regress per-patch normalised pixels (the paper's best setting).
+    drop_path_rate, layer_scale_init_value: stochastic depth and LayerScale of the encoder (0 = off).
+    classifier_pooling: "mean" (global average pool + fc_norm, MAE fine-tuning) or "cls".
+    """
+
+    model_type = "mae"
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int | list[int] | tuple[int, int] = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_scale_init_value: float = 0.0
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 8
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+    mask_ratio: float = 0.75
+    mask_generator: str = "random"
+    norm_pix_loss: bool = True
+    initializer_range: float = 0.02
+    classifier_pooling: str = "mean"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+        for width, heads, prefix in (
+            (self.hidden_size, self.num_attention_heads, ""),
+            (self.decoder_hidden_size, self.decoder_num_attention_heads, "decoder_"),
+        ):
+            if width % heads:
+                raise ValueError(f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads}")
+            if width % 4:
+                raise ValueError(f"{prefix}hidden_size {width} must be divisible by 4 (2D sin-cos positions)")
+        check_mask_ratio(self.mask_ratio)
+        if self.classifier_pooling not in ("mean", "cls"):
+            raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {self.classifier_pooling!r}")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
+        return image[0] // patch[0], image[1] // patch[1]
+
+
+class MAEEmbeddings(nn.Module):
+    """Patch embedding + fixed sin-cos positions + cls token. The position table is a buffer (1, 1 + N, hidden)."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embeddings = PatchEmbedding2D(
+            config.image_size, config.patch_size, config.num_channels, config.hidden_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        table = sincos_2d(self.patch_embeddings.grid_size, config.hidden_size, cls_token=True)
+        self.register_buffer("position_embeddings", table.unsqueeze(0))
+
+    def positions(self, grid) -> torch.Tensor:
+        """Position table (1, 1 + rows*cols, hidden) for a patch grid, interpolated if it is not the native one."""
+        cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
+        patch_pos = interpolate_pos_embed(patch_pos, self.patch_embeddings.grid_size, grid)
+        return torch.cat([cls_pos, patch_pos], dim=1)
+
+    def forward(self, pixel_values, grid) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns (patch tokens (batch, N, hidden) with positions, cls token (batch, 1, hidden) with position)."""
+        positions = self.positions(grid)
+        patches = self.patch_embeddings(pixel_values) + positions[:, 1:]
+        cls = (self.cls_token + positions[:, :1]).expand(patches.shape[0], -1, -1)
+        return patches, cls
+
+
+class MAEDecoder(nn.Module):
+    """Light transformer that fills hidden positions with the mask token and predicts every patch's pixels."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__()
+        self.config = config
+        self.grid_size = config.grid_size
+        patch = to_2tuple(config.patch_size)
+        self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_hidden_size)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
+        table = sincos_2d(self.grid_size, config.decoder_hidden_size, cls_token=True)
+        self.register_buffer("decoder_pos_embed", table.unsqueeze(0))
+        self.decoder_layers = build_blocks(
+            config,
+            config.decoder_num_hidden_layers,
+            hidden_size=config.decoder_hidden_size,
+            num_heads=config.decoder_num_attention_heads,
+            intermediate_size=config.decoder_intermediate_size,
+            hidden_act=config.hidden_act,
+            qkv_bias=config.qkv_bias,
+            layer_norm_eps=config.layer_norm_eps,
+        )
+        self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
+        self.decoder_pred = nn.Linear(config.decoder_hidden_size, patch[0] * patch[1] * config.num_channels)
+
+    def forward(self, latent, ids_restore, grid) -> torch.Tensor:
+        """latent: (batch, 1 + kept, hidden) encoder output -> logits (batch, N, patch_h * patch_w * channels)."""
+        hidden = self.decoder_embed(latent)
+        tokens = restore_tokens(hidden[:, 1:], self.mask_token, ids_restore)
+        positions = self.decoder_pos_embed
+        if tuple(grid) != tuple(self.grid_size):
+            patch_pos = interpolate_pos_embed(positions[:, 1:], self.grid_size, grid)
+            positions = torch.cat([positions[:, :1], patch_pos], dim=1)
+        hidden = torch.cat([hidden[:, :1], tokens], dim=1) + positions
+        hidden, _, _ = run_blocks(self.decoder_layers, hidden)
+        return self.decoder_pred(self.decoder_norm(hidden[:, 1:]))
+
+
+class MAEPreTrainedModel(PreTrainedModel):
+    config_class = MAEConfig
+    base_model_prefix = "mae"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock", "MAEEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """MAE's initialisation: xavier-uniform linears (and patch projection), N(0, 0.02) tokens, sin-cos tables."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, PatchEmbedding2D):
+            weight = module.projection.weight  # initialised as the Linear it is
+            init.xavier_uniform_(weight.view(weight.shape[0], -1))
+            init.zeros_(module.projection.bias)
+        elif isinstance(module, MAEEmbeddings):
+            init.normal_(module.cls_token, std=std)
+            grid = module.patch_embeddings.grid_size
+            init.copy_(module.position_embeddings, sincos_2d(grid, module.cls_token.shape[-1], cls_token=True)[None])
+        elif isinstance(module, MAEDecoder):
+            init.normal_(module.mask_token, std=std)
+            table = sincos_2d(module.grid_size, module.mask_token.shape[-1], cls_token=True)
+            init.copy_(module.decoder_pos_embed, table[None])
+        elif isinstance(module, TransformerBlock):
+            for scale in (module.layer_scale1, module.layer_scale2):
+                if hasattr(scale, "gamma"):
+                    init.constant_(scale.gamma, scale.init_value)
+
+
+class MAEModel(MAEPreTrainedModel):
+    """The MAE ViT encoder. With masking it encodes the visible patches; with ``mask_ratio=0`` it is a plain ViT."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__(config)
+        self.embeddings = MAEEmbeddings(config)
+        self.layers = build_blocks(
+            config,
+            config.num_hidden_layers,
+            drop_path_rate=config.drop_path_rate,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            qkv_bias=config.qkv_bias,
+            layer_norm_eps=config.layer_norm_eps,
+            dropout=config.hidden_dropout_prob,
+            attention_dropout=config.attention_probs_dropout_prob,
+            layer_scale_init_value=config.layer_scale_init_value,
+        )
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mask_generator = build_mask_generator(config.mask_generator)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """
+        pixel_values: (batch, channels, height, width) float.
+        noise: (batch, num_patches), optional. Fixes the mask: patches are sorted by ascending noise and the first
+            ``int(num_patches * (1 - mask_ratio))`` are kept, exactly as ViTMAE; the encoder sees them in that order.
+        mask_ratio: overrides ``config.mask_ratio`` for this call. ``0.0`` (without ``noise``) keeps every patch in
+            its original order: use it for features.
+        interpolate_pos_encoding: allow other image sizes than ``config.image_size`` (positions are interpolated).
+        Returns MAEModelOutput with last_hidden_state (batch, 1 + kept, hidden), mask and ids_restore (batch, N).
+        """
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
+        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+
+        patches, cls = self.embeddings(pixel_values, grid)
+        batch, num_patches, _ = patches.shape
+        if noise is not None:
+            if tuple(noise.shape) != (batch, num_patches):
+                raise ValueError(f"noise must have shape (batch, num_patches) = {(batch, num_patches)}, got {tuple(noise.shape)}")
+            token_mask = mask_from_noise(noise.to(patches.device), mask_ratio)
+        else:
+            token_mask = self.mask_generator(batch, num_patches, mask_ratio, grid, patches.device)
+        if mask_ratio > 0.0 or noise is not None:  # with nothing masked and no noise the order is the identity
+            patches = gather_tokens(patches, token_mask.ids_keep)
+
+        hidden, all_hidden, all_attentions = run_blocks(
+            self.layers, torch.cat([cls, patches], dim=1), None, output_hidden_states, output_attentions
+        )
+        output = MAEModelOutput(
+            last_hidden_state=self.layernorm(hidden),
+            mask=token_mask.mask,
+            ids_restore=token_mask.ids_restore,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class MAEForPreTraining(MAEPreTrainedModel):
+    """MAE encoder + decoder with the masked pixel-reconstruction loss."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__(config)
+        self.mae = MAEModel(config)
+        self.decoder = MAEDecoder(config)
+        self.post_init()
+
+    def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, H, W) -> (batch, N, patch_h * patch_w * channels)."""
+        return patchify(pixel_values, to_2tuple(self.config.patch_size))
+
+    def unpatchify(self, patches: torch.Tensor, image_size=None) -> torch.Tensor:
+        """(batch, N, patch_h * patch_w * channels) -> (batch, channels, H, W); ``image_size`` defaults to the config's."""
+        patch = to_2tuple(self.config.patch_size)
+        height, width = to_2tuple(image_size if image_size is not None else self.config.image_size)
+        return unpatchify(patches, patch, (height // patch[0], width // patch[1]), self.config.num_channels)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """Same inputs as :meth:`MAEModel.forward`. Returns MAEForPreTrainingOutput with the masked MSE ``loss``,
+        ``logits`` (batch, N, patch_h * patch_w * channels) in the normalised-pixel space when ``norm_pix_loss``,
+        ``mask`` and ``ids_restore``."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.mae(
+            pixel_values,
+            noise=noise,
+            mask_ratio=mask_ratio,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
+        logits = self.decoder(encoded.last_hidden_state, encoded.ids_restore, grid)
+        target = pixel_target(pixel_values.to(logits.dtype), to_2tuple(self.config.patch_size), self.config.norm_pix_loss)
+        output = MAEForPreTrainingOutput(
+            loss=masked_mse(logits, target, encoded.mask),
+            logits=logits,
+            mask=encoded.mask,
+            ids_restore=encoded.ids_restore,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @torch.no_grad()
+    def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images from a pre-training output, in the processor's (normalised) pixel space.
+
+        Returns ``(masked_input, reconstruction, pasted)``, each (batch, channels, H, W): the input with hidden
+        patches zeroed, the decoder's prediction of every patch (norm-pix undone with each patch's own mean and
+        std, as the MAE demo does), and the prediction with the visible patches pasted back from the input.
+        """
+        patch = to_2tuple(self.config.patch_size)
+        patches = patchify(pixel_values.to(output.logits.dtype), patch)
+        prediction = output.logits
+        if self.config.norm_pix_loss:
+            mean, std = patch_statistics(patches)
+            prediction = prediction * std + mean
+        hidden = output.mask.unsqueeze(-1).to(patches.dtype)
+        size = pixel_values.shape[-2:]
+        masked_input = self.unpatchify(patches * (1 - hidden), size)
+        reconstruction = self.unpatchify(prediction, size)
+        pasted = self.unpatchify(patches * (1 - hidden) + prediction * hidden, size)
+        return masked_input, reconstruction, pasted
+
+
+class MAEForImageClassification(MAEPreTrainedModel):
+    """MAE encoder (no masking) + linear classifier, pooled as MAE fine-tunes: global average + fc_norm, or cls."""
+
+    def __init__(self, config: MAEConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.mae = MAEModel(config)
+        self.fc_norm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            if config.classifier_pooling == "mean"
+            else nn.Identity()
+        )
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """pixel_values (batch, channels, H, W); labels (batch,). Returns ImageClassifierOutput (logits (batch, num_labels))."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.mae(
+            pixel_values,
+            mask_ratio=0.0,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        tokens = encoded.last_hidden_state
+        pooled = tokens[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else tokens[:, 0]
+        logits = self.classifier(self.fc_norm(pooled))
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "MAEConfig",
+    "MAEPreTrainedModel",
+    "MAEModel",
+    "MAEForPreTraining",
+    "MAEForImageClassification",
+    "MAEModelOutput",
+    "MAEForPreTrainingOutput",
+]

@@ -1,0 +1,154 @@
+"""The table of methods: name -> config, model class per task, processor, presets.
+
+Importing ``hf_mae`` registers every row with transformers' Auto classes. A new method adds one ``Method`` row
+(and its presets) to ``METHODS``; the shared model test-suite, the CLI and ``create_model`` pick it up from here.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForPreTraining,
+)
+
+from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+from .modeling.embeddings import to_2tuple
+from .processors.image_processing_mae import MAEImageProcessor
+
+# task name (as in create_model and the CLI) -> the Auto class that loads it
+AUTO_CLASSES = {
+    "base": AutoModel,
+    "pretraining": AutoModelForPreTraining,
+    "image-classification": AutoModelForImageClassification,
+}
+
+
+def image_processor_for(processor_class) -> Callable:
+    """A processor factory that sizes an image processor to the config's ``image_size``."""
+
+    def build(config):
+        height, width = to_2tuple(config.image_size)
+        return processor_class(size={"height": height, "width": width})
+
+    return build
+
+
+@dataclass
+class Method:
+    name: str
+    paper: str
+    config_class: type
+    model_classes: dict  # task -> PreTrainedModel subclass
+    processor_class: type
+    make_processor: Callable  # config -> processor
+    presets: dict = field(default_factory=dict)  # preset name -> config kwargs
+    modality: str = "image"
+
+
+_VIT = {  # encoder sizes of the paper's ViTs
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+    "huge": dict(hidden_size=1280, num_hidden_layers=32, num_attention_heads=16, intermediate_size=5120),
+}
+
+METHODS = {
+    "mae": Method(
+        name="mae",
+        paper="Masked Autoencoders Are Scalable Vision Learners (He et al., 2021), arXiv:2111.06377",
+        config_class=MAEConfig,
+        model_classes={
+            "base": MAEModel,
+            "pretraining": MAEForPreTraining,
+            "image-classification": MAEForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # CPU-sized, for tests and the quick start: 32x32 images, 8x8 grid of 4x4 patches
+            "mae-tiny": dict(
+                image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                intermediate_size=512, decoder_hidden_size=64, decoder_num_hidden_layers=2,
+                decoder_num_attention_heads=4, decoder_intermediate_size=256,
+            ),
+            "mae-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+            "mae-vit-large-patch16": dict(patch_size=16, **_VIT["large"]),
+            "mae-vit-huge-patch14": dict(patch_size=14, **_VIT["huge"]),
+        },
+    ),
+}
+
+PRESETS = {preset: method for method in METHODS.values() for preset in method.presets}
+
+
+def list_models() -> list[str]:
+    """Names of every preset, e.g. ``["mae-tiny", "mae-vit-base-patch16", ...]``."""
+    return sorted(PRESETS)
+
+
+def get_method(preset: str) -> Method:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown model {preset!r}; available presets: {', '.join(list_models())}")
+    return PRESETS[preset]
+
+
+def create_config(name: str, **config_overrides):
+    """The config of preset ``name`` with ``config_overrides`` applied (unknown keys raise a ValueError)."""
+    method = get_method(name)
+    kwargs = {**method.presets[name], **config_overrides}
+    known = {f for f in method.config_class.__dataclass_fields__}
+    unknown = sorted(set(config_overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown config field(s) {unknown} for {method.config_class.__name__}")
+    return method.config_class(**kwargs)
+
+
+def create_model(name: str, task: str = "pretraining", **config_overrides):
+    """A randomly initialised model of preset ``name`` for ``task`` ("pretraining", "base", "image-classification")."""
+    method = get_method(name)
+    if task not in method.model_classes:
+        raise ValueError(f"task {task!r} is not available for {name!r}; choose one of {sorted(method.model_classes)}")
+    return method.model_classes[task](create_config(name, **config_overrides))
+
+
+def create_processor(name: str, **config_overrides):
+    """The processor matching preset ``name`` (e.g. an image processor sized to its ``image_size``)."""
+    method = get_method(name)
+    return method.make_processor(create_config(name, **config_overrides))
+
+
+def processor_for_config(config):
+    """The default processor of any registered config (used when a run folder has none)."""
+    for method in METHODS.values():
+        if isinstance(config, method.config_class):
+            return method.make_processor(config)
+    raise ValueError(f"no hf-mae method uses {type(config).__name__}")
+
+
+def _register(method: Method) -> None:
+    config_class = method.config_class
+    if CONFIG_MAPPING._extra_content.get(config_class.model_type) is config_class:
+        return  # already registered in this process (e.g. after importlib.reload)
+    # no exist_ok: registering over a transformers built-in must fail loudly, never shadow it
+    AutoConfig.register(config_class.model_type, config_class)
+    for task, model_class in method.model_classes.items():
+        AUTO_CLASSES[task].register(config_class, model_class)
+    if method.modality == "image":
+        AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
+
+
+def register_all() -> None:
+    for method in METHODS.values():
+        _register(method)
+
+
+def copy_config(config):
+    """A deep copy: transformers' ``_from_config`` keeps and mutates the config object it is given."""
+    return copy.deepcopy(config)

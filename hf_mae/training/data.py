@@ -1,0 +1,122 @@
+"""Data sets for pre-training, fine-tuning and probing, and the glue that turns examples into model inputs.
+
+A dataset argument is one of:
+- a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download);
+- a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``) or anything else ``datasets`` can read;
+- a Hugging Face ``datasets`` id (``org/name``), optionally streamed (``streaming=True``).
+Every loader returns a ``datasets`` object with an image column and, when present, a label column.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+BUNDLED = ("digits",)
+IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
+
+
+def _digits(split: str):
+    """scikit-learn's digits as PIL images (grey 8x8, 0..16 scaled to 0..255); a fixed 80/20 train/test split."""
+    import datasets
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
+    order = np.random.RandomState(0).permutation(len(images))
+    cut = int(0.8 * len(order))
+    if split not in ("train", "test", "validation"):
+        raise ValueError(f"split {split!r} does not exist for digits; choose train or test")
+    chosen = order[:cut] if split == "train" else order[cut:]
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+    return datasets.Dataset.from_dict(
+        {"image": [Image.fromarray(images[i]) for i in chosen], "label": [int(bunch.target[i]) for i in chosen]},
+        features=features,
+    )
+
+
+def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool = False):
+    """Loads one split of an image data set (see the module docstring for what ``name_or_path`` may be)."""
+    import datasets
+
+    if name_or_path in BUNDLED:
+        dataset = _digits(split)
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if os.path.isdir(name_or_path):
+        has_images = any(
+            f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+            for _, _, files in os.walk(name_or_path)
+            for f in files[:50]
+        )
+        if has_images:
+            splits = datasets.load_dataset("imagefolder", data_dir=name_or_path, streaming=streaming)
+        else:  # parquet / json / csv / arrow files, or a saved dataset script
+            splits = datasets.load_dataset(name_or_path, streaming=streaming)
+    else:
+        if "/" not in name_or_path:
+            raise ValueError(
+                f"dataset {name_or_path!r} is neither a bundled data set ({', '.join(BUNDLED)}), a local folder, "
+                "nor a Hugging Face dataset id (org/name)"
+            )
+        try:
+            splits = datasets.load_dataset(name_or_path, streaming=streaming)
+        except Exception as error:  # offline, unknown id, ...: say what was tried
+            raise ValueError(f"could not load dataset {name_or_path!r} from the Hugging Face Hub: {error}") from error
+    if split not in splits:
+        raise ValueError(f"split {split!r} does not exist in {name_or_path!r}; available: {sorted(splits)}")
+    return splits[split]
+
+
+def find_column(dataset, candidates, kind: str, required: bool = True):
+    """The first column of ``dataset`` named like one of ``candidates``; a clear error names the columns found."""
+    features = getattr(dataset, "features", None) or {}
+    columns = list(getattr(dataset, "column_names", None) or features)
+    for name in candidates:
+        if name in columns:
+            return name
+    if kind == "image":
+        import datasets
+
+        for name, feature in features.items():
+            if isinstance(feature, datasets.Image):
+                return name
+    if required:
+        raise ValueError(f"no {kind} column found (tried {list(candidates)}); the data set has columns {columns}")
+    return None
+
+
+def num_classes(dataset, label_column: str) -> int:
+    feature = (getattr(dataset, "features", None) or {}).get(label_column)
+    if hasattr(feature, "num_classes"):
+        return int(feature.num_classes)
+    return int(max(dataset[label_column])) + 1
+
+
+def with_model_inputs(dataset, processor, with_labels: bool = True):
+    """Lazily turns examples into ``{"pixel_values": (C, H, W) float, "labels": int}`` with ``processor``."""
+    image_column = find_column(dataset, IMAGE_COLUMNS, "image")
+    label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
+
+    def transform(batch):
+        images = [image.convert("RGB") if hasattr(image, "convert") else image for image in batch[image_column]]
+        out = {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
+        if label_column is not None:
+            out["labels"] = torch.as_tensor(batch[label_column])
+        return out
+
+    if hasattr(dataset, "with_transform"):  # map-style: processed on access
+        return dataset.with_transform(transform)
+    return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
+
+
+def collate(examples):
+    batch = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])}
+    if "labels" in examples[0]:
+        batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
+    return batch
