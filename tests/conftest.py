@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the real Hub; Hub tests point HF_ENDPOINT locally
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 ROOT = Path(__file__).resolve().parents[1]
