@@ -24,3 +24,47 @@ def shared_data(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent (the real data sets live in ../shared/data beside the checkout)")
     return path
+
+
+def digits_pixels(split: str = "train", image_size: int = 32):
+    """(pixel_values (n, 3, s, s) float32, labels (n,) long) of scikit-learn's digits through the mae-tiny processor."""
+    import hf_mae
+    from hf_mae.training.data import collate, load_image_dataset, with_model_inputs
+
+    processor = hf_mae.create_processor("mae-tiny", image_size=image_size)
+    dataset = with_model_inputs(load_image_dataset("digits", split), processor)
+    batch = collate([dataset[i] for i in range(len(dataset))])
+    return batch["pixel_values"], batch["labels"]
+
+
+def pretrain_tiny(steps: int = 300, batch_size: int = 64, lr: float = 1.5e-3, seed: int = 0, **overrides):
+    """Pretrains mae-tiny on digits with a plain AdamW loop. Returns (model, list of losses)."""
+    import hf_mae
+
+    torch.manual_seed(seed)
+    pixels, _ = digits_pixels("train")
+    model = hf_mae.create_model("mae-tiny", **overrides).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=0.05)
+    generator = torch.Generator().manual_seed(seed)
+    losses = []
+    for step in range(steps):
+        idx = torch.randint(0, len(pixels), (batch_size,), generator=generator)
+        loss = model(pixels[idx]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return model.eval(), losses
+
+
+@pytest.fixture(scope="session")
+def pretrained_mae(tmp_path_factory):
+    """A mae-tiny pretrained for 300 steps on digits, saved as a Hugging Face folder (model + processor).
+    Returns (folder, losses)."""
+    import hf_mae
+
+    model, losses = pretrain_tiny()
+    folder = tmp_path_factory.mktemp("pretrained_mae")
+    model.save_pretrained(folder)
+    hf_mae.create_processor("mae-tiny").save_pretrained(folder)
+    return folder, losses
