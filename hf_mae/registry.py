@@ -103,7 +103,7 @@ def create_config(name: str, **config_overrides):
     """The config of preset ``name`` with ``config_overrides`` applied (unknown keys raise a ValueError)."""
     method = get_method(name)
     kwargs = {**method.presets[name], **config_overrides}
-    known = {f for f in method.config_class.__dataclass_fields__}
+    known = set(method.config_class.__dataclass_fields__) | {"num_labels"}  # num_labels is an init-only kwarg
     unknown = sorted(set(config_overrides) - known)
     if unknown:
         raise ValueError(f"unknown config field(s) {unknown} for {method.config_class.__name__}")

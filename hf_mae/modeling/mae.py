@@ -110,6 +110,8 @@ class MAEEmbeddings(nn.Module):
 
     def positions(self, grid) -> torch.Tensor:
         """Position table (1, 1 + rows*cols, hidden) for a patch grid, interpolated if it is not the native one."""
+        if tuple(grid) == self.patch_embeddings.grid_size:
+            return self.position_embeddings
         cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
         patch_pos = interpolate_pos_embed(patch_pos, self.patch_embeddings.grid_size, grid)
         return torch.cat([cls_pos, patch_pos], dim=1)
@@ -157,7 +159,8 @@ class MAEDecoder(nn.Module):
             positions = torch.cat([positions[:, :1], patch_pos], dim=1)
         hidden = torch.cat([hidden[:, :1], tokens], dim=1) + positions
         hidden, _, _ = run_blocks(self.decoder_layers, hidden)
-        return self.decoder_pred(self.decoder_norm(hidden[:, 1:]))
+        # Predict every row, then drop the cls one: slicing before the norm would copy (batch, N, decoder_hidden).
+        return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
 
 class MAEPreTrainedModel(PreTrainedModel):
@@ -202,9 +205,13 @@ class MAEPreTrainedModel(PreTrainedModel):
 
 
 class MAEModel(MAEPreTrainedModel):
-    """The MAE ViT encoder. With masking it encodes the visible patches; with ``mask_ratio=0`` it is a plain ViT."""
+    """The MAE ViT encoder. With masking it encodes the visible patches; with ``mask_ratio=0`` it is a plain ViT.
 
-    def __init__(self, config: MAEConfig):
+    ``add_final_norm=False`` leaves out the last LayerNorm: MAE's mean-pooling classifier replaces it by ``fc_norm``
+    after pooling.
+    """
+
+    def __init__(self, config: MAEConfig, add_final_norm: bool = True):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config)
         self.layers = build_blocks(
@@ -221,7 +228,9 @@ class MAEModel(MAEPreTrainedModel):
             attention_dropout=config.attention_probs_dropout_prob,
             layer_scale_init_value=config.layer_scale_init_value,
         )
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
+        )
         self.mask_generator = build_mask_generator(config.mask_generator)
         self.post_init()
 
@@ -357,12 +366,14 @@ class MAEForPreTraining(MAEPreTrainedModel):
 
 
 class MAEForImageClassification(MAEPreTrainedModel):
-    """MAE encoder (no masking) + linear classifier, pooled as MAE fine-tunes: global average + fc_norm, or cls."""
+    """MAE encoder (no masking) + linear classifier, pooled as MAE fine-tunes: global average of the tokens before
+    the final norm, then fc_norm (``classifier_pooling="mean"``), or the normalised cls token ("cls")."""
 
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.num_labels = config.num_labels
-        self.mae = MAEModel(config)
+        # As MAE fine-tunes: mean pooling averages the un-normalised tokens and normalises after (fc_norm).
+        self.mae = MAEModel(config, add_final_norm=config.classifier_pooling == "cls")
         self.fc_norm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
             if config.classifier_pooling == "mean"

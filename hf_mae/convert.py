@@ -1,0 +1,607 @@
+"""Checkpoint conversion between hf-mae, transformers' ViTMAE and the official facebookresearch/mae layout.
+
+```
+hf-mae convert vit-mae      SRC_DIR  DST_DIR   # transformers ViTMAEForPreTraining folder -> hf-mae MAEForPreTraining
+hf-mae convert --to vit-mae SRC_DIR  DST_DIR   # hf-mae MAEForPreTraining folder -> ViTMAEForPreTraining folder
+hf-mae convert mae-official SRC.pth  DST_DIR   # facebookresearch/mae checkpoint -> hf-mae folder
+hf-mae convert --to mae-official SRC_DIR DST.pth   # hf-mae folder -> {"model": state_dict} in the official layout
+```
+
+All three layouts hold the same numbers under different names (one table, ``_NAMES``); the only reshaping is
+ViTMAE's separate q/k/v projections, which hf-mae and the official code fuse into one ``qkv`` Linear (q, k, v
+stacked along the output dimension). The sin-cos position tables are copied as stored, never recomputed, so a
+converted model gives the same outputs as its source for the same ``noise``.
+
+Official checkpoints:
+* ``{"model": state_dict}`` of ``models_mae.MaskedAutoencoderViT`` (encoder + decoder) -> ``MAEForPreTraining``;
+  an encoder-only one (the released ``mae_pretrain_vit_*.pth``) -> ``MAEModel``; a ``models_vit`` fine-tuned one
+  -> ``MAEForImageClassification``, with cls pooling (``norm`` + ``head``) or global pooling (``fc_norm`` +
+  ``head``, no ``norm``: tokens are averaged before normalising, as hf-mae's ``classifier_pooling="mean"``).
+* Shapes give every size except the head counts (``num_heads``: the paper's 12 for width 768, 16 for 1024 and
+  1280; ``decoder_num_heads``: 16). LayerNorm eps is 1e-6 and ``norm_pix_loss`` defaults to True (the released
+  models). The official sin-cos table is width-first (its meshgrid swaps h and w); a table in another layout is
+  reported (warning, or ValueError with ``strict``) and still copied as stored.
+
+To ViTMAE: ViTMAEConfig has one int for image and patch size and no LayerScale, so non-square sizes and
+``layer_scale_init_value`` are refused; ``drop_path_rate`` and ``mask_generator`` only act in training and are
+dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .modeling.embeddings import sincos_2d, to_2tuple
+from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+from .registry import processor_for_config
+
+FORMATS = ("mae", "vit-mae", "mae-official")  # "mae" is hf-mae's own folder layout
+
+# One row per weight group: (hf-mae name, transformers ViTMAE name, facebookresearch/mae name).
+# "#" stands for a block index; None: that layout has no such weight.
+_NAMES = (
+    ("mae.embeddings.cls_token", "vit.embeddings.cls_token", "cls_token"),
+    ("mae.embeddings.position_embeddings", "vit.embeddings.position_embeddings", "pos_embed"),
+    ("mae.embeddings.patch_embeddings.projection", "vit.embeddings.patch_embeddings.projection", "patch_embed.proj"),
+    ("mae.layers.#", "vit.layers.#", "blocks.#"),
+    ("mae.layernorm", "vit.layernorm", "norm"),
+    ("decoder.decoder_embed", "decoder.decoder_embed", "decoder_embed"),
+    ("decoder.mask_token", "decoder.mask_token", "mask_token"),
+    ("decoder.decoder_pos_embed", "decoder.decoder_pos_embed", "decoder_pos_embed"),
+    ("decoder.decoder_layers.#", "decoder.decoder_layers.#", "decoder_blocks.#"),
+    ("decoder.decoder_norm", "decoder.decoder_norm", "decoder_norm"),
+    ("decoder.decoder_pred", "decoder.decoder_pred", "decoder_pred"),
+    ("fc_norm", None, "fc_norm"),
+    ("classifier", None, "head"),
+)
+# Inside a transformer block. ViTMAE's q_proj/k_proj/v_proj are fused into "attention.qkv" before renaming.
+_BLOCK_NAMES = (
+    ("norm1", "layernorm_before", "norm1"),
+    ("attention.qkv", "attention.qkv", "attn.qkv"),
+    ("attention.proj", "attention.o_proj", "attn.proj"),
+    ("norm2", "layernorm_after", "norm2"),
+    ("mlp.fc1", "mlp.fc1", "mlp.fc1"),
+    ("mlp.fc2", "mlp.fc2", "mlp.fc2"),
+)
+_COLUMN = {"mae": 0, "vit-mae": 1, "mae-official": 2}
+
+# MAEConfig and ViTMAEConfig fields with the same name and meaning
+_VIT_MAE_FIELDS = (
+    "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "hidden_act", "qkv_bias", "layer_norm_eps", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "decoder_hidden_size", "decoder_num_hidden_layers",
+    "decoder_num_attention_heads", "decoder_intermediate_size", "mask_ratio", "norm_pix_loss", "initializer_range",
+)  # fmt: skip
+# hf-mae settings that only act during training: dropped (with a warning) when ViTMAE cannot hold them
+_TRAINING_ONLY = {"drop_path_rate": 0.0, "mask_generator": "random"}
+
+# The paper's head count per encoder width (ViT-B/L/H); its decoders use 16 heads.
+PAPER_NUM_HEADS = {768: 12, 1024: 16, 1280: 16}
+PAPER_DECODER_NUM_HEADS = 16
+OFFICIAL_LAYER_NORM_EPS = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# state-dict renaming
+
+
+def _prefix_pattern(prefix: str) -> str:
+    return r"(\d+)".join(re.escape(part) for part in prefix.split("#"))
+
+
+def _rename(key: str, source: int, target: int, rows=_NAMES) -> str:
+    """The name of weight ``key`` of layout column ``source`` in layout ``target``; KeyError if unknown."""
+    for row in rows:
+        old, new = row[source], row[target]
+        if old is None or new is None:
+            continue
+        match = re.fullmatch(_prefix_pattern(old) + r"(?:\.(.+))?", key)
+        if match is None:
+            continue
+        *index, rest = match.groups()
+        if index:  # a transformer block: rename inside it too
+            new = new.replace("#", index[0])
+            rest = _rename(rest, source, target, _BLOCK_NAMES) if rest else rest
+        return new if rest is None else f"{new}.{rest}"
+    raise KeyError(key)
+
+
+def rename_keys(state_dict: dict, source: str, target: str) -> dict:
+    """Renames a state dict from layout ``source`` to ``target`` (each one of "mae", "vit-mae", "mae-official").
+
+    The qkv projection stays fused (``attention.qkv`` under ViTMAE names): see :func:`fuse_qkv` / :func:`split_qkv`.
+    Raises ValueError listing every weight that has no counterpart.
+    """
+    renamed, unknown = {}, []
+    for key, tensor in state_dict.items():
+        try:
+            renamed[_rename(key, _COLUMN[source], _COLUMN[target])] = tensor
+        except KeyError:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{len(unknown)} weight(s) of the {source} checkpoint have no {target} counterpart: {unknown}")
+    return renamed
+
+
+def fuse_qkv(state_dict: dict) -> dict:
+    """ViTMAE ``...attention.{q,k,v}_proj.{weight,bias}`` -> ``...attention.qkv.*`` (q, k, v stacked on dim 0)."""
+    fused = {}
+    for key, tensor in state_dict.items():
+        match = re.fullmatch(r"(.+\.attention\.)([qkv])_proj\.(weight|bias)", key)
+        if match is None:
+            fused[key] = tensor
+        elif match.group(2) == "q":
+            start, kind = match.group(1), match.group(3)
+            fused[f"{start}qkv.{kind}"] = torch.cat([state_dict[f"{start}{x}_proj.{kind}"] for x in "qkv"], dim=0)
+    return fused
+
+
+def split_qkv(state_dict: dict) -> dict:
+    """Inverse of :func:`fuse_qkv`."""
+    split = {}
+    for key, tensor in state_dict.items():
+        match = re.fullmatch(r"(.+\.attention\.)qkv\.(weight|bias)", key)
+        if match is None:
+            split[key] = tensor
+            continue
+        for name, part in zip("qkv", tensor.chunk(3, dim=0)):
+            split[f"{match.group(1)}{name}_proj.{match.group(2)}"] = part.clone()
+    return split
+
+
+def _build(model_class, config, state_dict: dict, source: str):
+    """A ``model_class`` holding exactly ``state_dict`` (every weight, no extra), in the checkpoint's dtype."""
+    dtype = next((t.dtype for t in state_dict.values() if t.is_floating_point()), torch.float32)
+    model = model_class(config)
+    try:
+        missing, unexpected = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as error:  # shape mismatches
+        raise ValueError(f"{source} does not fit {model_class.__name__} built from its own config: {error}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{source} does not fit {model_class.__name__}: missing weights {missing}, unexpected weights {unexpected}"
+        )
+    return model.to(dtype).eval()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# position tables
+
+
+def pos_embed_layout(table: torch.Tensor, grid_size) -> str:
+    """Which 2D sin-cos layout a position table (1, 1 + rows*cols, dim) holds.
+
+    Returns "width-first" (MAE's and ViTMAE's: ``[sin_w|cos_w|sin_h|cos_h]``), "height-first" (the canonical
+    ``[sin_h|cos_h|sin_w|cos_w]``), "zeros" or "other" (learned, interpolated, ...).
+    """
+    atol = 1e-2 if table.dtype in (torch.float16, torch.bfloat16) else 1e-4
+    table = table.detach().float().reshape(-1, table.shape[-1])
+    if not table.any():
+        return "zeros"
+    for name, width_first in (("width-first", True), ("height-first", False)):
+        expected = sincos_2d(grid_size, table.shape[-1], cls_token=True, width_first=width_first)
+        if expected.shape == table.shape and torch.allclose(table, expected, atol=atol):
+            return name
+    return "other"
+
+
+def check_position_tables(state_dict: dict, config: MAEConfig, source: str, strict: bool = False) -> None:
+    """Warns (ValueError if ``strict``) when the sin-cos tables of an hf-mae-named state dict are not width-first.
+
+    The tables are copied as stored either way, so the converted model computes what the checkpoint computed.
+    """
+    for key in ("mae.embeddings.position_embeddings", "decoder.decoder_pos_embed"):
+        if key not in state_dict:
+            continue
+        layout = pos_embed_layout(state_dict[key], config.grid_size)
+        if layout == "width-first":
+            continue
+        message = f"{source}: {key} is {layout!r}, not MAE's width-first 2D sin-cos table; copied as stored"
+        if layout == "zeros":
+            message += " (transformers' ViTMAE zeroes its sin-cos tables when a model is built from a config)"
+        if layout == "height-first":
+            message += " (a table built h-first, not with the original MAE's h/w swap)"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# transformers ViTMAE <-> hf-mae
+
+
+def mae_config_from_vit_mae(vit_config) -> MAEConfig:
+    """MAEConfig with every field of a ``ViTMAEConfig`` (its layer_norm_eps, 1e-12 by default, included)."""
+    return MAEConfig(**{name: getattr(vit_config, name) for name in _VIT_MAE_FIELDS})
+
+
+def vit_mae_config_from_mae(config: MAEConfig):
+    """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
+    from transformers import ViTMAEConfig
+
+    kwargs = {name: getattr(config, name) for name in _VIT_MAE_FIELDS}
+    for name in ("image_size", "patch_size"):
+        height, width = to_2tuple(kwargs[name])
+        if height != width:
+            raise ValueError(
+                f"{name} must be square to convert to vit-mae (ViTMAEConfig holds one int), got {kwargs[name]!r}"
+            )
+        kwargs[name] = height
+    if config.layer_scale_init_value:
+        raise ValueError(
+            f"layer_scale_init_value={config.layer_scale_init_value}: ViTMAE blocks have no LayerScale, "
+            "so this model cannot be converted to vit-mae (allowed: 0)"
+        )
+    dropped = {name: getattr(config, name) for name, off in _TRAINING_ONLY.items() if getattr(config, name) != off}
+    if dropped:
+        message = f"ViTMAE has no {dropped}: dropped (they act only in training; the weights are unaffected)"
+        warnings.warn(message, stacklevel=2)
+    return ViTMAEConfig(**kwargs)
+
+
+def convert_vit_mae(vit_model, strict: bool = False) -> MAEForPreTraining:
+    """transformers ``ViTMAEForPreTraining`` -> hf-mae ``MAEForPreTraining`` with the same weights and outputs."""
+    config = mae_config_from_vit_mae(vit_model.config)
+    state = rename_keys(fuse_qkv(vit_model.state_dict()), "vit-mae", "mae")
+    check_position_tables(state, config, "the ViTMAE checkpoint", strict)
+    return _build(MAEForPreTraining, config, state, "the ViTMAE checkpoint")
+
+
+def convert_to_vit_mae(model: MAEForPreTraining):
+    """hf-mae ``MAEForPreTraining`` -> transformers ``ViTMAEForPreTraining`` with the same weights and outputs."""
+    from transformers import ViTMAEForPreTraining
+
+    if not isinstance(model, MAEForPreTraining):
+        raise TypeError(f"model must be an MAEForPreTraining, got {type(model).__name__}")
+    config = vit_mae_config_from_mae(model.config)
+    state = split_qkv(rename_keys(model.state_dict(), "mae", "vit-mae"))
+    return _build(ViTMAEForPreTraining, config, state, "the hf-mae model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# facebookresearch/mae <-> hf-mae
+
+
+def load_mae_official(path) -> dict:
+    """The state dict of a facebookresearch/mae ``.pth`` (``{"model": state_dict, ...}`` or a bare state dict).
+
+    Loaded with ``torch.load(weights_only=True)``; training checkpoints also pickle their ``argparse.Namespace``
+    arguments, which is allowed as a safe global.
+    """
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+        raise ValueError(
+            f"SRC {str(path)!r} cannot be read by torch.load(weights_only=True): {error}. If you trust the file, "
+            "re-save it as torch.save({'model': state_dict}, path) and convert that"
+        ) from None
+    state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "patch_embed.proj.weight" not in state:
+        found = sorted(state)[:8] if isinstance(state, dict) else type(checkpoint).__name__
+        raise ValueError(
+            f"SRC {str(path)!r} is not a facebookresearch/mae checkpoint: expected {{'model': state_dict}} with "
+            f"'patch_embed.proj.weight', 'pos_embed', 'blocks.N...'; found {found}"
+        )
+    return state
+
+
+def _num_blocks(state_dict: dict, prefix: str) -> int:
+    indices = {int(m.group(1)) for key in state_dict if (m := re.match(rf"{prefix}\.(\d+)\.", key))}
+    return max(indices) + 1 if indices else 0
+
+
+def mae_official_config(
+    state_dict: dict, num_heads: int | None = None, decoder_num_heads: int | None = None, norm_pix_loss: bool = True
+) -> MAEConfig:
+    """MAEConfig of an official state dict, read from its shapes; head counts default to the paper's.
+
+    The official models are square: the image size is the patch size times sqrt(number of positions).
+    """
+    required = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
+    missing = [key for key in required if key not in state_dict]
+    if missing:
+        raise ValueError(f"SRC is not a complete facebookresearch/mae state dict: it lacks {missing}")
+    hidden, channels, patch_h, patch_w = state_dict["patch_embed.proj.weight"].shape
+    num_positions = state_dict["pos_embed"].shape[1] - 1
+    grid = math.isqrt(num_positions)
+    if grid * grid != num_positions:
+        raise ValueError(f"SRC pos_embed has {num_positions} patch positions, not a square grid as in official MAE")
+    if num_heads is None:
+        if hidden not in PAPER_NUM_HEADS:
+            raise ValueError(
+                f"num_heads (--num-heads) is required: encoder width {hidden} has no paper default "
+                f"(known: {PAPER_NUM_HEADS})"
+            )
+        num_heads = PAPER_NUM_HEADS[hidden]
+    kwargs = dict(
+        image_size=grid * patch_h if patch_h == patch_w else (grid * patch_h, grid * patch_w),
+        patch_size=patch_h if patch_h == patch_w else (patch_h, patch_w),
+        num_channels=channels,
+        hidden_size=hidden,
+        num_hidden_layers=_num_blocks(state_dict, "blocks"),
+        num_attention_heads=num_heads,
+        intermediate_size=state_dict["blocks.0.mlp.fc1.weight"].shape[0],
+        hidden_act="gelu",  # timm's nn.GELU: the exact (erf) GELU
+        qkv_bias="blocks.0.attn.qkv.bias" in state_dict,
+        layer_norm_eps=OFFICIAL_LAYER_NORM_EPS,
+        norm_pix_loss=norm_pix_loss,
+    )
+    if "decoder_embed.weight" in state_dict:
+        kwargs.update(
+            decoder_hidden_size=state_dict["decoder_embed.weight"].shape[0],
+            decoder_num_hidden_layers=_num_blocks(state_dict, "decoder_blocks"),
+            decoder_num_attention_heads=decoder_num_heads or PAPER_DECODER_NUM_HEADS,
+            decoder_intermediate_size=state_dict["decoder_blocks.0.mlp.fc1.weight"].shape[0],
+        )
+    if "head.weight" in state_dict:
+        pooling = "mean" if "fc_norm.weight" in state_dict else "cls"  # models_vit's global_pool has fc_norm
+        kwargs.update(num_labels=state_dict["head.weight"].shape[0], classifier_pooling=pooling)
+    return MAEConfig(**kwargs)
+
+
+def convert_mae_official(
+    state_dict: dict,
+    num_heads: int | None = None,
+    decoder_num_heads: int | None = None,
+    norm_pix_loss: bool = True,
+    strict: bool = False,
+):
+    """An official state dict -> ``MAEForPreTraining`` (with decoder), ``MAEModel`` (encoder only) or
+    ``MAEForImageClassification`` (a ``models_vit`` fine-tune: ``norm`` + ``head`` or ``fc_norm`` + ``head``)."""
+    config = mae_official_config(state_dict, num_heads, decoder_num_heads, norm_pix_loss)
+    state = rename_keys(state_dict, "mae-official", "mae")
+    if "head.weight" in state_dict:  # fine-tuned: its pos_embed was trained, so it is no sin-cos table any more
+        return _build(MAEForImageClassification, config, state, "the official checkpoint")
+    check_position_tables(state, config, "the official checkpoint", strict)
+    if "decoder_embed.weight" in state_dict:
+        return _build(MAEForPreTraining, config, state, "the official checkpoint")
+    encoder = {key.removeprefix("mae."): tensor for key, tensor in state.items()}
+    return _build(MAEModel, config, encoder, "the official checkpoint")
+
+
+def to_mae_official_state_dict(model) -> dict:
+    """The state dict of an hf-mae MAEForPreTraining / MAEModel / MAEForImageClassification under the
+    official key names and shapes; ValueError for what the official code cannot express."""
+    config = model.config
+    problems = []
+    if len(set(to_2tuple(config.image_size))) > 1 or len(set(to_2tuple(config.patch_size))) > 1:
+        problems.append(f"non-square image_size {config.image_size} / patch_size {config.patch_size}")
+    if config.layer_scale_init_value:
+        problems.append(f"layer_scale_init_value={config.layer_scale_init_value} (no LayerScale)")
+    if not config.qkv_bias:
+        problems.append("qkv_bias=False (official blocks always have a qkv bias)")
+    if config.hidden_act != "gelu":
+        problems.append(f"hidden_act={config.hidden_act!r} (official blocks use 'gelu')")
+    if problems:
+        raise ValueError(f"the model cannot be converted to mae-official: {'; '.join(problems)}")
+    if config.layer_norm_eps != OFFICIAL_LAYER_NORM_EPS:
+        warnings.warn(f"layer_norm_eps={config.layer_norm_eps}; the official code uses 1e-6", stacklevel=2)
+    state = model.state_dict()
+    if isinstance(model, MAEModel):
+        state = {f"mae.{key}": tensor for key, tensor in state.items()}
+    return rename_keys(state, "mae", "mae-official")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# folders and files
+
+
+def check_destination(dst, overwrite: bool) -> None:
+    if Path(dst).exists() and not overwrite:
+        raise ValueError(f"DST {str(dst)!r} already exists; pass --overwrite (overwrite=True) to replace it")
+
+
+def write_atomically(dst, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Calls ``write(path)`` on a temporary path beside ``dst`` (file or folder), then renames it to ``dst``.
+
+    Nothing half-written is ever left at ``dst``; an existing ``dst`` is replaced only with ``overwrite``.
+    """
+    dst = Path(dst)
+    check_destination(dst, overwrite)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    try:
+        target = staging / dst.name
+        write(target)
+        previous = staging / f"{dst.name}.previous"
+        if dst.exists():
+            os.replace(dst, previous)
+        try:
+            os.replace(target, dst)
+        except OSError:
+            if previous.exists():
+                os.replace(previous, dst)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dst
+
+
+def _processor_settings(folder: Path) -> dict:
+    """Normalisation and resampling of a folder's ``preprocessor_config.json`` (empty if it has none)."""
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text())
+    return {key: saved[key] for key in ("image_mean", "image_std", "resample") if key in saved}
+
+
+def _save_hf_mae(model, processor_settings: dict) -> Callable[[Path], None]:
+    def write(path: Path) -> None:
+        model.save_pretrained(path)
+        processor = processor_for_config(model.config)
+        for key, value in processor_settings.items():  # keep the source's normalisation
+            setattr(processor, key, value)
+        processor.save_pretrained(path)
+
+    return write
+
+
+def _read_config(src: Path, model_type: str) -> dict:
+    """The config.json of folder ``src``, refusing a folder without one or of another model type."""
+    config_path = src / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"SRC {str(src)!r} is not a model folder: it has no config.json")
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") != model_type:
+        raise ValueError(
+            f"SRC {str(src)!r} holds a {config.get('model_type')!r} model; this conversion reads {model_type!r} folders"
+        )
+    return config
+
+
+def _load_folder(model_class, src: Path, model_type: str):
+    """``model_class.from_pretrained(src)``, refusing a folder of another model type or with missing weights."""
+    _read_config(src, model_type)
+    model, info = model_class.from_pretrained(src, output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        raise ValueError(
+            f"SRC {str(src)!r} is not a complete {model_class.__name__}: missing {sorted(info['missing_keys'])}, "
+            f"mismatched {info['mismatched_keys']}"
+        )
+    return model.eval()
+
+
+def convert_vit_mae_folder(src, dst, overwrite: bool = False, strict: bool = False) -> Path:
+    """A transformers ViTMAEForPreTraining folder -> an hf-mae MAEForPreTraining folder (+ processor json)."""
+    from transformers import ViTMAEForPreTraining
+
+    src = Path(src)
+    model = convert_vit_mae(_load_folder(ViTMAEForPreTraining, src, "vit_mae"), strict=strict)
+    return write_atomically(dst, _save_hf_mae(model, _processor_settings(src)), overwrite)
+
+
+def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae MAEForPreTraining folder -> a transformers ViTMAEForPreTraining folder (+ ViTImageProcessor json)."""
+    from transformers import ViTImageProcessorPil
+
+    src = Path(src)
+    model = _load_folder(MAEForPreTraining, src, MAEConfig.model_type)
+    vit_model = convert_to_vit_mae(model)
+    size = vit_model.config.image_size
+    default = processor_for_config(model.config)  # hf-mae's normalisation, unless the folder's processor says else
+    settings = {key: getattr(default, key) for key in ("image_mean", "image_std", "resample")}
+    settings.update(_processor_settings(src))
+
+    def write(path: Path) -> None:
+        vit_model.save_pretrained(path)
+        ViTImageProcessorPil(size={"height": size, "width": size}, **settings).save_pretrained(path)
+
+    return write_atomically(dst, write, overwrite)
+
+
+def convert_mae_official_file(src, dst, overwrite: bool = False, **options) -> Path:
+    """A facebookresearch/mae ``.pth`` -> an hf-mae folder; ``options`` go to :func:`convert_mae_official`."""
+    model = convert_mae_official(load_mae_official(src), **options)
+    return write_atomically(dst, _save_hf_mae(model, {}), overwrite)
+
+
+def convert_to_mae_official_file(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae folder (pre-training, encoder or cls-pooled classifier) -> ``{"model": state_dict}`` ``.pth``."""
+    src = Path(src)
+    architecture = (_read_config(src, MAEConfig.model_type).get("architectures") or ["MAEForPreTraining"])[0]
+    classes = {cls.__name__: cls for cls in (MAEForPreTraining, MAEModel, MAEForImageClassification)}
+    if architecture not in classes:
+        raise ValueError(f"SRC {str(src)!r} holds a {architecture}; --to mae-official reads {sorted(classes)}")
+    state = to_mae_official_state_dict(_load_folder(classes[architecture], src, MAEConfig.model_type))
+    return write_atomically(dst, lambda path: torch.save({"model": state}, path), overwrite)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# command line
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "hf-mae convert [options] FORMAT SRC DST   |   hf-mae convert --to FORMAT [options] SRC DST"
+    parser.add_argument(
+        "paths", nargs="+", metavar="[FORMAT] SRC DST",
+        help="FORMAT of SRC: vit-mae (transformers ViTMAEForPreTraining folder), mae-official (facebookresearch/mae "
+        ".pth) or mae (an hf-mae folder, the default with --to)",
+    )  # fmt: skip
+    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
+    parser.add_argument("--strict", action="store_true", help="fail (not warn) when a sin-cos table is not MAE's")
+    official = parser.add_argument_group("mae-official (head counts are not stored in the checkpoint)")
+    official.add_argument("--num-heads", type=int, help="encoder heads (default: 12 for 768, 16 for 1024/1280)")
+    official.add_argument("--decoder-num-heads", type=int, help="decoder heads (default 16)")
+    official.add_argument(
+        "--norm-pix-loss", action=argparse.BooleanOptionalAction, default=True,
+        help="whether the checkpoint was trained on normalised pixels (default: yes, as the released models)",
+    )  # fmt: skip
+
+
+def _parse_route(args) -> tuple[str, str, Path, Path]:
+    """(source format, target format, SRC, DST) from the positional arguments and --to."""
+    target = args.to or "mae"
+    if target not in FORMATS:
+        raise ValueError(f"--to {target!r} is not a known format; allowed: {', '.join(FORMATS)}")
+    if len(args.paths) == 3:
+        source, src, dst = args.paths
+    elif len(args.paths) == 2 and target != "mae":
+        source, (src, dst) = "mae", args.paths
+    else:
+        raise ValueError(f"expected FORMAT SRC DST (or --to FORMAT SRC DST), got {args.paths}")
+    if source not in FORMATS:
+        raise ValueError(f"FORMAT {source!r} is not a known format; allowed: {', '.join(FORMATS)}")
+    if (source == "mae") == (target == "mae"):
+        raise ValueError(f"cannot convert FORMAT {source!r} --to {target!r}: one side must be hf-mae ('mae')")
+    return source, target, Path(src), Path(dst)
+
+
+def run(args) -> int:
+    source, target, src, dst = _parse_route(args)
+    if not src.exists():
+        raise ValueError(f"SRC {str(src)!r} does not exist")
+    check_destination(dst, args.overwrite)  # before the (possibly long) conversion
+    official_flags = args.num_heads is not None or args.decoder_num_heads is not None or not args.norm_pix_loss
+    if official_flags and source != "mae-official":
+        raise ValueError("--num-heads, --decoder-num-heads and --no-norm-pix-loss apply only to FORMAT mae-official")
+    if source == "vit-mae":
+        convert_vit_mae_folder(src, dst, args.overwrite, args.strict)
+    elif source == "mae-official":
+        convert_mae_official_file(
+            src, dst, args.overwrite, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
+            norm_pix_loss=args.norm_pix_loss, strict=args.strict,
+        )  # fmt: skip
+    elif target == "vit-mae":
+        convert_to_vit_mae_folder(src, dst, args.overwrite)
+    else:
+        convert_to_mae_official_file(src, dst, args.overwrite)
+    print(f"converted {source} {src} -> {target} {dst}")
+    return 0
+
+
+__all__ = [
+    "FORMATS",
+    "check_position_tables",
+    "convert_mae_official",
+    "convert_mae_official_file",
+    "convert_to_mae_official_file",
+    "convert_to_vit_mae",
+    "convert_to_vit_mae_folder",
+    "convert_vit_mae",
+    "convert_vit_mae_folder",
+    "fuse_qkv",
+    "load_mae_official",
+    "mae_config_from_vit_mae",
+    "mae_official_config",
+    "pos_embed_layout",
+    "rename_keys",
+    "split_qkv",
+    "to_mae_official_state_dict",
+    "vit_mae_config_from_mae",
+    "write_atomically",
+]

@@ -1,0 +1,601 @@
+"""``hf-mae pretrain``: self-supervised pre-training of a preset with Accelerate, resumable.
+
+    hf-mae pretrain --model mae-tiny --dataset digits --output-dir runs/mae --max-steps 500
+    accelerate launch --num_processes 8 -m hf_mae.training.pretrain --model mae-vit-base-patch16 ...
+
+One script for one CPU, one GPU or many (``accelerate launch``). What it does:
+- AdamW (betas 0.9, 0.95), no weight decay on norms, biases, position embeddings and tokens;
+  ``lr = base_lr * effective_batch / 256`` unless ``--lr``; linear warm-up, then cosine to 0 (see ``optim.py``);
+- data in a seeded per-epoch order that a resumed run recomputes, skipping the batches already seen;
+- checkpoints ``DIR/checkpoints/step_N`` (``accelerator.save_state``: model, optimiser, scheduler, RNG, plus
+  ``trainer_state.json`` with the data position), written to a temporary folder and renamed, the last K kept;
+  ``--resume`` continues from the newest one and ends with the same weights as an uninterrupted run;
+- metrics as JSON lines in ``DIR/metrics.jsonl`` (and TensorBoard when installed);
+- at the end ``DIR`` holds a ``from_pretrained``-able model and processor, ``reconstruction.png``,
+  ``metrics.json`` (summary) and ``run_args.json``.
+
+Set ``HF_MAE_RANK_REPORT=1`` to make every process write ``DIR/rank_K.json`` (parameter checksum and a hash of
+the data it saw), which the multi-process test uses to check that DDP kept the ranks in step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+TMP_PREFIX = ".tmp-"
+# files a run writes into its folder (what --overwrite removes; anything else there is left alone)
+RUN_FILES = (
+    CHECKPOINTS, "metrics.jsonl", "metrics.json", "run_args.json", "model.safetensors", "config.json",
+    "preprocessor_config.json", "reconstruction.png", "tensorboard",
+)
+# arguments a resumed run must share with the run it continues
+RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "streaming", "batch_size", "grad_accum", "seed")
+
+
+# --------------------------------------------------------------------------------------------- arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model and data")
+    model.add_argument("--model", required=True, help="preset name (see `hf-mae list`), e.g. mae-tiny")
+    model.add_argument("--config-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                       help="config fields to change, e.g. hidden_size=32 num_hidden_layers=2")
+    model.add_argument("--mask-ratio", type=float, default=None, help="override the preset's mask ratio")
+    model.add_argument("--dataset", required=True, help="digits, a local image folder or a Hugging Face dataset id")
+    model.add_argument("--split", default="train")
+    model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
+    model.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    model.add_argument("--output-dir", required=True)
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--batch-size", type=int, default=64, help="images per device per micro-batch")
+    optim.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
+    optim.add_argument("--base-lr", type=float, default=1.5e-4, help="lr = base_lr * effective batch / 256")
+    optim.add_argument("--lr", type=float, default=None, help="absolute learning rate (overrides --base-lr)")
+    optim.add_argument("--weight-decay", type=float, default=0.05)
+    optim.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of the steps")
+    optim.add_argument("--warmup-epochs", type=float, default=None)
+    optim.add_argument("--max-steps", type=int, default=None, help="optimiser steps (wins over --epochs)")
+    optim.add_argument("--epochs", type=float, default=None, help="passes over the data (default 1)")
+    optim.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (default: no clipping)")
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--gradient-checkpointing", action="store_true")
+    optim.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
+                       help="auto: bf16 on CUDA, no on CPU (or what `accelerate launch` was told)")
+
+    run = parser.add_argument_group("run folder")
+    run.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (0: never)")
+    run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints to keep")
+    run.add_argument("--log-steps", type=int, default=10)
+    run.add_argument("--report-to", default="auto", choices=["auto", "tensorboard", "none"],
+                     help="auto: TensorBoard when it is installed")
+    run.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-mae pretrain", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def parse_overrides(items) -> dict:
+    """``["hidden_size=32", "norm_pix_loss=false"]`` (or a dict) -> ``{"hidden_size": 32, "norm_pix_loss": False}``."""
+    if isinstance(items, dict):
+        return dict(items)
+    overrides = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--config-overrides takes KEY=VALUE items, got {item!r}")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = {"True": True, "False": False, "None": None}.get(text, text)
+        overrides[key] = value
+    return overrides
+
+
+def check_args(args) -> None:
+    """Cheap checks that need neither a model nor data (every message names the argument and the allowed range)."""
+    from .. import registry
+
+    registry.get_method(args.model)  # ValueError listing the presets
+    positive = ("batch_size", "grad_accum", "log_steps", "save_total_limit")
+    for name in positive:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("max_steps", "epochs", "lr", "base_lr", "clip_grad"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    for name in ("save_steps", "num_workers", "warmup_steps", "warmup_epochs", "weight_decay"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.streaming and args.max_steps is None:
+        raise ValueError("--streaming needs --max-steps (a streamed data set has no length to count epochs by)")
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; give one of them")
+
+
+# ----------------------------------------------------------------------------------------- data ordering
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """A seeded random permutation per epoch (``seed + epoch``), so a resumed run can recompute the order."""
+
+    def __init__(self, num_samples: int, seed: int):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def build_dataloader(args, processor):
+    """(DataLoader, the raw data set) for the run; the loader's own generator keeps the global RNG untouched."""
+    from .data import collate, load_image_dataset, with_model_inputs
+
+    raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
+    if args.streaming:
+        raw = raw.shuffle(seed=args.seed, buffer_size=1000)
+    dataset = with_model_inputs(raw, processor, with_labels=False)
+    generator = torch.Generator().manual_seed(args.seed)
+    common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate, num_workers=args.num_workers,
+                  generator=generator)
+    if args.streaming:
+        return torch.utils.data.DataLoader(dataset, **common), raw
+    sampler = EpochSampler(len(dataset), args.seed)
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
+
+
+# ------------------------------------------------------------------------------------------- run folder
+
+
+def _write_json(path: Path, data) -> None:
+    """Atomic JSON write (temporary file in the same folder, then rename)."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".json")
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
+    with os.fdopen(handle, "w") as stream:
+        json.dump(data, stream, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints ``(step, folder)``, oldest first (temporary folders are never listed)."""
+    folder = output_dir / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        if child.is_dir() and child.name.startswith("step_") and child.name[5:].isdigit():
+            found.append((int(child.name[5:]), child))
+    return sorted(found)
+
+
+def _holds_run(output_dir: Path) -> bool:
+    return output_dir.is_dir() and any(output_dir.iterdir())
+
+
+def _remove_run_files(output_dir: Path) -> None:
+    for name in RUN_FILES:
+        path = output_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for path in output_dir.glob("rank_*.json"):
+        path.unlink()
+
+
+def plan_output_dir(args, output_dir: Path):
+    """Decides what to do with the folder (read only): returns the checkpoint to resume from, or None."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(f"--output-dir {str(output_dir)!r} is a file, not a folder")
+    checkpoints = list_checkpoints(output_dir)
+    if args.resume:
+        saved = output_dir / "run_args.json"
+        if saved.is_file():
+            previous = json.loads(saved.read_text())
+            current = run_args_dict(args)
+            changed = {k: (previous.get(k), current[k]) for k in RESUME_KEYS if previous.get(k) != current[k]}
+            if changed:
+                raise ValueError(
+                    f"--resume: these arguments differ from the run in {output_dir} (saved, given): {changed}"
+                )
+        return checkpoints[-1][1] if checkpoints else None
+    if _holds_run(output_dir) and not args.overwrite:
+        raise ValueError(
+            f"--output-dir {str(output_dir)!r} is not empty (it holds {sorted(p.name for p in output_dir.iterdir())[:8]}); "
+            "pass --resume to continue that run or --overwrite to replace it"
+        )
+    return None
+
+
+def run_args_dict(args) -> dict:
+    data = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
+    data["config_overrides"] = parse_overrides(args.config_overrides)
+    return json.loads(json.dumps(data, default=str))  # plain JSON types, as read back from run_args.json
+
+
+def read_checkpoint_state(folder: Path) -> dict:
+    path = folder / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        return {key: int(state[key]) for key in ("step", "epoch", "batch_in_epoch", "num_processes")}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"checkpoint {folder} is incomplete or corrupt: cannot read {STATE_FILE} ({error})") from error
+
+
+def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Path:
+    """``accelerator.save_state`` + ``trainer_state.json`` (``state``: step and data position) into
+    ``checkpoints/step_N``, written to a temporary folder and renamed; keeps the newest ``keep`` checkpoints."""
+    checkpoint_dir = output_dir / CHECKPOINTS
+    final = checkpoint_dir / f"step_{state['step']}"
+    tmp = checkpoint_dir / f"{TMP_PREFIX}{final.name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))  # every process writes its own RNG state
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        _write_json(tmp / STATE_FILE, state)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)  # the checkpoint appears complete or not at all
+        for _, old in list_checkpoints(output_dir)[:-keep]:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drops the lines of ``metrics.jsonl`` logged after ``step`` (a resumed run logs them again)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
+    os.chmod(tmp, 0o644)
+    with os.fdopen(handle, "w") as stream:
+        stream.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------ checksums
+
+
+def _tensor_digest(tensors) -> str:
+    digest = hashlib.sha256()
+    for tensor in tensors:
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_rank_report(accelerator, model, output_dir: Path, first_batch_hash: str, data_hash: str, batches: int):
+    params = [p for _, p in sorted(accelerator.unwrap_model(model).named_parameters())]
+    report = {
+        "rank": accelerator.process_index,
+        "num_processes": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "param_sha256": _tensor_digest(params),
+        "param_sum": float(sum(p.detach().double().sum() for p in params)),
+        "first_batch_sha256": first_batch_hash,
+        "data_sha256": data_hash,
+        "batches": batches,
+    }
+    _write_json(output_dir / f"rank_{accelerator.process_index}.json", report)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _mixed_precision(choice: str) -> str | None:
+    if choice != "auto":
+        return choice
+    if "ACCELERATE_MIXED_PRECISION" in os.environ:  # `accelerate launch --mixed_precision ...` decides
+        return None
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def _tracker_config(data: dict) -> dict:
+    """TensorBoard hparams accept only scalars and strings."""
+    config = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        config[key] = value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+    return config
+
+
+def train(args) -> tuple[Path, dict]:
+    """Runs the pre-training described by ``args`` (the parsed CLI); returns (output dir, summary)."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
+    from tqdm.auto import tqdm
+
+    from .. import registry
+    from .optim import build_adamw, scaled_lr, warmup_cosine_schedule
+    from .visualize import save_reconstruction_grid
+
+    check_args(args)
+    output_dir = Path(args.output_dir).resolve()
+    overrides = parse_overrides(args.config_overrides)
+    if args.mask_ratio is not None:
+        overrides["mask_ratio"] = args.mask_ratio
+    config = registry.create_config(args.model, **overrides)  # unknown fields / bad values fail here
+    resume_from = plan_output_dir(args, output_dir)  # read-only: every process decides the same
+
+    use_tensorboard = args.report_to == "tensorboard" or (args.report_to == "auto" and is_tensorboard_available())
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # without it a CPU `accelerate launch` runs independent jobs, not DDP
+        mixed_precision=_mixed_precision(args.mixed_precision),
+        gradient_accumulation_steps=args.grad_accum,
+        log_with="tensorboard" if use_tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)),
+    )
+    set_seed(args.seed)
+    model = registry.get_method(args.model).model_classes["pretraining"](config)
+    if args.gradient_checkpointing:
+        enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+        enable()
+    model.train()
+    processor = registry.processor_for_config(config)
+    loader, raw_dataset = build_dataloader(args, processor)
+
+    # The folder is touched only now, once the model and data are known to be fine.
+    is_main = accelerator.is_main_process
+    checkpoint_dir = output_dir / CHECKPOINTS
+    accelerator.wait_for_everyone()  # everyone has inspected the folder before the main process changes it
+    if is_main:
+        if args.overwrite or (args.resume and resume_from is None):
+            _remove_run_files(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    effective_batch = args.batch_size * args.grad_accum * accelerator.num_processes
+    lr = args.lr if args.lr is not None else scaled_lr(args.base_lr, effective_batch)
+    optimizer = build_adamw(model, lr, args.weight_decay)
+    raw_optimizer = optimizer
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    # Same init everywhere (DDP broadcasts rank 0's anyway), but each process draws its own masks.
+    set_seed(args.seed, device_specific=True)
+
+    if args.streaming:
+        steps_per_epoch = None
+        total_steps = args.max_steps
+    else:
+        if len(loader) == 0:
+            raise ValueError(
+                f"--dataset {args.dataset!r} split {args.split!r} has {len(raw_dataset)} images, fewer than one "
+                f"batch of --batch-size {args.batch_size} x {accelerator.num_processes} process(es)"
+            )
+        steps_per_epoch = math.ceil(len(loader) / args.grad_accum)
+        total_steps = args.max_steps or max(1, round((args.epochs or 1.0) * steps_per_epoch))
+    if args.warmup_steps is not None:
+        warmup_steps = args.warmup_steps
+    elif args.warmup_epochs is not None and steps_per_epoch is not None:
+        warmup_steps = round(args.warmup_epochs * steps_per_epoch)
+    else:
+        warmup_steps = round(0.05 * total_steps)  # MAE: 40 warm-up epochs of 800
+    warmup_steps = min(warmup_steps, total_steps)
+    # Stepped by hand once per optimiser step (accelerate's prepared scheduler would step num_processes times).
+    scheduler = warmup_cosine_schedule(raw_optimizer, warmup_steps, total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+
+    step, epoch, skip_batches = 0, 0, 0
+    if resume_from is not None:
+        state = read_checkpoint_state(resume_from)
+        if state["num_processes"] != accelerator.num_processes:
+            raise ValueError(
+                f"checkpoint {resume_from} was written by {state['num_processes']} process(es); resume it with "
+                f"the same number (now {accelerator.num_processes})"
+            )
+        try:
+            accelerator.load_state(str(resume_from))
+        except Exception as error:  # truncated safetensors / pickles: say which checkpoint and what to do
+            raise ValueError(
+                f"checkpoint {resume_from} is corrupt or truncated ({type(error).__name__}: {error}); delete that "
+                "folder to resume from the previous checkpoint, or start again with --overwrite"
+            ) from error
+        step, epoch, skip_batches = state["step"], state["epoch"], state["batch_in_epoch"]
+        accelerator.print(f"resuming from {resume_from} (step {step}, epoch {epoch}, batch {skip_batches})")
+
+    metrics_path = output_dir / "metrics.jsonl"
+    if is_main:
+        for leftover in checkpoint_dir.glob(TMP_PREFIX + "*") if checkpoint_dir.is_dir() else []:
+            shutil.rmtree(leftover)  # a save that was killed half-way
+        if resume_from is None:
+            _write_json(output_dir / "run_args.json", run_args_dict(args))
+        truncate_metrics(metrics_path, step)
+    accelerator.wait_for_everyone()
+    if use_tensorboard:
+        accelerator.init_trackers("tensorboard", config=_tracker_config(run_args_dict(args)))
+
+    rank_report = os.environ.get("HF_MAE_RANK_REPORT") == "1"
+    data_digest, first_batch_hash, batches_seen = hashlib.sha256(), None, 0
+    start_step, images_seen = step, 0
+    window_losses, window_images, window_start = [], 0, time.perf_counter()
+    train_start = time.perf_counter()
+    progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process,
+                    desc="pretrain", dynamic_ncols=True)
+    batches = None
+    try:
+        while step < total_steps:
+            loader.set_epoch(epoch)  # the sampler's permutation (or the stream's shuffle) for this epoch
+            batches = accelerator.skip_first_batches(loader, skip_batches) if skip_batches else loader
+            batch_in_epoch, skip_batches = skip_batches, 0
+            for batch in batches:
+                batch_in_epoch += 1
+                pixel_values = batch["pixel_values"]
+                if rank_report:
+                    batch_hash = _tensor_digest([pixel_values])
+                    first_batch_hash = first_batch_hash or batch_hash
+                    data_digest.update(batch_hash.encode())
+                    batches_seen += 1
+                with accelerator.accumulate(model):
+                    loss = model(pixel_values=pixel_values).loss
+                    mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean")  # every rank stops together
+                    if not torch.isfinite(mean_loss):
+                        good = list_checkpoints(output_dir)
+                        raise FloatingPointError(
+                            f"non-finite loss ({mean_loss.item()}) at step {step + 1} (epoch {epoch}); stopped "
+                            f"without saving. Last good checkpoint: {good[-1][1] if good else 'none'}. "
+                            "Try a lower --lr / --base-lr or --clip-grad."
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and args.clip_grad:
+                        accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                window_losses.append(mean_loss.item())
+                window_images += pixel_values.shape[0] * accelerator.num_processes
+                if not accelerator.sync_gradients:
+                    continue
+
+                current_lr = raw_optimizer.param_groups[0]["lr"]  # the lr this step used
+                scheduler.step()
+                step += 1
+                progress.update(1)
+                if step % args.log_steps == 0 or step == total_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {
+                        "step": step,
+                        "loss": sum(window_losses) / len(window_losses),
+                        "lr": current_lr,
+                        "images_per_s": window_images / max(elapsed, 1e-9),
+                        "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else epoch,
+                    }
+                    progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{current_lr:.2e}",
+                                         img_s=f"{record['images_per_s']:.0f}")
+                    if is_main:
+                        with open(metrics_path, "a") as stream:
+                            stream.write(json.dumps(record) + "\n")
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=step)
+                    images_seen += window_images
+                    window_losses, window_images, window_start = [], 0, time.perf_counter()
+                if args.save_steps and step % args.save_steps == 0:
+                    end_of_epoch = steps_per_epoch is not None and batch_in_epoch >= len(loader)
+                    position = (epoch + 1, 0) if end_of_epoch else (epoch, batch_in_epoch)
+                    state = {"step": step, "epoch": position[0], "batch_in_epoch": position[1],
+                             "num_processes": accelerator.num_processes, "total_steps": total_steps}
+                    save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
+                if step >= total_steps:
+                    break
+            else:
+                epoch += 1
+                continue
+            break
+    finally:
+        progress.close()
+        if hasattr(batches, "end"):
+            batches.end()  # an exception mid-epoch leaves the loader registered in accelerate's gradient state
+    wall_time = time.perf_counter() - train_start
+
+    accelerator.wait_for_everyone()
+    if rank_report:
+        write_rank_report(accelerator, model, output_dir, first_batch_hash, data_digest.hexdigest(), batches_seen)
+    state_dict = accelerator.get_state_dict(model)  # collective under FSDP / DeepSpeed
+    summary = {}
+    if is_main:
+        summary = _export(accelerator, model, state_dict, processor, raw_dataset, output_dir, save_reconstruction_grid)
+        records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line]
+        summary.update(
+            preset=args.model,
+            dataset=args.dataset,
+            split=args.split,
+            steps=step,
+            total_steps=total_steps,
+            first_loss=records[0]["loss"] if records else None,
+            final_loss=records[-1]["loss"] if records else None,
+            images_per_s=images_seen / max(wall_time, 1e-9),
+            wall_time_s=wall_time,
+            lr=lr,
+            warmup_steps=warmup_steps,
+            effective_batch_size=effective_batch,
+            num_processes=accelerator.num_processes,
+            mixed_precision=str(accelerator.mixed_precision),
+            resumed_from_step=start_step if resume_from is not None else None,
+        )
+        _write_json(output_dir / "metrics.json", summary)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir, summary
+
+
+def _export(accelerator, model, state_dict, processor, raw_dataset, output_dir: Path, draw) -> dict:
+    """Main process: model + config + processor + reconstruction.png into ``output_dir``, each file renamed
+    into place from a temporary folder so a crash never leaves a half-written model."""
+    from .data import IMAGE_COLUMNS, find_column
+
+    unwrapped = accelerator.unwrap_model(model)
+    staging = Path(tempfile.mkdtemp(dir=output_dir, prefix=TMP_PREFIX))
+    try:
+        unwrapped.save_pretrained(staging, state_dict=state_dict, is_main_process=True, save_function=accelerator.save)
+        processor.save_pretrained(staging)
+        column = find_column(raw_dataset, IMAGE_COLUMNS, "image")
+        images = [example[column] for _, example in zip(range(8), iter(raw_dataset))]
+        result = draw(unwrapped, processor, images, staging / "reconstruction.png", seed=0)
+        for path in staging.iterdir():
+            os.replace(path, output_dir / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"reconstruction_loss": result["loss"]}
+
+
+# ------------------------------------------------------------------------------------------ entry points
+
+
+def run(args) -> int:
+    output_dir, summary = train(args)
+    if summary:
+        print(
+            f"pretrained {summary['preset']} for {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
+            f"{summary['final_loss']:.4f}, {summary['images_per_s']:.0f} images/s; saved to {output_dir}"
+        )
+    return 0
+
+
+def main(argv=None) -> tuple[Path, dict]:
+    """``main(["--model", "mae-tiny", ...])``: the CLI in-process. Returns (output dir, summary)."""
+    return train(build_parser().parse_args(argv))
+
+
+def pretrain(**kwargs) -> tuple[Path, dict]:
+    """Python API: ``pretrain(model="mae-tiny", dataset="digits", output_dir="runs/mae", max_steps=100, ...)``.
+
+    Keywords are the CLI's long options with ``_`` for ``-``; ``config_overrides`` may be a dict.
+    Returns (output dir, summary dict as in ``metrics.json``; empty on non-main processes).
+    """
+    defaults = {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+    unknown = sorted(set(kwargs) - set(defaults))
+    if unknown:
+        raise TypeError(f"pretrain() got unknown argument(s) {unknown}; allowed: {sorted(defaults)}")
+    missing = [name for name in ("model", "dataset", "output_dir") if name not in kwargs]
+    if missing:
+        raise TypeError(f"pretrain() needs {missing}")
+    return train(argparse.Namespace(**{**defaults, **kwargs}))
+
+
+if __name__ == "__main__":  # python -m hf_mae.training.pretrain / accelerate launch -m hf_mae.training.pretrain
+    sys.exit(run(build_parser().parse_args(sys.argv[1:])))
