@@ -50,8 +50,10 @@ class Attention(nn.Module):
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, tokens, hidden). Returns (output (batch, tokens, hidden), weights or None)."""
         batch, tokens, _ = hidden_states.shape
-        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)
+        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim)
+        # Unbind, then transpose each to (batch, heads, tokens, head_dim): the backward then stacks the three
+        # gradients straight into qkv's layout (one copy; permuting first costs a second one).
+        query, key, value = (states.transpose(1, 2) for states in qkv.unbind(2))
         # Only eager attention materialises the weights, so ask for it when they are wanted.
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)

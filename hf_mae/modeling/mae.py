@@ -332,7 +332,8 @@ class MAEForPreTraining(MAEPreTrainedModel):
         )
         grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
         logits = self.decoder(encoded.last_hidden_state, encoded.ids_restore, grid)
-        target = pixel_target(pixel_values.to(logits.dtype), to_2tuple(self.config.patch_size), self.config.norm_pix_loss)
+        # The target in float32 even under autocast: per-patch normalisation in bf16 would blur it.
+        target = pixel_target(pixel_values.float(), to_2tuple(self.config.patch_size), self.config.norm_pix_loss)
         output = MAEForPreTrainingOutput(
             loss=masked_mse(logits, target, encoded.mask),
             logits=logits,

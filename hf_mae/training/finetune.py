@@ -1,0 +1,288 @@
+"""``hf-mae finetune``: fine-tune a pretrained folder for image classification with ``transformers.Trainer``.
+
+The recipe is MAE's end-to-end fine-tuning (He et al., 2021, Appendix A.2): AdamW with layer-wise learning-rate
+decay (0.75), weight decay 0.05 except on norms, biases and tokens, label smoothing 0.1, drop path, warmup then
+cosine decay, and ``lr = base_lr * batch_size / 256``. Accuracy is measured on the eval split after each epoch
+and the best model is kept.
+
+Python API: :func:`finetune`. CLI: ``hf-mae finetune PRETRAINED_DIR --dataset digits --output-dir runs/ft``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import torch
+
+from .optim import param_groups, scaled_lr
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+EVAL_SPLITS = ("test", "validation")
+EMBEDDING_NAMES = ("embed", "cls_token", "dist_token", "position")  # layer id 0
+_BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layers|layer|blocks)\.(\d+)\.")
+
+
+def layer_id(name: str, num_layers: int) -> int:
+    """MAE's layer id of a parameter: 0 for embeddings/cls/positions, i + 1 for block i, num_layers + 1 for the
+    rest (final norm, fc_norm, classifier)."""
+    block = _BLOCK_INDEX.search(name)
+    if block is not None:
+        return int(block.group(1)) + 1
+    if any(key in name for key in EMBEDDING_NAMES):
+        return 0
+    return num_layers + 1
+
+
+def layer_decay_param_groups(model, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+    """AdamW parameter groups with MAE's layer-wise lr decay: a parameter of layer id ``i`` gets
+    ``lr * layer_decay ** (num_layers + 1 - i)``; norms, biases and tokens get no weight decay (``optim.param_groups``).
+    Trainer's scheduler multiplies each group's own lr, so the ratios hold throughout training."""
+    if not 0.0 < layer_decay <= 1.0:
+        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+    num_layers = model.config.num_hidden_layers
+    return param_groups(
+        model, weight_decay, lr, lr_scale=lambda name: layer_decay ** (num_layers + 1 - layer_id(name, num_layers))
+    )
+
+
+def accuracy_metrics(eval_prediction) -> dict:
+    """Trainer ``compute_metrics``: top-1 accuracy in numpy (``evaluate.load`` would need the Hub)."""
+    logits = eval_prediction.predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(eval_prediction.label_ids)).mean())}
+
+
+def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
+    if not os.path.isdir(pretrained):
+        if os.path.exists(pretrained) or pretrained.count("/") != 1:
+            raise ValueError(f"pretrained_dir {pretrained!r} is not a folder (nor a Hub id org/name)")
+        return  # a Hub id: from_pretrained resolves it
+    if not os.path.isfile(os.path.join(pretrained, "config.json")):
+        raise ValueError(f"pretrained_dir {pretrained!r} has no config.json; expected a folder saved by save_pretrained")
+    if not from_scratch and not any(os.path.isfile(os.path.join(pretrained, f)) for f in WEIGHT_FILES):
+        raise ValueError(
+            f"pretrained_dir {pretrained!r} has no model weights (looked for {', '.join(WEIGHT_FILES)}); "
+            "pass from_scratch=True (--from-scratch) to train its config from random init"
+        )
+
+
+def _load_processor(pretrained: str, config):
+    from transformers import AutoImageProcessor
+
+    from hf_mae.registry import processor_for_config
+
+    if os.path.isdir(pretrained) and not os.path.isfile(os.path.join(pretrained, "preprocessor_config.json")):
+        return processor_for_config(config)
+    return AutoImageProcessor.from_pretrained(pretrained)
+
+
+def _eval_split(dataset: str, eval_split: str | None):
+    from .data import load_image_dataset
+
+    if eval_split is not None:
+        return load_image_dataset(dataset, eval_split)
+    for split in EVAL_SPLITS:
+        try:
+            return load_image_dataset(dataset, split)
+        except ValueError as error:
+            if "split" not in str(error):
+                raise
+    raise ValueError(f"dataset {dataset!r} has none of the eval splits {EVAL_SPLITS}; pass eval_split")
+
+
+def build_trainer(
+    pretrained_dir,
+    dataset: str,
+    output_dir,
+    *,
+    from_scratch: bool = False,
+    epochs: float = 10.0,
+    max_steps: int = -1,
+    batch_size: int = 64,
+    lr: float | None = None,
+    base_lr: float = 5e-4,
+    layer_decay: float = 0.75,
+    weight_decay: float = 0.05,
+    label_smoothing: float = 0.1,
+    drop_path: float = 0.1,
+    warmup_ratio: float = 0.05,
+    seed: int = 0,
+    train_split: str = "train",
+    eval_split: str | None = None,
+    max_train_samples: int | None = None,
+    max_eval_samples: int | None = None,
+    report_to: str = "none",
+    disable_tqdm: bool | None = None,
+):
+    """A ready ``transformers.Trainer`` that fine-tunes ``pretrained_dir`` on ``dataset`` (checkpoints go to
+    ``output_dir``); :func:`finetune` runs it. Arguments as in :func:`finetune`."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForImageClassification, Trainer, TrainingArguments
+
+    import hf_mae  # noqa: F401  (registers the Auto classes)
+
+    from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, num_classes, with_model_inputs
+
+    pretrained_dir = str(pretrained_dir)
+    _check_pretrained(pretrained_dir, from_scratch)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, limit in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name} must be >= 1 or None, got {limit}")
+
+    train_data = load_image_dataset(dataset, train_split)
+    eval_data = _eval_split(dataset, eval_split)
+    if max_train_samples is not None and max_train_samples < len(train_data):
+        train_data = train_data.shuffle(seed=seed).select(range(max_train_samples))
+    if max_eval_samples is not None and max_eval_samples < len(eval_data):
+        eval_data = eval_data.shuffle(seed=seed).select(range(max_eval_samples))
+    label_column = find_column(train_data, LABEL_COLUMNS, "label")
+    names = getattr((train_data.features or {}).get(label_column), "names", None)
+    labels = names or [str(i) for i in range(num_classes(train_data, label_column))]
+    id2label = dict(enumerate(labels))
+    label2id = {name: i for i, name in id2label.items()}
+
+    transformers.set_seed(seed)  # the new head (and, from scratch, every weight) is drawn from this seed
+    overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path)
+    if from_scratch:
+        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
+    else:
+        model = AutoModelForImageClassification.from_pretrained(pretrained_dir, **overrides)
+    processor = _load_processor(pretrained_dir, model.config)
+
+    lr = scaled_lr(base_lr, batch_size * int(os.environ.get("WORLD_SIZE", "1"))) if lr is None else lr
+    optimizer = torch.optim.AdamW(layer_decay_param_groups(model, lr, weight_decay, layer_decay), lr=lr)
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        learning_rate=lr,
+        weight_decay=weight_decay,
+        lr_scheduler_type="cosine",
+        warmup_steps=warmup_ratio,  # 5.x: a value below 1 is a fraction of the training steps
+        label_smoothing_factor=label_smoothing,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,  # checkpoints only serve to keep the best model; finetune() removes them
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        remove_unused_columns=False,  # the lazy transform needs the raw image column
+        use_cpu=not torch.cuda.is_available(),
+        seed=seed,
+        report_to=report_to,
+        disable_tqdm=disable_tqdm,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        data_collator=collate,
+        train_dataset=with_model_inputs(train_data, processor),
+        eval_dataset=with_model_inputs(eval_data, processor),
+        processing_class=processor,  # saved beside the model
+        compute_metrics=accuracy_metrics,
+        optimizers=(optimizer, None),  # Trainer still builds its warmup + cosine scheduler over these groups
+    )
+
+
+def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = False, **kwargs) -> dict:
+    """Fine-tunes ``pretrained_dir`` (a folder with config.json + weights [+ preprocessor_config.json]) on
+    ``dataset`` and saves the best model (by eval accuracy) with its processor to ``output_dir``.
+
+    kwargs (see :func:`build_trainer`): from_scratch (train the same config from random init, a baseline), epochs,
+    max_steps, batch_size, lr (default ``base_lr * batch_size * world_size / 256``), base_lr, layer_decay,
+    weight_decay, label_smoothing, drop_path, warmup_ratio, seed, train_split, eval_split (default test, else
+    validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs), report_to.
+
+    Returns the best model's eval metrics (``eval_accuracy``, ``eval_loss``, ...) plus ``train_loss`` and
+    ``output_dir``; the metrics are also written to ``output_dir/eval_results.json``.
+    """
+    output_dir = str(output_dir)
+    if os.path.exists(output_dir) and not overwrite:
+        raise ValueError(f"output_dir {output_dir!r} already exists; pass overwrite=True (--overwrite) to replace it")
+    _check_pretrained(str(pretrained_dir), kwargs.get("from_scratch", False))  # fail before making any folder
+    # Train into a temporary sibling folder and rename at the end: a failed run leaves nothing half-written.
+    parent = os.path.dirname(os.path.abspath(output_dir))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=os.path.basename(os.path.abspath(output_dir)) + ".partial-", dir=parent)
+    try:
+        trainer = build_trainer(pretrained_dir, dataset, staging, **kwargs)
+        train_result = trainer.train()
+        metrics = trainer.evaluate()  # the best model, reloaded by load_best_model_at_end
+        trainer.save_model(staging)
+        trainer.save_metrics("train", train_result.metrics)
+        trainer.save_metrics("eval", metrics)  # -> eval_results.json
+        trainer.save_state()
+        for checkpoint in glob.glob(os.path.join(staging, "checkpoint-*")):
+            shutil.rmtree(checkpoint)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {**metrics, "train_loss": train_result.metrics.get("train_loss"), "output_dir": output_dir}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pretrained_dir", help="pretraining folder (config.json, model.safetensors, preprocessor)")
+    parser.add_argument("--dataset", required=True, help="digits, a local image folder, or a Hugging Face dataset id")
+    parser.add_argument("--output-dir", required=True, help="where the best model, processor and eval_results.json go")
+    parser.add_argument("--from-scratch", action="store_true", help="random init of the same config (a baseline)")
+    parser.add_argument("--epochs", type=float, default=10.0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    parser.add_argument("--batch-size", type=int, default=64, help="per device")
+    parser.add_argument("--lr", type=float, default=None, help="absolute peak lr (default: base-lr * batch / 256)")
+    parser.add_argument("--base-lr", type=float, default=5e-4)
+    parser.add_argument("--layer-decay", type=float, default=0.75, help="layer-wise lr decay (1 = off)")
+    parser.add_argument("--weight-decay", type=float, default=0.05)
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate of the encoder")
+    parser.add_argument("--warmup-ratio", type=float, default=0.05, help="fraction of steps with linear warmup")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--eval-split", default=None, help="default: test, else validation")
+    parser.add_argument("--max-train-samples", type=int, default=None, help="a seeded random subset, for quick runs")
+    parser.add_argument("--max-eval-samples", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report-to", default="none", help="Trainer loggers, e.g. tensorboard")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
+
+
+def run(args) -> int:
+    metrics = finetune(
+        args.pretrained_dir,
+        args.dataset,
+        args.output_dir,
+        from_scratch=args.from_scratch,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        base_lr=args.base_lr,
+        layer_decay=args.layer_decay,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        drop_path=args.drop_path,
+        warmup_ratio=args.warmup_ratio,
+        seed=args.seed,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+        overwrite=args.overwrite,
+        report_to=args.report_to,
+    )
+    print(json.dumps({k: v for k, v in metrics.items() if k != "output_dir"}, indent=2))
+    print(f"best model and processor saved to {metrics['output_dir']}")
+    return 0

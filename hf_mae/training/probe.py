@@ -1,0 +1,288 @@
+"""``hf-mae probe``: how good are an encoder's frozen features? Linear, kNN and attentive probes.
+
+Features come from ``AutoModel.from_pretrained(MODEL_DIR)`` run with ``mask_ratio=0.0`` (every patch, in order).
+The train split fits the probe (or ``shots`` labelled examples per class of it) and the test split scores it.
+With ``baseline="random"`` the same probes run on a randomly initialised encoder of the same config, the
+yardstick that says what pretraining bought. (On a data set as easy as digits, random ViT features are already
+linearly separable; the pretrained encoder's advantage shows in kNN and in low-shot probes.)
+
+- linear: features standardised with the train statistics (MAE's BatchNorm without affine), then a linear
+  classifier trained with AdamW;
+- knn: weighted k-nearest neighbours on cosine similarity, votes weighted by ``exp(sim / T)`` (DINO, k=20, T=0.07);
+- attentive: one learned query cross-attends over the frozen patch tokens, then a linear head.
+
+Python API: :func:`probe`. CLI: ``hf-mae probe runs/mae --dataset digits --method all --baseline random``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+
+import torch
+from torch import nn
+
+METHODS = ("linear", "knn", "attentive")
+POOLINGS = ("mean", "cls")
+BASELINES = ("random",)
+
+
+def check_methods(methods) -> list[str]:
+    """``methods``: a name, a list of names, or "all" -> list of valid method names (ValueError otherwise)."""
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    if "all" in methods:
+        return list(METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ValueError(f"methods {unknown or methods!r} not understood; valid methods: {', '.join(METHODS)} or 'all'")
+    return list(dict.fromkeys(methods))
+
+
+@torch.no_grad()
+def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Frozen encoder tokens. pixel_values (n, C, H, W) -> (n, 1 + num_patches, hidden), cls first, in order."""
+    encoder.eval()
+    device = next(encoder.parameters()).device
+    chunks = []
+    for start in range(0, len(pixel_values), batch_size):
+        batch = pixel_values[start : start + batch_size].to(device)
+        chunks.append(encoder(batch, mask_ratio=0.0).last_hidden_state.float().cpu())
+    return torch.cat(chunks)
+
+
+def pool(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(n, 1 + N, hidden) -> (n, hidden): mean of the patch tokens or the cls token."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    return tokens[:, 1:].mean(dim=1) if pooling == "mean" else tokens[:, 0]
+
+
+def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int):
+    """Fits ``head`` on (inputs, labels) with AdamW + cosine schedule and cross-entropy; returns it in eval mode."""
+    generator = torch.Generator().manual_seed(seed)
+    steps_per_epoch = math.ceil(len(labels) / batch_size)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), batch_size):
+            idx = order[start : start + batch_size]
+            loss = nn.functional.cross_entropy(head(inputs[idx]), labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    return head.eval()
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(-1) == labels).float().mean())
+
+
+def linear_probe(train_x, train_y, test_x, test_y, num_classes: int, epochs: int = 100, lr: float = 1e-2,
+                 batch_size: int = 256, seed: int = 0) -> float:
+    """Accuracy of a linear classifier on standardised features. train_x (n, hidden), train_y (n,)."""
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6  # BatchNorm without affine, frozen at the train statistics
+    torch.manual_seed(seed)
+    head = nn.Linear(train_x.shape[1], num_classes)
+    head = _train_head(head, (train_x - mean) / std, train_y, epochs, lr, 1e-4, batch_size, seed)
+    with torch.no_grad():
+        return _accuracy(head((test_x - mean) / std), test_y)
+
+
+def knn_probe(train_x, train_y, test_x, test_y, num_classes: int, k: int = 20, temperature: float = 0.07,
+              batch_size: int = 1024) -> float:
+    """Accuracy of DINO's weighted kNN: cosine similarity, the k nearest train samples vote with exp(sim / T)."""
+    train_x = nn.functional.normalize(train_x, dim=1)
+    test_x = nn.functional.normalize(test_x, dim=1)
+    k = min(k, len(train_y))
+    correct = 0
+    for start in range(0, len(test_y), batch_size):
+        similarity, index = (test_x[start : start + batch_size] @ train_x.T).topk(k, dim=1)  # (b, k)
+        votes = torch.zeros(len(index), num_classes).scatter_add_(1, train_y[index], (similarity / temperature).exp())
+        correct += int((votes.argmax(1) == test_y[start : start + batch_size]).sum())
+    return correct / len(test_y)
+
+
+class AttentivePooler(nn.Module):
+    """One learned query cross-attends over frozen tokens, then a linear head. tokens (n, N, hidden) -> (n, classes)."""
+
+    def __init__(self, hidden_size: int, num_classes: int, num_heads: int = 4):
+        super().__init__()
+        num_heads = num_heads if hidden_size % num_heads == 0 else 1
+        self.norm = nn.LayerNorm(hidden_size)
+        self.query = nn.Parameter(torch.randn(1, 1, hidden_size) * 0.02)
+        self.attention = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.head = nn.Sequential(nn.LayerNorm(hidden_size), nn.Linear(hidden_size, num_classes))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        tokens = self.norm(tokens)
+        pooled, _ = self.attention(self.query.expand(len(tokens), -1, -1), tokens, tokens, need_weights=False)
+        return self.head(pooled[:, 0])
+
+
+def attentive_probe(train_tokens, train_y, test_tokens, test_y, num_classes: int, epochs: int = 10,
+                    lr: float = 3e-3, batch_size: int = 128, seed: int = 0) -> float:
+    """Accuracy of an attentive probe trained on the frozen patch tokens (n, N, hidden)."""
+    torch.manual_seed(seed)
+    head = AttentivePooler(train_tokens.shape[-1], num_classes)
+    head = _train_head(head, train_tokens, train_y, epochs, lr, 0.05, batch_size, seed)
+    with torch.no_grad():
+        return _accuracy(torch.cat([head(c) for c in test_tokens.split(512)]), test_y)
+
+
+def _pixels(dataset: str, split: str, processor):
+    from .data import collate, load_image_dataset, with_model_inputs
+
+    data = with_model_inputs(load_image_dataset(dataset, split), processor)
+    batch = collate([data[i] for i in range(len(data))])
+    return batch["pixel_values"], batch["labels"]
+
+
+def few_shot_indices(labels: torch.Tensor, shots: int, seed: int = 0) -> torch.Tensor:
+    """Indices of ``shots`` examples of every class (all of a class that has fewer), drawn with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique():
+        members = torch.nonzero(labels == label).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:shots]])
+    return torch.cat(chosen).sort().values
+
+
+def _load_encoder(model_dir_or_model, processor):
+    """(encoder, processor) from a folder / Hub id or a model instance (its base model is used)."""
+    from transformers import AutoImageProcessor, AutoModel
+
+    import hf_mae  # noqa: F401  (registers the Auto classes)
+    from hf_mae.registry import processor_for_config
+
+    if isinstance(model_dir_or_model, (str, os.PathLike)):
+        path = str(model_dir_or_model)
+        if not os.path.exists(path) and path.count("/") != 1:
+            raise ValueError(f"model_dir_or_model {path!r} is neither a folder nor a Hub id (org/name)")
+        encoder = AutoModel.from_pretrained(path)
+        if processor is None:
+            has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
+            processor = AutoImageProcessor.from_pretrained(path) if has_json else processor_for_config(encoder.config)
+    elif isinstance(model_dir_or_model, nn.Module) and hasattr(model_dir_or_model, "config"):
+        encoder = model_dir_or_model.base_model  # the encoder inside a pre-training or classification model
+        processor = processor if processor is not None else processor_for_config(encoder.config)
+    else:
+        raise TypeError(f"model_dir_or_model must be a folder, a Hub id or a PreTrainedModel, got {type(model_dir_or_model).__name__}")
+    return encoder, processor
+
+
+def _random_encoder(encoder, seed: int):
+    from transformers import AutoModel
+
+    from hf_mae.registry import copy_config
+
+    torch.manual_seed(seed)
+    return AutoModel.from_config(copy_config(encoder.config)).to(next(encoder.parameters()).device)
+
+
+def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed) -> dict:
+    (train_pixels, train_y), (test_pixels, test_y) = data
+    train_tokens = extract_tokens(encoder, train_pixels, batch_size)
+    test_tokens = extract_tokens(encoder, test_pixels, batch_size)
+    train_x, test_x = pool(train_tokens, pooling), pool(test_tokens, pooling)
+    results = {}
+    for method in methods:
+        if method == "linear":
+            results[method] = linear_probe(train_x, train_y, test_x, test_y, num_classes, seed=seed)
+        elif method == "knn":
+            results[method] = knn_probe(train_x, train_y, test_x, test_y, num_classes)
+        else:
+            results[method] = attentive_probe(train_tokens[:, 1:], train_y, test_tokens[:, 1:], test_y, num_classes, seed=seed)
+    return results
+
+
+def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), baseline: str | None = None, *,
+          pooling: str = "mean", batch_size: int = 256, seed: int = 0, shots: int | None = None, processor=None,
+          train_split: str = "train", test_split: str = "test", output=None) -> dict:
+    """Probes the frozen encoder of ``model_dir_or_model`` (a folder, Hub id or model) on ``dataset``.
+
+    methods: names from ``METHODS`` or "all". baseline: None or "random" (the same config, randomly initialised
+    with ``seed``). shots: fit the probes on that many labelled examples per class (a seeded low-shot probe; the
+    test split is still scored whole). Returns ``{method: {"pretrained": accuracy, "random": accuracy}}`` ("random" only with the
+    baseline) and writes it as JSON to ``output`` when given.
+    """
+    methods = check_methods(methods)
+    if baseline not in (None, *BASELINES):
+        raise ValueError(f"baseline must be None or one of {BASELINES}, got {baseline!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+    if shots is not None and shots < 1:
+        raise ValueError(f"shots must be >= 1 or None, got {shots}")
+    encoder, processor = _load_encoder(model_dir_or_model, processor)
+    (train_pixels, train_y), test = _pixels(dataset, train_split, processor), _pixels(dataset, test_split, processor)
+    if shots is not None:
+        keep = few_shot_indices(train_y, shots, seed)
+        train_pixels, train_y = train_pixels[keep], train_y[keep]
+    data = ((train_pixels, train_y), test)
+    num_classes = int(max(data[0][1].max(), data[1][1].max())) + 1
+
+    encoders = {"pretrained": encoder}
+    if baseline == "random":
+        encoders["random"] = _random_encoder(encoder, seed)
+    results = {method: {} for method in methods}
+    for kind, model in encoders.items():
+        was_training = model.training
+        for method, accuracy in _run_probes(model, methods, data, num_classes, pooling, batch_size, seed).items():
+            results[method][kind] = accuracy
+        model.train(was_training)
+    if output is not None:
+        write_json(results, output)
+    return results
+
+
+def write_json(results: dict, path) -> None:
+    """Writes ``results`` to ``path`` through a temporary file, so a failure never leaves half a file."""
+    path = os.path.abspath(str(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(results, file, indent=2)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def format_table(results: dict) -> str:
+    """A small text table: one row per method, one column per encoder."""
+    kinds = list(dict.fromkeys(kind for row in results.values() for kind in row))
+    lines = [f"{'method':<10}" + "".join(f"{kind:>12}" for kind in kinds)]
+    for method, row in results.items():
+        lines.append(f"{method:<10}" + "".join(f"{row[kind]:>12.4f}" for kind in kinds))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", help="a folder saved by hf-mae pretrain (or save_pretrained), or a Hub id")
+    parser.add_argument("--dataset", default="digits", help="digits, a local image folder, or a Hugging Face dataset id")
+    parser.add_argument("--method", nargs="+", default=["linear"], choices=[*METHODS, "all"], help="one or more, or all")
+    parser.add_argument("--baseline", choices=BASELINES, default=None, help="also probe a random-init encoder")
+    parser.add_argument("--pooling", choices=POOLINGS, default="mean", help="features for linear and kNN")
+    parser.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
+    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--test-split", default="test")
+    parser.add_argument("--shots", type=int, default=None, help="fit on N labelled examples per class (low-shot)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
+
+
+def run(args) -> int:
+    results = probe(
+        args.model_dir, args.dataset, args.method, args.baseline, pooling=args.pooling, batch_size=args.batch_size,
+        seed=args.seed, shots=args.shots, train_split=args.train_split, test_split=args.test_split, output=args.output,
+    )
+    print(format_table(results))
+    if args.output:
+        print(f"results written to {args.output}")
+    return 0
