@@ -438,7 +438,8 @@ def train(args) -> tuple[Path, dict]:
     window_losses, window_images, window_start = [], 0, time.perf_counter()
     train_start = time.perf_counter()
     progress = tqdm(total=total_steps, initial=step, disable=not accelerator.is_local_main_process,
-                    desc="pretrain", dynamic_ncols=True)
+                    desc="pretrain", dynamic_ncols=True,
+                    mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep CI / file logs short
     batches = None
     try:
         while step < total_steps:

@@ -153,6 +153,22 @@ def few_shot_indices(labels: torch.Tensor, shots: int, seed: int = 0) -> torch.T
     return torch.cat(chosen).sort().values
 
 
+def _load_quietly(auto_class, path):
+    """``auto_class.from_pretrained(path)`` without transformers' loading table: an encoder read from a pre-training
+    folder always leaves the decoder's weights unused. Weights the encoder lacks are still reported."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        model, info = auto_class.from_pretrained(path, output_loading_info=True)
+    finally:
+        logging.set_verbosity(level)
+    if info["missing_keys"]:
+        logging.get_logger(__name__).warning(f"{path}: weights not in the checkpoint (random): {sorted(info['missing_keys'])}")
+    return model
+
+
 def _load_encoder(model_dir_or_model, processor):
     """(encoder, processor) from a folder / Hub id or a model instance (its base model is used)."""
     from transformers import AutoImageProcessor, AutoModel
@@ -164,7 +180,7 @@ def _load_encoder(model_dir_or_model, processor):
         path = str(model_dir_or_model)
         if not os.path.exists(path) and path.count("/") != 1:
             raise ValueError(f"model_dir_or_model {path!r} is neither a folder nor a Hub id (org/name)")
-        encoder = AutoModel.from_pretrained(path)
+        encoder = _load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
             processor = AutoImageProcessor.from_pretrained(path) if has_json else processor_for_config(encoder.config)
