@@ -83,6 +83,8 @@ METHODS = {
             "mae-vit-huge-patch14": dict(patch_size=14, **_VIT["huge"]),
         },
     ),
+    # -- ColorMAE row (issue 4) --
+    # -- HPM row (issue 4) --
 }
 
 PRESETS = {preset: method for method in METHODS.values() for preset in method.presets}
