@@ -19,7 +19,14 @@ from transformers import (
     AutoModelForPreTraining,
 )
 
+from .modeling.colormae import (
+    ColorMAEConfig,
+    ColorMAEForImageClassification,
+    ColorMAEForPreTraining,
+    ColorMAEModel,
+)
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+from .modeling.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMModel
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
 
@@ -53,6 +60,11 @@ class Method:
     modality: str = "image"
 
 
+# CPU-sized ViT for tests and the quick start: 32x32 images, an 8x8 grid of 4x4 patches, 128-d x 4 / 64-d x 2
+_TINY = dict(
+    image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
+    decoder_hidden_size=64, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=256,
+)
 _VIT = {  # encoder sizes of the paper's ViTs
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
     "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
@@ -72,19 +84,51 @@ METHODS = {
         processor_class=MAEImageProcessor,
         make_processor=image_processor_for(MAEImageProcessor),
         presets={
-            # CPU-sized, for tests and the quick start: 32x32 images, 8x8 grid of 4x4 patches
-            "mae-tiny": dict(
-                image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
-                intermediate_size=512, decoder_hidden_size=64, decoder_num_hidden_layers=2,
-                decoder_num_attention_heads=4, decoder_intermediate_size=256,
-            ),
+            "mae-tiny": dict(_TINY),
             "mae-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
             "mae-vit-large-patch16": dict(patch_size=16, **_VIT["large"]),
             "mae-vit-huge-patch14": dict(patch_size=14, **_VIT["huge"]),
         },
     ),
-    # -- ColorMAE row (issue 4) --
-    # -- HPM row (issue 4) --
+    "colormae": Method(
+        name="colormae",
+        paper=(
+            "ColorMAE: Exploring data-independent masking strategies in Masked AutoEncoders "
+            "(Hinojosa et al., ECCV 2024), arXiv:2407.13036"
+        ),
+        config_class=ColorMAEConfig,
+        model_classes={
+            "base": ColorMAEModel,
+            "pretraining": ColorMAEForPreTraining,
+            "image-classification": ColorMAEForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's sizes; green noise is the default colour
+            "colormae-tiny": dict(_TINY),
+            # the paper's ViT-B/16, r=0.75, green noise
+            "colormae-vit-base-patch16": dict(patch_size=16, mask_ratio=0.75, noise_color="green", **_VIT["base"]),
+        },
+    ),
+    "hpm": Method(
+        name="hpm",
+        paper="Hard Patches Mining for Masked Image Modeling (Wang et al., CVPR 2023), arXiv:2304.05919",
+        config_class=HPMConfig,
+        model_classes={
+            "base": HPMModel,
+            "pretraining": HPMForPreTraining,
+            "image-classification": HPMForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's sizes; the curriculum spans 1000 forwards and the EMA is faster than the paper's
+            # (0.99 -> 0.999), since tiny runs last a few hundred steps; set total_steps to your run's length
+            "hpm-tiny": dict(_TINY, total_steps=1000, ema_decay=0.99, ema_decay_end=0.999),
+            "hpm-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+    ),
 }
 
 PRESETS = {preset: method for method in METHODS.values() for preset in method.presets}
@@ -128,8 +172,8 @@ def create_processor(name: str, **config_overrides):
 
 def processor_for_config(config):
     """The default processor of any registered config (used when a run folder has none)."""
-    for method in METHODS.values():
-        if isinstance(config, method.config_class):
+    for method in METHODS.values():  # the exact class: ColorMAEConfig is also an MAEConfig
+        if type(config) is method.config_class:
             return method.make_processor(config)
     raise ValueError(f"no hf-mae method uses {type(config).__name__}")
 

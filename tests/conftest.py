@@ -37,7 +37,7 @@ def digits_pixels(split: str = "train", image_size: int = 32):
     return batch["pixel_values"], batch["labels"]
 
 
-def pretrain_tiny(steps: int = 500, batch_size: int = 64, lr: float = 1.5e-3, seed: int = 0, **overrides):
+def pretrain_tiny(steps: int = 800, batch_size: int = 64, lr: float = 1.5e-3, seed: int = 0, **overrides):
     """Pretrains mae-tiny on digits: AdamW (0.9, 0.95), weight decay 0.05 off norms/biases/tokens, 5% warm-up then
     cosine, as the MAE recipe (hf_mae.training.optim). Returns (model, list of per-step losses)."""
     import hf_mae
@@ -63,7 +63,7 @@ def pretrain_tiny(steps: int = 500, batch_size: int = 64, lr: float = 1.5e-3, se
 
 @pytest.fixture(scope="session")
 def pretrained_mae(tmp_path_factory):
-    """A mae-tiny pretrained for 500 steps on digits, saved as a Hugging Face folder (model + processor).
+    """A mae-tiny pretrained for 800 steps on digits, saved as a Hugging Face folder (model + processor).
     Returns (folder, losses)."""
     import hf_mae
 

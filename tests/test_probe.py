@@ -18,14 +18,15 @@ def test_probes_pretrained_vs_random(pretrained_mae, tmp_path):
     assert json.loads(out.read_text()) == results
     assert set(results) == set(METHODS) and all(set(row) == {"pretrained", "random"} for row in results.values())
 
-    # kNN is where 300 steps of MAE show at full data: measured 0.794 vs 0.68-0.71 (random seeds 0-2).
-    assert results["knn"]["pretrained"] > 0.7
-    assert results["knn"]["pretrained"] > results["knn"]["random"] + 0.04
-    # attentive probe: chance is 0.1; measured 0.83 (pretrained) and 0.55 (random) after 10 epochs
-    assert results["attentive"]["pretrained"] > 0.6
-    # Digits are linearly separable even in a random ViT's features (measured 0.93-0.95 for both), so the full-data
-    # linear probe only has to be good; the low-shot test below shows what pretraining buys.
-    assert min(results["linear"].values()) > 0.85
+    # Measured with the 800-step fixture (random init: seed 0): linear 0.967 vs 0.944, kNN 0.956 vs 0.694,
+    # attentive 0.958 vs 0.553 (chance 0.1). Digits are nearly linearly separable even in a random ViT's
+    # features, hence the small linear gap; it is deterministic here (seeded fixture and baseline).
+    assert results["linear"]["pretrained"] > results["linear"]["random"] + 0.01
+    assert results["linear"]["pretrained"] > 0.9
+    assert results["knn"]["pretrained"] > 0.85
+    assert results["knn"]["pretrained"] > results["knn"]["random"] + 0.15
+    assert results["attentive"]["pretrained"] > 0.8
+    assert results["attentive"]["pretrained"] > results["attentive"]["random"] + 0.15
 
 
 def test_low_shot_linear_probe_beats_random_init(pretrained_mae, tmp_path):
@@ -36,8 +37,9 @@ def test_low_shot_linear_probe_beats_random_init(pretrained_mae, tmp_path):
     assert main(argv) == 0
     row = json.loads(out.read_text())["linear"]
     print(f"2-shot linear probe on digits: pretrained {row['pretrained']:.3f} vs random init {row['random']:.3f}")
-    # measured over 8 draws x 3 random seeds: pretrained 0.64 vs random 0.43 on average, smallest gap 0.15
-    assert row["pretrained"] > row["random"] + 0.08
+    # measured: pretrained 0.803 vs random 0.469 (800-step fixture); with a 300-step one, over 8 draws x 3 seeds,
+    # 0.64 vs 0.43 on average with the smallest gap 0.15
+    assert row["pretrained"] > row["random"] + 0.15
 
 
 def test_bad_arguments_name_the_valid_choices(pretrained_mae, tmp_path):

@@ -94,6 +94,10 @@ class MAEConfig(PreTrainedConfig):
         image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
         return image[0] // patch[0], image[1] // patch[1]
 
+    def mask_generator_kwargs(self) -> dict:
+        """Constructor arguments of ``mask_generator``; a method whose generator has options overrides this."""
+        return {}
+
 
 class MAEEmbeddings(nn.Module):
     """Patch embedding + fixed sin-cos positions + cls token. The position table is a buffer (1, 1 + N, hidden)."""
@@ -149,16 +153,28 @@ class MAEDecoder(nn.Module):
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, patch[0] * patch[1] * config.num_channels)
 
-    def forward(self, latent, ids_restore, grid) -> torch.Tensor:
-        """latent: (batch, 1 + kept, hidden) encoder output -> logits (batch, N, patch_h * patch_w * channels)."""
-        hidden = self.decoder_embed(latent)
-        tokens = restore_tokens(hidden[:, 1:], self.mask_token, ids_restore)
+    def positions(self, grid) -> torch.Tensor:
+        """Decoder position table (1, 1 + rows*cols, decoder_hidden), interpolated if ``grid`` is not the native one."""
         positions = self.decoder_pos_embed
         if tuple(grid) != tuple(self.grid_size):
             patch_pos = interpolate_pos_embed(positions[:, 1:], self.grid_size, grid)
             positions = torch.cat([positions[:, :1], patch_pos], dim=1)
-        hidden = torch.cat([hidden[:, :1], tokens], dim=1) + positions
-        hidden, _, _ = run_blocks(self.decoder_layers, hidden)
+        return positions
+
+    def embed(self, latent, ids_restore, grid) -> torch.Tensor:
+        """The decoder's input: latent (batch, 1 + kept, hidden) -> (batch, 1 + N, decoder_hidden), mask tokens at the
+        hidden positions, tokens in their original order, positions added."""
+        hidden = self.decoder_embed(latent)
+        tokens = restore_tokens(hidden[:, 1:], self.mask_token, ids_restore)
+        return torch.cat([hidden[:, :1], tokens], dim=1) + self.positions(grid)
+
+    def forward(self, latent, ids_restore, grid) -> torch.Tensor:
+        """latent: (batch, 1 + kept, hidden) encoder output -> logits (batch, N, patch_h * patch_w * channels)."""
+        return self.predict(self.embed(latent, ids_restore, grid))
+
+    def predict(self, decoder_input: torch.Tensor) -> torch.Tensor:
+        """Decoder blocks and head: (batch, 1 + N, decoder_hidden) from :meth:`embed` -> logits (batch, N, patch dim)."""
+        hidden, _, _ = run_blocks(self.decoder_layers, decoder_input)
         # Predict every row, then drop the cls one: slicing before the norm would copy (batch, N, decoder_hidden).
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
@@ -231,7 +247,7 @@ class MAEModel(MAEPreTrainedModel):
         self.layernorm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
         )
-        self.mask_generator = build_mask_generator(config.mask_generator)
+        self.mask_generator = build_mask_generator(config.mask_generator, **config.mask_generator_kwargs())
         self.post_init()
 
     def get_input_embeddings(self):

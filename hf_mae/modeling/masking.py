@@ -9,6 +9,7 @@ Remote-code rule: this file imports only the standard library and torch (see DES
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -109,3 +110,93 @@ def restore_tokens(visible: torch.Tensor, mask_token: torch.Tensor, ids_restore:
     batch, kept, dim = visible.shape
     fill = mask_token.to(visible.dtype).expand(batch, ids_restore.shape[1] - kept, dim)
     return gather_tokens(torch.cat([visible, fill], dim=1), ids_restore)
+
+
+# Radial pass-bands of the colour-noise filters, in units of the Nyquist frequency (0.5 cycles per patch), so
+# rho runs from 0 (constant) to sqrt(2) (the checkerboard diagonal). Each colour keeps the frequencies in its bands,
+# each band half-open: [low, high).
+NOISE_COLOR_BANDS = {
+    "white": ((0.0, math.inf),),  # no filtering: i.i.d. values, i.e. MAE's random masking
+    "red": ((0.0, 1 / 3),),  # low-pass: large blobs of kept patches
+    "green": ((1 / 3, 2 / 3),),  # band-pass: blobs of a few patches, evenly spread (the paper's default)
+    "blue": ((2 / 3, math.inf),),  # high-pass: kept patches isolated and spread out
+    "purple": ((0.0, 1 / 3), (2 / 3, math.inf)),  # band-stop: green's complement
+}
+
+
+def radial_frequency(shape, device=None) -> torch.Tensor:
+    """|f| / Nyquist of every bin of ``torch.fft.rfft2`` on a (rows, cols) signal: (rows, cols // 2 + 1)."""
+    rows, cols = shape
+    fy = torch.fft.fftfreq(rows, device=device)[:, None]
+    fx = torch.fft.rfftfreq(cols, device=device)[None, :]
+    return torch.sqrt(fy**2 + fx**2) / 0.5
+
+
+class ColorNoiseMaskGenerator(MaskGenerator):
+    """ColorMAE's data-independent masks (Hinojosa et al., ECCV 2024): keep the patches where a coloured-noise
+    pattern is largest, so the kept patches inherit the pattern's spatial-frequency character.
+
+    For each sample: white Gaussian noise on a canvas ``canvas_factor`` times the patch grid is filtered in the
+    Fourier domain with the colour's radial pass-band (``NOISE_COLOR_BANDS``) and standardised; a random
+    grid-sized window is cropped from it and flipped horizontally / vertically with probability 1/2; the
+    ``int(L * (1 - mask_ratio))`` largest values are kept. Cropping from a larger canvas removes the wrap-around
+    that FFT filtering imposes on the canvas edges.
+
+    Differences from the official code, which loads precomputed pattern banks (``noise_colors/<colour>/*.npz``,
+    not released with a generator): patterns are drawn fresh for every sample (no finite bank, no cycling through
+    it in order), the crop and flips are drawn per sample (torchvision's transforms there draw one crop and one
+    flip for the whole bank), and the filters are the ideal radial bands above, whose cut-offs are our choice
+    (the paper's filter design is not in its code). The per-pattern normalisation does not change which values are
+    largest, so it has no effect on the mask.
+    """
+
+    name = "color_noise"
+
+    def __init__(self, color: str = "green", canvas_factor: int = 4):
+        if color not in NOISE_COLOR_BANDS:
+            raise ValueError(f"noise color {color!r} is unknown; choose one of {sorted(NOISE_COLOR_BANDS)}")
+        if isinstance(canvas_factor, bool) or not isinstance(canvas_factor, int) or canvas_factor < 1:
+            raise ValueError(f"canvas_factor must be an int >= 1, got {canvas_factor!r}")
+        self.color = color
+        self.canvas_factor = canvas_factor
+
+    def patterns(self, batch: int, grid_size, device=None, generator=None) -> torch.Tensor:
+        """Cropped, flipped noise patterns (batch, rows, cols); the mask keeps the largest values of each."""
+        rows, cols = grid_size
+        draw_on = generator.device if generator is not None else device
+        # at least 16 per side, so that each band holds some frequency bins even for tiny grids
+        canvas = (max(rows * self.canvas_factor, 16), max(cols * self.canvas_factor, 16))
+        noise = torch.randn(batch, *canvas, generator=generator, device=draw_on)
+        if self.color != "white":
+            rho = radial_frequency(canvas, draw_on)
+            passband = torch.zeros_like(rho, dtype=torch.bool)
+            for low, high in NOISE_COLOR_BANDS[self.color]:
+                passband |= (rho >= low) & (rho < high)
+            noise = torch.fft.irfft2(torch.fft.rfft2(noise) * passband, s=canvas)
+        mean, std = noise.mean(dim=(1, 2), keepdim=True), noise.std(dim=(1, 2), keepdim=True)
+        noise = (noise - mean) / (std + 1e-12)
+
+        # per-sample crop offsets and flips, applied as one gather
+        top = torch.randint(0, canvas[0] - rows + 1, (batch, 1), generator=generator, device=draw_on)
+        left = torch.randint(0, canvas[1] - cols + 1, (batch, 1), generator=generator, device=draw_on)
+        flip = torch.rand(batch, 2, generator=generator, device=draw_on) < 0.5
+        row_steps, col_steps = torch.arange(rows, device=draw_on), torch.arange(cols, device=draw_on)
+        row_ids = top + torch.where(flip[:, :1], rows - 1 - row_steps, row_steps)  # (batch, rows)
+        col_ids = left + torch.where(flip[:, 1:], cols - 1 - col_steps, col_steps)  # (batch, cols)
+        samples = torch.arange(batch, device=draw_on)[:, None, None]
+        return noise[samples, row_ids[:, :, None], col_ids[:, None, :]].to(device)
+
+    def noise(self, batch, num_tokens, grid_size=None, device=None, generator=None):
+        if grid_size is None:
+            side = math.isqrt(num_tokens)
+            if side * side != num_tokens:
+                raise ValueError(f"grid_size is required for a non-square number of tokens ({num_tokens})")
+            grid_size = (side, side)
+        rows, cols = grid_size
+        if rows * cols != num_tokens:
+            raise ValueError(f"grid_size {tuple(grid_size)} does not hold num_tokens={num_tokens} tokens")
+        # the largest pattern values are kept first, and lower noise is kept first
+        return -self.patterns(batch, (rows, cols), device, generator).reshape(batch, num_tokens)
+
+
+MASK_GENERATORS[ColorNoiseMaskGenerator.name] = ColorNoiseMaskGenerator
