@@ -1,8 +1,10 @@
-"""hf-mae: masked-modeling models (MAE and its family) as Hugging Face transformers models.
+"""hf-mae: masked-modeling models (MAE, ColorMAE, HPM, SimMIM, ...) as Hugging Face transformers models.
 
 ``import hf_mae`` registers every method with transformers' Auto classes.
 """
 
+from .modeling.colormae import ColorMAEConfig, ColorMAEForImageClassification, ColorMAEForPreTraining, ColorMAEModel
+from .modeling.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMModel
 from .modeling.mae import (
     MAEConfig,
     MAEForImageClassification,
@@ -12,6 +14,7 @@ from .modeling.mae import (
     MAEModelOutput,
     MAEPreTrainedModel,
 )
+from .modeling.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMModel
 from .processors.image_processing_mae import MAEImageProcessor
 from .registry import METHODS, create_config, create_model, create_processor, list_models, register_all
 
@@ -20,6 +23,14 @@ __version__ = "0.1.0"
 register_all()
 
 __all__ = [
+    "ColorMAEConfig",
+    "ColorMAEForImageClassification",
+    "ColorMAEForPreTraining",
+    "ColorMAEModel",
+    "HPMConfig",
+    "HPMForImageClassification",
+    "HPMForPreTraining",
+    "HPMModel",
     "MAEConfig",
     "MAEForImageClassification",
     "MAEForPreTraining",
@@ -28,6 +39,10 @@ __all__ = [
     "MAEModel",
     "MAEModelOutput",
     "MAEPreTrainedModel",
+    "SimMIMConfig",
+    "SimMIMForImageClassification",
+    "SimMIMForPreTraining",
+    "SimMIMModel",
     "METHODS",
     "create_config",
     "create_model",

@@ -5,6 +5,8 @@ hf-mae convert vit-mae      SRC_DIR  DST_DIR   # transformers ViTMAEForPreTraini
 hf-mae convert --to vit-mae SRC_DIR  DST_DIR   # hf-mae MAEForPreTraining folder -> ViTMAEForPreTraining folder
 hf-mae convert mae-official SRC.pth  DST_DIR   # facebookresearch/mae checkpoint -> hf-mae folder
 hf-mae convert --to mae-official SRC_DIR DST.pth   # hf-mae folder -> {"model": state_dict} in the official layout
+hf-mae convert vit-mim      SRC_DIR  DST_DIR   # transformers ViTForMaskedImageModeling folder -> hf-mae SimMIM
+hf-mae convert --to vit-mim SRC_DIR  DST_DIR   # hf-mae SimMIMForPreTraining folder -> ViTForMaskedImageModeling
 ```
 
 All three layouts hold the same numbers under different names (one table, ``_NAMES``); the only reshaping is
@@ -45,9 +47,10 @@ import torch
 
 from .modeling.embeddings import sincos_2d, to_2tuple
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+from .modeling.simmim import SimMIMConfig, SimMIMForPreTraining
 from .registry import processor_for_config
 
-FORMATS = ("mae", "vit-mae", "mae-official")  # "mae" is hf-mae's own folder layout
+FORMATS = ("mae", "vit-mae", "mae-official", "vit-mim")  # "mae" is hf-mae's own folder layout
 
 # One row per weight group: (hf-mae name, transformers ViTMAE name, facebookresearch/mae name).
 # "#" stands for a block index; None: that layout has no such weight.
@@ -75,7 +78,15 @@ _BLOCK_NAMES = (
     ("mlp.fc1", "mlp.fc1", "mlp.fc1"),
     ("mlp.fc2", "mlp.fc2", "mlp.fc2"),
 )
-_COLUMN = {"mae": 0, "vit-mae": 1, "mae-official": 2}
+_COLUMN = {"mae": 0, "vit-mae": 1, "mae-official": 2, "vit-mim": 1}
+# SimMIM (hf-mae name, transformers ViTForMaskedImageModeling name); blocks as ViTMAE's (``_BLOCK_NAMES``), and
+# the embeddings (cls/mask tokens, learned positions, patch projection) and the 1x1-conv head keep their names.
+_SIMMIM_NAMES = (
+    ("simmim.embeddings", "vit.embeddings"),
+    ("simmim.layers.#", "vit.layers.#"),
+    ("simmim.layernorm", "vit.layernorm"),
+    ("decoder", "decoder"),
+)
 
 # MAEConfig and ViTMAEConfig fields with the same name and meaning
 _VIT_MAE_FIELDS = (
@@ -119,15 +130,17 @@ def _rename(key: str, source: int, target: int, rows=_NAMES) -> str:
 
 
 def rename_keys(state_dict: dict, source: str, target: str) -> dict:
-    """Renames a state dict from layout ``source`` to ``target`` (each one of "mae", "vit-mae", "mae-official").
+    """Renames a state dict from layout ``source`` to ``target`` (each one of "mae", "vit-mae", "mae-official"; or
+    SimMIM's "mae" <-> "vit-mim").
 
     The qkv projection stays fused (``attention.qkv`` under ViTMAE names): see :func:`fuse_qkv` / :func:`split_qkv`.
     Raises ValueError listing every weight that has no counterpart.
     """
     renamed, unknown = {}, []
+    rows = _SIMMIM_NAMES if "vit-mim" in (source, target) else _NAMES
     for key, tensor in state_dict.items():
         try:
-            renamed[_rename(key, _COLUMN[source], _COLUMN[target])] = tensor
+            renamed[_rename(key, _COLUMN[source], _COLUMN[target], rows)] = tensor
         except KeyError:
             unknown.append(key)
     if unknown:
@@ -268,6 +281,70 @@ def convert_to_vit_mae(model: MAEForPreTraining):
     config = vit_mae_config_from_mae(model.config)
     state = split_qkv(rename_keys(model.state_dict(), "mae", "vit-mae"))
     return _build(ViTMAEForPreTraining, config, state, "the hf-mae model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# transformers ViTForMaskedImageModeling <-> hf-mae SimMIM
+
+# SimMIMConfig and ViTConfig fields with the same name and meaning
+_VIT_MIM_FIELDS = (
+    "image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers", "num_attention_heads",
+    "intermediate_size", "hidden_act", "qkv_bias", "layer_norm_eps", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "initializer_range", "encoder_stride",
+)  # fmt: skip
+
+
+def simmim_config_from_vit(vit_config) -> SimMIMConfig:
+    """SimMIMConfig with every field of a ``ViTConfig`` (its layer_norm_eps, 1e-12 by default, included).
+
+    ViTConfig has no masking settings: SimMIM's 32-px cells and r=0.6 are used where 32 px tiles the image and is a
+    multiple of the patch size, else one-patch cells.
+    """
+    kwargs = {name: getattr(vit_config, name) for name in _VIT_MIM_FIELDS}
+    cell = SimMIMConfig.mask_patch_size
+    height, width = to_2tuple(kwargs["image_size"])
+    fits = cell % kwargs["patch_size"] == 0 and height % cell == 0 and width % cell == 0
+    return SimMIMConfig(mask_patch_size=cell if fits else kwargs["patch_size"], **kwargs)
+
+
+def vit_config_from_simmim(config: SimMIMConfig):
+    """ViTConfig of an hf-mae SimMIMConfig; ValueError for what ViTForMaskedImageModeling cannot express.
+
+    The masking settings (mask_ratio, mask_patch_size) have no ViTConfig field and are not kept.
+    """
+    from transformers import ViTConfig
+
+    kwargs = {name: getattr(config, name) for name in _VIT_MIM_FIELDS}
+    height, width = to_2tuple(kwargs["image_size"])
+    if height != width:  # ViTForMaskedImageModeling reshapes its tokens to a square grid
+        raise ValueError(f"image_size must be square to convert to vit-mim, got {config.image_size!r}")
+    kwargs["image_size"] = height
+    if config.layer_scale_init_value:
+        raise ValueError(
+            f"layer_scale_init_value={config.layer_scale_init_value}: ViT blocks have no LayerScale, "
+            "so this model cannot be converted to vit-mim (allowed: 0)"
+        )
+    if config.drop_path_rate:
+        message = f"ViT has no drop_path_rate={config.drop_path_rate}: dropped (it acts only in training)"
+        warnings.warn(message, stacklevel=2)
+    return ViTConfig(**kwargs)
+
+
+def convert_vit_mim(vit_model) -> SimMIMForPreTraining:
+    """transformers ``ViTForMaskedImageModeling`` -> hf-mae ``SimMIMForPreTraining``, same weights and outputs."""
+    state = rename_keys(fuse_qkv(vit_model.state_dict()), "vit-mim", "mae")
+    return _build(SimMIMForPreTraining, simmim_config_from_vit(vit_model.config), state, "the ViT checkpoint")
+
+
+def convert_to_vit_mim(model: SimMIMForPreTraining):
+    """hf-mae ``SimMIMForPreTraining`` -> transformers ``ViTForMaskedImageModeling``, same weights and outputs."""
+    from transformers import ViTForMaskedImageModeling
+
+    if not isinstance(model, SimMIMForPreTraining):
+        raise TypeError(f"model must be a SimMIMForPreTraining, got {type(model).__name__}")
+    config = vit_config_from_simmim(model.config)  # refuses what ViT cannot hold before renaming the weights
+    state = split_qkv(rename_keys(model.state_dict(), "mae", "vit-mim"))
+    return _build(ViTForMaskedImageModeling, config, state, "the hf-mae model")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -486,13 +563,17 @@ def convert_vit_mae_folder(src, dst, overwrite: bool = False, strict: bool = Fal
 
 def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
     """An hf-mae MAEForPreTraining folder -> a transformers ViTMAEForPreTraining folder (+ ViTImageProcessor json)."""
-    from transformers import ViTImageProcessorPil
-
     src = Path(src)
     model = _load_folder(MAEForPreTraining, src, MAEConfig.model_type)
-    vit_model = convert_to_vit_mae(model)
+    return write_atomically(dst, _save_vit_folder(convert_to_vit_mae(model), model.config, src), overwrite)
+
+
+def _save_vit_folder(vit_model, config, src: Path) -> Callable[[Path], None]:
+    """Writes a transformers model and a ViTImageProcessor with hf-mae's normalisation (or the folder's own)."""
+    from transformers import ViTImageProcessorPil
+
     size = vit_model.config.image_size
-    default = processor_for_config(model.config)  # hf-mae's normalisation, unless the folder's processor says else
+    default = processor_for_config(config)  # hf-mae's normalisation, unless the folder's processor says else
     settings = {key: getattr(default, key) for key in ("image_mean", "image_std", "resample")}
     settings.update(_processor_settings(src))
 
@@ -500,7 +581,23 @@ def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
         vit_model.save_pretrained(path)
         ViTImageProcessorPil(size={"height": size, "width": size}, **settings).save_pretrained(path)
 
-    return write_atomically(dst, write, overwrite)
+    return write
+
+
+def convert_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
+    """A transformers ViTForMaskedImageModeling folder -> an hf-mae SimMIMForPreTraining folder (+ processor json)."""
+    from transformers import ViTForMaskedImageModeling
+
+    src = Path(src)
+    model = convert_vit_mim(_load_folder(ViTForMaskedImageModeling, src, "vit"))
+    return write_atomically(dst, _save_hf_mae(model, _processor_settings(src)), overwrite)
+
+
+def convert_to_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae SimMIMForPreTraining folder -> a ViTForMaskedImageModeling folder (+ ViTImageProcessor json)."""
+    src = Path(src)
+    model = _load_folder(SimMIMForPreTraining, src, SimMIMConfig.model_type)
+    return write_atomically(dst, _save_vit_folder(convert_to_vit_mim(model), model.config, src), overwrite)
 
 
 def convert_mae_official_file(src, dst, overwrite: bool = False, **options) -> Path:
@@ -529,9 +626,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="[FORMAT] SRC DST",
         help="FORMAT of SRC: vit-mae (transformers ViTMAEForPreTraining folder), mae-official (facebookresearch/mae "
-        ".pth) or mae (an hf-mae folder, the default with --to)",
+        ".pth), vit-mim (transformers ViTForMaskedImageModeling folder, to SimMIM) or mae (an hf-mae folder, the "
+        "default with --to)",
     )  # fmt: skip
-    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official")
+    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official, vit-mim")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--strict", action="store_true", help="fail (not warn) when a sin-cos table is not MAE's")
     official = parser.add_argument_group("mae-official (head counts are not stored in the checkpoint)")
@@ -571,6 +669,8 @@ def run(args) -> int:
         raise ValueError("--num-heads, --decoder-num-heads and --no-norm-pix-loss apply only to FORMAT mae-official")
     if source == "vit-mae":
         convert_vit_mae_folder(src, dst, args.overwrite, args.strict)
+    elif source == "vit-mim":
+        convert_vit_mim_folder(src, dst, args.overwrite)
     elif source == "mae-official":
         convert_mae_official_file(
             src, dst, args.overwrite, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
@@ -578,6 +678,8 @@ def run(args) -> int:
         )  # fmt: skip
     elif target == "vit-mae":
         convert_to_vit_mae_folder(src, dst, args.overwrite)
+    elif target == "vit-mim":
+        convert_to_vit_mim_folder(src, dst, args.overwrite)
     else:
         convert_to_mae_official_file(src, dst, args.overwrite)
     print(f"converted {source} {src} -> {target} {dst}")
@@ -592,16 +694,22 @@ __all__ = [
     "convert_to_mae_official_file",
     "convert_to_vit_mae",
     "convert_to_vit_mae_folder",
+    "convert_to_vit_mim",
+    "convert_to_vit_mim_folder",
     "convert_vit_mae",
     "convert_vit_mae_folder",
+    "convert_vit_mim",
+    "convert_vit_mim_folder",
     "fuse_qkv",
     "load_mae_official",
     "mae_config_from_vit_mae",
     "mae_official_config",
     "pos_embed_layout",
     "rename_keys",
+    "simmim_config_from_vit",
     "split_qkv",
     "to_mae_official_state_dict",
+    "vit_config_from_simmim",
     "vit_mae_config_from_mae",
     "write_atomically",
 ]

@@ -27,6 +27,7 @@ from .modeling.colormae import (
 )
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
 from .modeling.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMModel
+from .modeling.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMModel
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
 
@@ -58,6 +59,9 @@ class Method:
     make_processor: Callable  # config -> processor
     presets: dict = field(default_factory=dict)  # preset name -> config kwargs
     modality: str = "image"
+    # "token-drop": the encoder sees only the kept tokens, ``noise`` is per token (MAE);
+    # "mask-token": the encoder sees every token, hidden ones as a mask token, ``noise`` is per mask cell (SimMIM)
+    masking: str = "token-drop"
 
 
 # CPU-sized ViT for tests and the quick start: 32x32 images, an 8x8 grid of 4x4 patches, 128-d x 4 / 64-d x 2
@@ -128,6 +132,29 @@ METHODS = {
             "hpm-tiny": dict(_TINY, total_steps=1000, ema_decay=0.99, ema_decay_end=0.999),
             "hpm-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
         },
+    ),
+    "simmim": Method(
+        name="simmim",
+        paper="SimMIM: a Simple Framework for Masked Image Modeling (Xie et al., CVPR 2022), arXiv:2111.09886",
+        config_class=SimMIMConfig,
+        model_classes={
+            "base": SimMIMModel,
+            "pretraining": SimMIMForPreTraining,
+            "image-classification": SimMIMForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's encoder; 8-px mask cells (2x2 patches) on 32-px images, as 32-px cells on 16-px patches
+            "simmim-tiny": dict(
+                {k: v for k, v in _TINY.items() if not k.startswith("decoder_")}, mask_patch_size=8
+            ),
+            # the paper's ViT-B/16 pre-training: 192 px, r=0.6, 32-px mask cells
+            "simmim-vit-base-patch16": dict(
+                image_size=192, patch_size=16, mask_ratio=0.6, mask_patch_size=32, **_VIT["base"]
+            ),
+        },
+        masking="mask-token",
     ),
 }
 

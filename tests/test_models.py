@@ -18,14 +18,46 @@ PRESET_NAMES = hf_mae.list_models()
 
 
 def suite_config(preset, **overrides):
-    """The preset's config; paper-sized ones get 1 encoder and 1 decoder block on a 4x4 patch grid."""
+    """The preset's config; paper-sized ones get 1 encoder (and 1 decoder) block on a 4x4 patch grid."""
     config = create_config(preset)
     if not preset.endswith("-tiny"):
         patch = to_2tuple(config.patch_size)
-        overrides = dict(
-            num_hidden_layers=1, decoder_num_hidden_layers=1, image_size=(4 * patch[0], 4 * patch[1]), **overrides
-        )
+        shrink = dict(num_hidden_layers=1, image_size=(4 * patch[0], 4 * patch[1]))
+        if hasattr(config, "decoder_num_hidden_layers"):
+            shrink["decoder_num_hidden_layers"] = 1
+        overrides = dict(shrink, **overrides)
     return create_config(preset, **overrides) if overrides else config
+
+
+# How a method masks (registry ``Method.masking``): the expectations below differ only in these helpers.
+def mask_tokens(preset) -> bool:
+    """True for "mask-token" methods (SimMIM): the encoder sees every patch and ``noise`` is per mask cell."""
+    return PRESETS[preset].masking == "mask-token"
+
+
+def noise_grid(config):
+    """The grid ``noise`` is drawn over: patches (MAE) or mask cells (SimMIM)."""
+    return getattr(config, "mask_grid_size", config.grid_size)
+
+
+def expected_mask(preset, config, noise):
+    """The mask (batch, num_patches) a fixed ``noise`` must give: the int(L * (1 - r)) smallest noise values stay
+    visible, L counting patches (MAE) or mask cells spread over their patches (SimMIM)."""
+    kept = int(noise.shape[1] * (1 - config.mask_ratio))
+    mask = 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+    if not mask_tokens(preset):
+        return mask
+    unit = config.mask_unit
+    rows, cols = noise_grid(config)
+    return mask.reshape(-1, rows, cols).repeat_interleave(unit, 1).repeat_interleave(unit, 2).flatten(1)
+
+
+def expected_logits_shape(preset, config, height, width):
+    """Per-patch pixels (batch, N, p*p*C) for MAE's decoder, a full image (batch, C, H, W) for SimMIM's head."""
+    if mask_tokens(preset):
+        return (2, config.num_channels, height, width)
+    patch = to_2tuple(config.patch_size)
+    return (2, (height // patch[0]) * (width // patch[1]), patch[0] * patch[1] * config.num_channels)
 
 
 def build(preset, task="pretraining", attn_implementation=None, **overrides):
@@ -37,11 +69,11 @@ def build(preset, task="pretraining", attn_implementation=None, **overrides):
 
 
 def inputs_for(config, batch=2, seed=0):
-    """pixel_values (batch, C, H, W) and a fixed noise (batch, num_patches)."""
+    """pixel_values (batch, C, H, W) and a fixed noise (batch, num_patches or num_mask_cells)."""
     generator = torch.Generator().manual_seed(seed)
     height, width = to_2tuple(config.image_size)
     pixel_values = torch.randn(batch, config.num_channels, height, width, generator=generator)
-    rows, cols = config.grid_size
+    rows, cols = noise_grid(config)
     return pixel_values, torch.rand(batch, rows * cols, generator=generator)
 
 
@@ -84,7 +116,8 @@ def test_auto_round_trip(preset, tmp_path):
 
     encoder = AutoModel.from_pretrained(tmp_path).eval()  # the encoder alone, from a pre-training checkpoint
     assert torch.equal(
-        encoder(pixel_values, noise=noise).last_hidden_state, model.mae(pixel_values, noise=noise).last_hidden_state
+        encoder(pixel_values, noise=noise).last_hidden_state,
+        model.base_model(pixel_values, noise=noise).last_hidden_state,
     )
     classifier, info = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
     assert all(key.startswith(("classifier", "fc_norm")) for key in info["missing_keys"]), info["missing_keys"]
@@ -131,11 +164,11 @@ def test_fixed_noise_fixes_the_mask_and_the_output(preset):
     pixel_values, noise = inputs_for(model.config)
     a, b = model(pixel_values, noise=noise), model(pixel_values, noise=noise)
     assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
-    # the kept patches are exactly the ones with the smallest noise
+    # the kept patches (or mask cells) are exactly the ones with the smallest noise
     kept = int(noise.shape[1] * (1 - model.config.mask_ratio))
-    smallest = torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
-    assert torch.equal(a.mask, 1.0 - smallest)
-    assert a.mask.sum(1).tolist() == [noise.shape[1] - kept] * 2
+    assert torch.equal(a.mask, expected_mask(preset, model.config, noise))
+    per_unit = model.config.mask_unit**2 if mask_tokens(preset) else 1
+    assert a.mask.sum(1).tolist() == [(noise.shape[1] - kept) * per_unit] * 2
     # without noise, masks differ between calls but keep the same count
     c = model(pixel_values)
     assert c.mask.sum(1).tolist() == a.mask.sum(1).tolist()
@@ -164,9 +197,13 @@ def test_mask_ratio_zero_keeps_every_token_in_order(preset):
     num_patches = out.mask.shape[1]
     assert out.last_hidden_state.shape[1] == num_patches + 1
     assert out.mask.sum() == 0
-    assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(2, -1))
+    if mask_tokens(preset):  # the encoder never reorders tokens: there is no permutation to undo
+        assert out.ids_restore is None
+    else:
+        assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(2, -1))
     # identical to passing the identity order as noise (ViTMAE's way to switch shuffling off)
-    identity = torch.arange(num_patches, dtype=torch.float).expand(2, -1)
+    rows, cols = noise_grid(model.config)
+    identity = torch.arange(rows * cols, dtype=torch.float).expand(2, -1)
     torch.testing.assert_close(out.last_hidden_state, model(pixel_values, noise=identity, mask_ratio=0.0).last_hidden_state)
     # each token's feature does not depend on the batch it is in
     torch.testing.assert_close(model(pixel_values[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1], rtol=0, atol=1e-5)
@@ -205,7 +242,7 @@ def test_bad_inputs_raise_clear_errors(preset):
 def test_hidden_states_attentions_and_tuple_outputs(preset):
     model = build(preset, attn_implementation="sdpa")
     pixel_values, noise = inputs_for(model.config)
-    out = model.mae(pixel_values, noise=noise, output_hidden_states=True, output_attentions=True)
+    out = model.base_model(pixel_values, noise=noise, output_hidden_states=True, output_attentions=True)
     tokens = out.last_hidden_state.shape[1]
     assert len(out.hidden_states) == model.config.num_hidden_layers + 1
     assert len(out.attentions) == model.config.num_hidden_layers
@@ -235,8 +272,7 @@ def test_other_resolutions_with_interpolated_positions(preset):
     patch = to_2tuple(model.config.patch_size)
     larger = torch.randn(2, model.config.num_channels, pixel_values.shape[-2] + 2 * patch[0], pixel_values.shape[-1])
     out = model(larger, interpolate_pos_encoding=True)
-    rows, cols = larger.shape[-2] // patch[0], larger.shape[-1] // patch[1]
-    assert out.logits.shape == (2, rows * cols, patch[0] * patch[1] * model.config.num_channels)
+    assert out.logits.shape == expected_logits_shape(preset, model.config, *larger.shape[-2:])
     assert torch.isfinite(out.loss)
     # at the native size, interpolation is the identity
     _, noise = inputs_for(model.config)

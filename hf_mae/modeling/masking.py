@@ -200,3 +200,63 @@ class ColorNoiseMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[ColorNoiseMaskGenerator.name] = ColorNoiseMaskGenerator
+
+
+def upsample_grid_mask(unit_mask: torch.Tensor, unit_grid, scale: int) -> torch.Tensor:
+    """(batch, unit_rows*unit_cols) -> (batch, unit_rows*scale * unit_cols*scale): each unit covers scale x scale
+    tokens (row-major in both)."""
+    rows, cols = unit_grid
+    grid = unit_mask.reshape(-1, rows, cols).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+    return grid.reshape(unit_mask.shape[0], -1)
+
+
+class GroupedRandomMaskGenerator(MaskGenerator):
+    """SimMIM's masking: uniform random over ``unit x unit`` groups of tokens (32-px cells of 16-px patches: unit 2).
+
+    ``ceil(units * mask_ratio)`` whole units are hidden per sample (the same count as ``mask_from_noise`` keeps);
+    the noise is drawn per unit, shape (batch, units). The returned :class:`TokenMask` keeps the visible tokens in
+    their original order, so a token-dropping encoder (MAE) can use it too.
+    """
+
+    name = "grouped_random"
+
+    def __init__(self, unit: int = 1):
+        if isinstance(unit, bool) or not isinstance(unit, int) or unit < 1:
+            raise ValueError(f"unit must be an int >= 1 (tokens per mask-unit side), got {unit!r}")
+        self.unit = unit
+
+    def unit_grid(self, grid_size) -> tuple[int, int]:
+        """The (rows, cols) grid of mask units over a token grid; ValueError if the units do not tile it."""
+        rows, cols = grid_size
+        if rows % self.unit or cols % self.unit:
+            raise ValueError(
+                f"the patch grid {rows}x{cols} is not divisible by the mask unit of {self.unit}x{self.unit} patches; "
+                "choose an image size that is a multiple of mask_patch_size"
+            )
+        return rows // self.unit, cols // self.unit
+
+    def noise(self, batch, num_tokens, grid_size=None, device=None, generator=None):
+        rows, cols = self.unit_grid(grid_size)
+        return RandomMaskGenerator().noise(batch, rows * cols, None, device, generator)
+
+    def from_noise(self, noise: torch.Tensor, mask_ratio: float, grid_size) -> TokenMask:
+        """noise: (batch, units); the units with the smallest noise stay visible (as :func:`mask_from_noise`)."""
+        unit_grid = self.unit_grid(grid_size)
+        if noise.ndim != 2 or noise.shape[1] != unit_grid[0] * unit_grid[1]:
+            raise ValueError(
+                f"noise must have shape (batch, num_mask_units) = (batch, {unit_grid[0] * unit_grid[1]}), "
+                f"got {tuple(noise.shape)}"
+            )
+        mask = upsample_grid_mask(mask_from_noise(noise, mask_ratio).mask, unit_grid, self.unit)
+        ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible tokens first, each group in order
+        kept = mask.shape[1] - int(mask[0].sum().item())
+        return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)
+
+    def __call__(self, batch, num_tokens, mask_ratio, grid_size=None, device=None, generator=None) -> TokenMask:
+        mask_ratio = check_mask_ratio(mask_ratio)
+        if mask_ratio == 0.0:
+            return keep_all(batch, num_tokens, device)
+        return self.from_noise(self.noise(batch, num_tokens, grid_size, device, generator), mask_ratio, grid_size)
+
+
+MASK_GENERATORS[GroupedRandomMaskGenerator.name] = GroupedRandomMaskGenerator

@@ -1,0 +1,435 @@
+"""SimMIM: a Simple Framework for Masked Image Modeling (Xie et al., CVPR 2022).
+
+The method, as in the paper's Section 3 and microsoft/SimMIM ``models/simmim.py``:
+1. hide a random ``mask_ratio`` (0.6) of the image in ``mask_patch_size`` cells (32 px: 2x2 patches of 16 px);
+2. the ViT encoder sees **every** patch: a hidden patch's embedding is replaced by one learned ``mask_token``
+   (``x * (1 - m) + mask_token * m``) before the cls token and the positions are added;
+3. a linear head maps each encoder token back to its pixels: a 1x1 conv to ``encoder_stride**2 * channels`` and a
+   pixel shuffle (``encoder_stride`` = ``patch_size``), giving a full image (batch, C, H, W);
+4. the loss is the L1 distance on the hidden pixels only, divided by their count and the channel count.
+
+Numerically this is transformers' ``ViTForMaskedImageModeling`` (learned absolute positions, pre-norm ViT blocks)
+for the same weights and ``bool_masked_pos`` (see ``hf-mae convert vit-mim``). The official ViT-B recipe uses
+relative position biases instead of absolute positions; hf-mae keeps transformers' absolute ones.
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutput
+
+from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
+from .layers import TransformerBlock, build_blocks, run_blocks
+from .losses import classification_loss
+from .masking import GroupedRandomMaskGenerator, check_mask_ratio, upsample_grid_mask
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+
+SimMIMModelOutput = MaskedEncoderOutput
+
+
+@dataclass
+class SimMIMForPreTrainingOutput(MaskedPreTrainingOutput):
+    """
+    loss: scalar L1 loss over the hidden pixels.
+    logits: (batch, channels, H, W) reconstructed pixels (transformers calls them ``reconstruction``).
+    mask: (batch, num_patches), 1 = replaced by the mask token. ids_restore: None (the encoder keeps the order).
+    hidden_states, attentions: per layer, over 1 + num_patches tokens.
+    """
+
+    @property
+    def reconstruction(self) -> torch.Tensor:
+        return self.logits
+
+
+class SimMIMConfig(PreTrainedConfig):
+    r"""Configuration of a SimMIM ViT. Defaults are the paper's ViT-B/16 pre-training (192 px, r=0.6, 32-px cells).
+
+    image_size: an int or (height, width), a multiple of ``mask_patch_size``.
+    patch_size: an int (square patches: the pixel-shuffle head needs one stride).
+    num_channels, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: the ViT.
+    layer_norm_eps: 1e-6 as the official ViT (transformers' ViT uses 1e-12; ``convert vit-mim`` keeps its value).
+    use_mask_token: build the learned mask token (off in the classifier, which never masks).
+    encoder_stride: upsampling factor of the pixel-shuffle head; must equal ``patch_size`` (default: it).
+    mask_ratio: fraction of mask cells hidden during pre-training, in [0, 1).
+    mask_patch_size: side in pixels of a mask cell, a multiple of ``patch_size``.
+    drop_path_rate, layer_scale_init_value: stochastic depth and LayerScale of the encoder (0 = off).
+    classifier_pooling: "mean" (average of the tokens, then fc_norm: SimMIM fine-tuning) or "cls".
+    """
+
+    model_type = "simmim"
+
+    image_size: int | list[int] | tuple[int, int] = 192
+    patch_size: int = 16
+    num_channels: int = 3
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    layer_scale_init_value: float = 0.0
+    use_mask_token: bool = True
+    encoder_stride: int | None = None
+    mask_ratio: float = 0.6
+    mask_patch_size: int = 32
+    initializer_range: float = 0.02
+    classifier_pooling: str = "mean"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if isinstance(self.patch_size, (list, tuple)):
+            height, width = to_2tuple(self.patch_size)
+            if height != width:
+                raise ValueError(f"patch_size must be square for SimMIM's pixel-shuffle head, got {self.patch_size!r}")
+            self.patch_size = height
+        if self.encoder_stride is None:
+            self.encoder_stride = self.patch_size
+        if self.encoder_stride != self.patch_size:
+            raise ValueError(
+                f"encoder_stride ({self.encoder_stride}) must equal patch_size ({self.patch_size}) so that the head "
+                "reconstructs an image of the input's size"
+            )
+        if self.mask_patch_size % self.patch_size:
+            raise ValueError(
+                f"mask_patch_size {self.mask_patch_size} must be a multiple of patch_size {self.patch_size}"
+            )
+        image = to_2tuple(self.image_size)
+        if image[0] % self.mask_patch_size or image[1] % self.mask_patch_size:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by mask_patch_size {self.mask_patch_size}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        check_mask_ratio(self.mask_ratio)
+        if self.classifier_pooling not in ("mean", "cls"):
+            raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {self.classifier_pooling!r}")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        image = to_2tuple(self.image_size)
+        return image[0] // self.patch_size, image[1] // self.patch_size
+
+    @property
+    def mask_unit(self) -> int:
+        """Patches per side of a mask cell."""
+        return self.mask_patch_size // self.patch_size
+
+    @property
+    def mask_grid_size(self) -> tuple[int, int]:
+        """The (rows, cols) grid of mask cells: the shape ``noise`` is drawn over."""
+        rows, cols = self.grid_size
+        return rows // self.mask_unit, cols // self.mask_unit
+
+
+class SimMIMEmbeddings(nn.Module):
+    """Patch embedding, mask token on hidden patches, cls token and learned positions (ViT's ``ViTEmbeddings``)."""
+
+    def __init__(self, config: SimMIMConfig, use_mask_token: bool = True):
+        super().__init__()
+        self.patch_embeddings = PatchEmbedding2D(
+            config.image_size, config.patch_size, config.num_channels, config.hidden_size
+        )
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size)) if use_mask_token else None
+        num_positions = 1 + self.patch_embeddings.num_patches
+        self.position_embeddings = nn.Parameter(torch.zeros(1, num_positions, config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def positions(self, grid) -> torch.Tensor:
+        """Position table (1, 1 + rows*cols, hidden), interpolated if ``grid`` is not the native one."""
+        if tuple(grid) == self.patch_embeddings.grid_size:
+            return self.position_embeddings
+        patch_pos = interpolate_pos_embed(self.position_embeddings[:, 1:], self.patch_embeddings.grid_size, grid)
+        return torch.cat([self.position_embeddings[:, :1], patch_pos], dim=1)
+
+    def forward(self, pixel_values, grid, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """pixel_values (batch, C, H, W), mask (batch, N) 1 = hidden -> tokens (batch, 1 + N, hidden)."""
+        patches = self.patch_embeddings(pixel_values)
+        if mask is not None:
+            hidden = mask.unsqueeze(-1).to(patches.dtype)
+            patches = patches * (1.0 - hidden) + self.mask_token.to(patches.dtype) * hidden
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)
+        return self.dropout(torch.cat([cls, patches], dim=1) + self.positions(grid))
+
+
+class SimMIMPreTrainedModel(PreTrainedModel):
+    config_class = SimMIMConfig
+    base_model_prefix = "simmim"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock", "SimMIMEmbeddings"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """SimMIM's (and ViT's) initialisation: truncated N(0, 0.02) for linears, convs and tokens."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, SimMIMEmbeddings):
+            for token in (module.cls_token, module.mask_token, module.position_embeddings):
+                if token is not None:
+                    init.trunc_normal_(token, mean=0.0, std=std)
+        elif isinstance(module, TransformerBlock):
+            for scale in (module.layer_scale1, module.layer_scale2):
+                if hasattr(scale, "gamma"):
+                    init.constant_(scale.gamma, scale.init_value)
+
+
+class SimMIMModel(SimMIMPreTrainedModel):
+    """The SimMIM ViT encoder: every patch goes in, the hidden ones as the mask token.
+
+    ``use_mask_token`` defaults to ``config.use_mask_token``; ``add_final_norm=False`` leaves out the last LayerNorm
+    (the mean-pooling classifier normalises after pooling).
+    """
+
+    def __init__(self, config: SimMIMConfig, add_final_norm: bool = True, use_mask_token: bool | None = None):
+        super().__init__(config)
+        use_mask_token = config.use_mask_token if use_mask_token is None else use_mask_token
+        self.embeddings = SimMIMEmbeddings(config, use_mask_token)
+        self.layers = build_blocks(
+            config,
+            config.num_hidden_layers,
+            drop_path_rate=config.drop_path_rate,
+            hidden_size=config.hidden_size,
+            num_heads=config.num_attention_heads,
+            intermediate_size=config.intermediate_size,
+            hidden_act=config.hidden_act,
+            qkv_bias=config.qkv_bias,
+            layer_norm_eps=config.layer_norm_eps,
+            dropout=config.hidden_dropout_prob,
+            attention_dropout=config.attention_probs_dropout_prob,
+            layer_scale_init_value=config.layer_scale_init_value,
+        )
+        self.layernorm = (
+            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
+        )
+        self.mask_generator = GroupedRandomMaskGenerator(config.mask_unit)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    def make_mask(self, batch, grid, bool_masked_pos, noise, mask_ratio, device) -> torch.Tensor | None:
+        """The (batch, N) float mask, 1 = hidden; None when nothing is to be masked."""
+        num_patches = grid[0] * grid[1]
+        if bool_masked_pos is not None:
+            if noise is not None:
+                raise ValueError("pass either bool_masked_pos or noise, not both")
+            is_tensor = isinstance(bool_masked_pos, torch.Tensor)
+            if not is_tensor or tuple(bool_masked_pos.shape) != (batch, num_patches):
+                got = tuple(bool_masked_pos.shape) if is_tensor else type(bool_masked_pos).__name__
+                raise ValueError(
+                    f"bool_masked_pos must be a tensor of shape (batch, num_patches) = {(batch, num_patches)}, "
+                    f"got {got}"
+                )
+            return bool_masked_pos.to(device=device, dtype=torch.float32)
+        if noise is not None:
+            if not isinstance(noise, torch.Tensor) or noise.shape[0] != batch:
+                raise ValueError(f"noise must be a tensor of shape (batch, num_mask_units) with batch={batch}")
+            return self.mask_generator.from_noise(noise.to(device), mask_ratio, grid).mask
+        if mask_ratio == 0.0:
+            return None
+        return self.mask_generator(batch, num_patches, mask_ratio, grid, device).mask
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """
+        pixel_values: (batch, channels, height, width) float.
+        bool_masked_pos: (batch, num_patches) bool, optional: exactly these patches get the mask token.
+        noise: (batch, num_mask_units) over the cells of ``config.mask_grid_size``, optional: the
+            ``int(units * (1 - mask_ratio))`` cells with the smallest noise stay visible, the others are hidden.
+        mask_ratio: overrides ``config.mask_ratio``; ``0.0`` (without a mask or noise) masks nothing.
+        interpolate_pos_encoding: allow other image sizes (a multiple of ``mask_patch_size`` when masking).
+        Returns SimMIMModelOutput: last_hidden_state (batch, 1 + num_patches, hidden) in patch order,
+        mask (batch, num_patches) 1 = hidden, ids_restore None.
+        """
+        config = self.config
+        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if pixel_values is None:
+            raise ValueError("pixel_values is required")
+        grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
+        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        batch = pixel_values.shape[0]
+        mask = self.make_mask(batch, grid, bool_masked_pos, noise, mask_ratio, pixel_values.device)
+        if mask is not None and self.embeddings.mask_token is None:
+            raise ValueError("this encoder was built without a mask token (use_mask_token=False); it cannot mask")
+
+        hidden, all_hidden, all_attentions = run_blocks(
+            self.layers, self.embeddings(pixel_values, grid, mask), None, output_hidden_states, output_attentions
+        )
+        if mask is None:
+            mask = torch.zeros(batch, grid[0] * grid[1], device=pixel_values.device)
+        output = SimMIMModelOutput(
+            last_hidden_state=self.layernorm(hidden),
+            mask=mask,
+            hidden_states=all_hidden,
+            attentions=all_attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def masked_l1(pixel_values: torch.Tensor, reconstruction: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
+    """SimMIM's loss: ``sum(|x - x_hat| * m) / (sum(m) + 1e-5) / channels``.
+
+    pixel_values, reconstruction: (batch, C, H, W); pixel_mask: (batch, 1, H, W), 1 = hidden pixel.
+    """
+    error = (pixel_values.float() - reconstruction.float()).abs()
+    pixel_mask = pixel_mask.to(error.dtype)
+    return (error * pixel_mask).sum() / (pixel_mask.sum() + 1e-5) / pixel_values.shape[1]
+
+
+class SimMIMForPreTraining(SimMIMPreTrainedModel):
+    """SimMIM encoder + linear pixel-shuffle head with the masked L1 loss."""
+
+    def __init__(self, config: SimMIMConfig):
+        super().__init__(config)
+        self.simmim = SimMIMModel(config, use_mask_token=True)
+        stride = config.encoder_stride
+        self.decoder = nn.Sequential(
+            nn.Conv2d(config.hidden_size, stride**2 * config.num_channels, kernel_size=1),
+            nn.PixelShuffle(stride),
+        )
+        self.post_init()
+
+    def pixel_mask(self, mask: torch.Tensor, image_size) -> torch.Tensor:
+        """Patch mask (batch, N) -> pixel mask (batch, 1, H, W) for images of ``image_size`` (H, W)."""
+        patch = self.config.patch_size
+        grid = (image_size[0] // patch, image_size[1] // patch)
+        return upsample_grid_mask(mask, grid, patch).reshape(mask.shape[0], 1, *image_size)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        bool_masked_pos: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask_ratio: float | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """Same inputs as :meth:`SimMIMModel.forward`. Returns SimMIMForPreTrainingOutput with the masked L1
+        ``loss``, ``logits`` = the reconstruction (batch, channels, H, W) and ``mask`` (batch, num_patches)."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.simmim(
+            pixel_values,
+            bool_masked_pos=bool_masked_pos,
+            noise=noise,
+            mask_ratio=mask_ratio,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        batch, _, height, width = pixel_values.shape
+        patch = self.config.patch_size
+        tokens = encoded.last_hidden_state[:, 1:]  # (batch, N, hidden) -> (batch, hidden, rows, cols)
+        tokens = tokens.transpose(1, 2).reshape(batch, -1, height // patch, width // patch)
+        reconstruction = self.decoder(tokens).contiguous()  # the conv keeps the tokens' channels-last strides
+        loss = masked_l1(pixel_values, reconstruction, self.pixel_mask(encoded.mask, (height, width)))
+        output = SimMIMForPreTrainingOutput(
+            loss=loss,
+            logits=reconstruction,
+            mask=encoded.mask,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+    @torch.no_grad()
+    def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(masked_input, reconstruction, pasted)``, each (batch, channels, H, W), in the processor's pixel space:
+        the input with hidden pixels zeroed, the head's prediction, and the prediction with visible pixels pasted
+        back from the input (the contract of :meth:`MAEForPreTraining.reconstruct`)."""
+        pixel_values = pixel_values.to(output.logits.dtype)
+        hidden = self.pixel_mask(output.mask, pixel_values.shape[-2:]).to(pixel_values.dtype)
+        masked_input = pixel_values * (1 - hidden)
+        return masked_input, output.logits, masked_input + output.logits * hidden
+
+
+class SimMIMForImageClassification(SimMIMPreTrainedModel):
+    """SimMIM encoder (no masking, no mask token) + linear classifier; pooled by the mean of the tokens + fc_norm
+    (``classifier_pooling="mean"``, as SimMIM fine-tunes ViTs) or by the normalised cls token ("cls")."""
+
+    def __init__(self, config: SimMIMConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        mean = config.classifier_pooling == "mean"
+        self.simmim = SimMIMModel(config, add_final_norm=not mean, use_mask_token=False)
+        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean else nn.Identity()
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+    ):
+        """pixel_values (batch, channels, H, W); labels (batch,).
+        Returns ImageClassifierOutput with logits (batch, num_labels)."""
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.simmim(
+            pixel_values,
+            mask_ratio=0.0,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+        )
+        tokens = encoded.last_hidden_state
+        pooled = tokens[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else tokens[:, 0]
+        logits = self.classifier(self.fc_norm(pooled))
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "SimMIMConfig",
+    "SimMIMPreTrainedModel",
+    "SimMIMModel",
+    "SimMIMForPreTraining",
+    "SimMIMForImageClassification",
+    "SimMIMModelOutput",
+    "SimMIMForPreTrainingOutput",
+]
