@@ -19,11 +19,11 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
 
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
+from .heads import ImageClassifierMixin
 from .layers import TransformerBlock, build_blocks, run_blocks
-from .losses import classification_loss, masked_mse
+from .losses import masked_mse
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 from .targets import patch_statistics, patchify, pixel_target, unpatchify
@@ -382,50 +382,16 @@ class MAEForPreTraining(MAEPreTrainedModel):
         return masked_input, reconstruction, pasted
 
 
-class MAEForImageClassification(MAEPreTrainedModel):
+class MAEForImageClassification(ImageClassifierMixin, MAEPreTrainedModel):
     """MAE encoder (no masking) + linear classifier, pooled as MAE fine-tunes: global average of the tokens before
     the final norm, then fc_norm (``classifier_pooling="mean"``), or the normalised cls token ("cls")."""
 
     def __init__(self, config: MAEConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
         # As MAE fine-tunes: mean pooling averages the un-normalised tokens and normalises after (fc_norm).
         self.mae = MAEModel(config, add_final_norm=config.classifier_pooling == "cls")
-        self.fc_norm = (
-            nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-            if config.classifier_pooling == "mean"
-            else nn.Identity()
-        )
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.build_classifier(config)
         self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-    ):
-        """pixel_values (batch, channels, H, W); labels (batch,). Returns ImageClassifierOutput (logits (batch, num_labels))."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.mae(
-            pixel_values,
-            mask_ratio=0.0,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
-        tokens = encoded.last_hidden_state
-        pooled = tokens[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else tokens[:, 0]
-        logits = self.classifier(self.fc_norm(pooled))
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
-        )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [

@@ -23,11 +23,10 @@ import torch
 from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import ImageClassifierOutput
 
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
+from .heads import ImageClassifierMixin
 from .layers import TransformerBlock, build_blocks, run_blocks
-from .losses import classification_loss
 from .masking import GroupedRandomMaskGenerator, check_mask_ratio, upsample_grid_mask
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 
@@ -381,47 +380,16 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         return masked_input, output.logits, masked_input + output.logits * hidden
 
 
-class SimMIMForImageClassification(SimMIMPreTrainedModel):
+class SimMIMForImageClassification(ImageClassifierMixin, SimMIMPreTrainedModel):
     """SimMIM encoder (no masking, no mask token) + linear classifier; pooled by the mean of the tokens + fc_norm
     (``classifier_pooling="mean"``, as SimMIM fine-tunes ViTs) or by the normalised cls token ("cls")."""
 
     def __init__(self, config: SimMIMConfig):
         super().__init__(config)
-        self.num_labels = config.num_labels
         mean = config.classifier_pooling == "mean"
         self.simmim = SimMIMModel(config, add_final_norm=not mean, use_mask_token=False)
-        self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean else nn.Identity()
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.build_classifier(config)
         self.post_init()
-
-    def forward(
-        self,
-        pixel_values: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-    ):
-        """pixel_values (batch, channels, H, W); labels (batch,).
-        Returns ImageClassifierOutput with logits (batch, num_labels)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.simmim(
-            pixel_values,
-            mask_ratio=0.0,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
-        tokens = encoded.last_hidden_state
-        pooled = tokens[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else tokens[:, 0]
-        logits = self.classifier(self.fc_norm(pooled))
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
-        )
-        return output if return_dict else output.to_tuple()
 
 
 __all__ = [
