@@ -34,17 +34,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import pickle
 import re
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .files import replace_atomically
 from .modeling.embeddings import sincos_2d, to_2tuple
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
 from .modeling.simmim import SimMIMConfig, SimMIMForPreTraining
@@ -486,25 +484,8 @@ def write_atomically(dst, write: Callable[[Path], None], overwrite: bool = False
 
     Nothing half-written is ever left at ``dst``; an existing ``dst`` is replaced only with ``overwrite``.
     """
-    dst = Path(dst)
     check_destination(dst, overwrite)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    try:
-        target = staging / dst.name
-        write(target)
-        previous = staging / f"{dst.name}.previous"
-        if dst.exists():
-            os.replace(dst, previous)
-        try:
-            os.replace(target, dst)
-        except OSError:
-            if previous.exists():
-                os.replace(previous, dst)
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dst
+    return replace_atomically(dst, write)
 
 
 def _processor_settings(folder: Path) -> dict:

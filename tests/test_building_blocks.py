@@ -1,7 +1,6 @@
 """Unit tests of the shared mechanics: sin-cos tables, patch embedding, patchify, masking, losses, blocks."""
 
 import copy
-import math
 
 import numpy as np
 import pytest

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from ..files import write_json, write_text
+
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
 TMP_PREFIX = ".tmp-"
@@ -172,15 +174,6 @@ def build_dataloader(args, processor):
 # ------------------------------------------------------------------------------------------- run folder
 
 
-def _write_json(path: Path, data) -> None:
-    """Atomic JSON write (temporary file in the same folder, then rename)."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=".json")
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints ``(step, folder)``, oldest first (temporary folders are never listed)."""
     folder = output_dir / CHECKPOINTS
@@ -260,7 +253,7 @@ def save_checkpoint(accelerator, output_dir: Path, state: dict, keep: int) -> Pa
     accelerator.save_state(str(tmp))  # every process writes its own RNG state
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _write_json(tmp / STATE_FILE, state)
+        write_json(tmp / STATE_FILE, state, sort_keys=True)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)  # the checkpoint appears complete or not at all
@@ -275,11 +268,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.exists():
         return
     kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)
-    os.chmod(tmp, 0o644)
-    with os.fdopen(handle, "w") as stream:
-        stream.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
 
 
 # ------------------------------------------------------------------------------------------ checksums
@@ -304,7 +293,7 @@ def write_rank_report(accelerator, model, output_dir: Path, first_batch_hash: st
         "data_sha256": data_hash,
         "batches": batches,
     }
-    _write_json(output_dir / f"rank_{accelerator.process_index}.json", report)
+    write_json(output_dir / f"rank_{accelerator.process_index}.json", report, sort_keys=True)
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -426,7 +415,7 @@ def train(args) -> tuple[Path, dict]:
         for leftover in checkpoint_dir.glob(TMP_PREFIX + "*") if checkpoint_dir.is_dir() else []:
             shutil.rmtree(leftover)  # a save that was killed half-way
         if resume_from is None:
-            _write_json(output_dir / "run_args.json", run_args_dict(args))
+            write_json(output_dir / "run_args.json", run_args_dict(args), sort_keys=True)
         truncate_metrics(metrics_path, step)
     accelerator.wait_for_everyone()
     if use_tensorboard:
@@ -538,7 +527,7 @@ def train(args) -> tuple[Path, dict]:
             mixed_precision=str(accelerator.mixed_precision),
             resumed_from_step=start_step if resume_from is not None else None,
         )
-        _write_json(output_dir / "metrics.json", summary)
+        write_json(output_dir / "metrics.json", summary, sort_keys=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir, summary

@@ -17,13 +17,13 @@ Python API: :func:`probe`. CLI: ``hf-mae probe runs/mae --dataset digits --metho
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import tempfile
 
 import torch
 from torch import nn
+
+from .. import files
 
 METHODS = ("linear", "knn", "attentive")
 POOLINGS = ("mean", "cls")
@@ -258,16 +258,7 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
 
 def write_json(results: dict, path) -> None:
     """Writes ``results`` to ``path`` through a temporary file, so a failure never leaves half a file."""
-    path = os.path.abspath(str(path))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(results, file, indent=2)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    files.write_json(path, results)
 
 
 def format_table(results: dict) -> str:

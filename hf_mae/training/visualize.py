@@ -12,10 +12,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import tempfile
 
 import numpy as np
 import torch
+
+from ..files import replace_atomically
 
 COLUMNS = ("original", "masked", "reconstruction", "visible + reconstruction")
 PAD = 2  # pixels between tiles and around the grid
@@ -115,19 +116,7 @@ def save_reconstruction_grid(model, processor, images_or_pixel_values, path, see
             tile = Image.fromarray(_to_uint8(images[row])).resize((tile_w, tile_h), Image.Resampling.NEAREST)
             grid.paste(tile, tile_origin(row, col, tile_h, tile_w))
 
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(handle)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-    try:
-        grid.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    path = os.fspath(replace_atomically(path, lambda target: grid.save(target, format="PNG")))
     loss = getattr(output, "loss", None)
     return {
         "path": path,
