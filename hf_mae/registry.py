@@ -28,6 +28,7 @@ from .modeling.colormae import (
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
 from .modeling.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMModel
 from .modeling.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMModel
+# -- new methods: one import line each, above this comment --
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
 
@@ -156,6 +157,7 @@ METHODS = {
         },
         masking="mask-token",
     ),
+    # -- new methods: one Method row each, above this comment --
 }
 
 PRESETS = {preset: method for method in METHODS.values() for preset in method.presets}

@@ -15,6 +15,7 @@ from hf_mae.modeling.embeddings import to_2tuple
 from hf_mae.registry import AUTO_CLASSES, PRESETS, create_config
 
 PRESET_NAMES = hf_mae.list_models()
+BATCH = 4  # divisible by MixedAE's mixing group; every test below uses this batch size
 
 
 def suite_config(preset, **overrides):
@@ -55,9 +56,9 @@ def expected_mask(preset, config, noise):
 def expected_logits_shape(preset, config, height, width):
     """Per-patch pixels (batch, N, p*p*C) for MAE's decoder, a full image (batch, C, H, W) for SimMIM's head."""
     if mask_tokens(preset):
-        return (2, config.num_channels, height, width)
+        return (BATCH, config.num_channels, height, width)
     patch = to_2tuple(config.patch_size)
-    return (2, (height // patch[0]) * (width // patch[1]), patch[0] * patch[1] * config.num_channels)
+    return (BATCH, (height // patch[0]) * (width // patch[1]), patch[0] * patch[1] * config.num_channels)
 
 
 def build(preset, task="pretraining", attn_implementation=None, **overrides):
@@ -68,7 +69,7 @@ def build(preset, task="pretraining", attn_implementation=None, **overrides):
     return model_class._from_config(copy.deepcopy(config), attn_implementation=attn_implementation).eval()
 
 
-def inputs_for(config, batch=2, seed=0):
+def inputs_for(config, batch=BATCH, seed=0):
     """pixel_values (batch, C, H, W) and a fixed noise (batch, num_patches or num_mask_cells)."""
     generator = torch.Generator().manual_seed(seed)
     height, width = to_2tuple(config.image_size)
@@ -121,7 +122,7 @@ def test_auto_round_trip(preset, tmp_path):
     )
     classifier, info = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
     assert all(key.startswith(("classifier", "fc_norm")) for key in info["missing_keys"]), info["missing_keys"]
-    assert classifier(pixel_values).logits.shape == (2, 3)
+    assert classifier(pixel_values).logits.shape == (BATCH, 3)
 
     processor = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(processor) is type(hf_mae.create_processor(preset))
@@ -168,7 +169,7 @@ def test_fixed_noise_fixes_the_mask_and_the_output(preset):
     kept = int(noise.shape[1] * (1 - model.config.mask_ratio))
     assert torch.equal(a.mask, expected_mask(preset, model.config, noise))
     per_unit = model.config.mask_unit**2 if mask_tokens(preset) else 1
-    assert a.mask.sum(1).tolist() == [(noise.shape[1] - kept) * per_unit] * 2
+    assert a.mask.sum(1).tolist() == [(noise.shape[1] - kept) * per_unit] * BATCH
     # without noise, masks differ between calls but keep the same count
     c = model(pixel_values)
     assert c.mask.sum(1).tolist() == a.mask.sum(1).tolist()
@@ -182,7 +183,7 @@ def test_every_trainable_parameter_gets_a_gradient(preset):
         if task == "pretraining":
             loss = model(pixel_values).loss
         else:
-            loss = model(pixel_values, labels=torch.tensor([0, 2])).loss
+            loss = model(pixel_values, labels=torch.tensor([0, 2, 1, 2])).loss
         loss.backward()
         missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
         assert not missing, f"{task}: no gradient for {missing}"
@@ -200,10 +201,10 @@ def test_mask_ratio_zero_keeps_every_token_in_order(preset):
     if mask_tokens(preset):  # the encoder never reorders tokens: there is no permutation to undo
         assert out.ids_restore is None
     else:
-        assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(2, -1))
+        assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(BATCH, -1))
     # identical to passing the identity order as noise (ViTMAE's way to switch shuffling off)
     rows, cols = noise_grid(model.config)
-    identity = torch.arange(rows * cols, dtype=torch.float).expand(2, -1)
+    identity = torch.arange(rows * cols, dtype=torch.float).expand(BATCH, -1)
     torch.testing.assert_close(out.last_hidden_state, model(pixel_values, noise=identity, mask_ratio=0.0).last_hidden_state)
     # each token's feature does not depend on the batch it is in
     torch.testing.assert_close(model(pixel_values[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1], rtol=0, atol=1e-5)
@@ -215,12 +216,12 @@ def test_bad_inputs_raise_clear_errors(preset):
     pixel_values, noise = inputs_for(model.config)
     channels = model.config.num_channels
     with pytest.raises(ValueError, match="num_channels"):
-        model(torch.randn(2, channels + 1, *pixel_values.shape[-2:]))
+        model(torch.randn(BATCH, channels + 1, *pixel_values.shape[-2:]))
     with pytest.raises(ValueError, match="divisible"):
-        model(torch.randn(2, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]), interpolate_pos_encoding=True)
+        model(torch.randn(BATCH, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]), interpolate_pos_encoding=True)
     with pytest.raises(ValueError, match="image_size"):  # another size without interpolation
         patch = to_2tuple(model.config.patch_size)
-        model(torch.randn(2, channels, pixel_values.shape[-2] + patch[0], pixel_values.shape[-1]))
+        model(torch.randn(BATCH, channels, pixel_values.shape[-2] + patch[0], pixel_values.shape[-1]))
     for ratio in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError, match="mask_ratio"):
             model(pixel_values, mask_ratio=ratio)
@@ -246,8 +247,8 @@ def test_hidden_states_attentions_and_tuple_outputs(preset):
     tokens = out.last_hidden_state.shape[1]
     assert len(out.hidden_states) == model.config.num_hidden_layers + 1
     assert len(out.attentions) == model.config.num_hidden_layers
-    assert out.attentions[0].shape == (2, model.config.num_attention_heads, tokens, tokens)
-    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(2, model.config.num_attention_heads, tokens))
+    assert out.attentions[0].shape == (BATCH, model.config.num_attention_heads, tokens, tokens)
+    torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(BATCH, model.config.num_attention_heads, tokens))
     as_tuple = model(pixel_values, noise=noise, return_dict=False)
     torch.testing.assert_close(as_tuple[1], model(pixel_values, noise=noise).logits)
 
@@ -270,7 +271,7 @@ def test_other_resolutions_with_interpolated_positions(preset):
     model = build(preset)
     pixel_values, _ = inputs_for(model.config)
     patch = to_2tuple(model.config.patch_size)
-    larger = torch.randn(2, model.config.num_channels, pixel_values.shape[-2] + 2 * patch[0], pixel_values.shape[-1])
+    larger = torch.randn(BATCH, model.config.num_channels, pixel_values.shape[-2] + 2 * patch[0], pixel_values.shape[-1])
     out = model(larger, interpolate_pos_encoding=True)
     assert out.logits.shape == expected_logits_shape(preset, model.config, *larger.shape[-2:])
     assert torch.isfinite(out.loss)

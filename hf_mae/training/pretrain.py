@@ -543,14 +543,17 @@ def _export(accelerator, model, state_dict, processor, raw_dataset, output_dir: 
     try:
         unwrapped.save_pretrained(staging, state_dict=state_dict, is_main_process=True, save_function=accelerator.save)
         processor.save_pretrained(staging)
-        column = find_column(raw_dataset, IMAGE_COLUMNS, "image")
-        images = [example[column] for _, example in zip(range(8), iter(raw_dataset))]
-        result = draw(unwrapped, processor, images, staging / "reconstruction.png", seed=0)
+        summary = {}
+        if hasattr(unwrapped, "reconstruct"):  # methods whose targets are not pixels (MP3, DMJD's HOG) draw nothing
+            column = find_column(raw_dataset, IMAGE_COLUMNS, "image")
+            images = [example[column] for _, example in zip(range(8), iter(raw_dataset))]
+            result = draw(unwrapped, processor, images, staging / "reconstruction.png", seed=0)
+            summary["reconstruction_loss"] = result["loss"]
         for path in staging.iterdir():
             os.replace(path, output_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"reconstruction_loss": result["loss"]}
+    return summary
 
 
 # ------------------------------------------------------------------------------------------ entry points
