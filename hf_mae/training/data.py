@@ -98,14 +98,18 @@ def num_classes(dataset, label_column: str) -> int:
     return int(max(dataset[label_column])) + 1
 
 
-def with_model_inputs(dataset, processor, with_labels: bool = True):
-    """Lazily turns examples into ``{"pixel_values": (C, H, W) float, "labels": int}`` with ``processor``."""
+def with_model_inputs(dataset, processor, with_labels: bool = True, views: bool = False):
+    """Lazily turns examples into ``{"pixel_values": (C, H, W) float, "labels": int}`` with ``processor``.
+
+    ``views=True`` asks a two-view processor (``TwoViewImageProcessor``) for fresh random views on every access:
+    ``pixel_values`` and ``pixel_values_2`` (LUT, CropMAE pre-training)."""
     image_column = find_column(dataset, IMAGE_COLUMNS, "image")
     label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
+    view_kwargs = {"return_views": True} if views else {}
 
     def transform(batch):
         images = [image.convert("RGB") if hasattr(image, "convert") else image for image in batch[image_column]]
-        out = {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}
+        out = dict(processor(images, return_tensors="pt", **view_kwargs))
         if label_column is not None:
             out["labels"] = torch.as_tensor(batch[label_column])
         return out
@@ -116,7 +120,8 @@ def with_model_inputs(dataset, processor, with_labels: bool = True):
 
 
 def collate(examples):
-    batch = {"pixel_values": torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])}
+    """Stacks every tensor field (``pixel_values``, a second view ``pixel_values_2``, ...); labels become a long tensor."""
+    batch = {key: torch.stack([torch.as_tensor(e[key]) for e in examples]) for key in examples[0] if key != "labels"}
     if "labels" in examples[0]:
         batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
     return batch

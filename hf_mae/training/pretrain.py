@@ -161,7 +161,8 @@ def build_dataloader(args, processor):
     raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
-    dataset = with_model_inputs(raw, processor, with_labels=False)
+    # a two-view processor (LUT, CropMAE) draws fresh random views for every access
+    dataset = with_model_inputs(raw, processor, with_labels=False, views=hasattr(processor, "view_mode"))
     generator = torch.Generator().manual_seed(args.seed)
     common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate, num_workers=args.num_workers,
                   generator=generator)
@@ -444,7 +445,7 @@ def train(args) -> tuple[Path, dict]:
                     data_digest.update(batch_hash.encode())
                     batches_seen += 1
                 with accelerator.accumulate(model):
-                    loss = model(pixel_values=pixel_values).loss
+                    loss = model(**batch).loss  # pixel_values (and pixel_values_2 for two-view methods)
                     mean_loss = accelerator.reduce(loss.detach().float(), reduction="mean")  # every rank stops together
                     if not torch.isfinite(mean_loss):
                         good = list_checkpoints(output_dir)
