@@ -39,8 +39,13 @@ from hf_mae.training.pretrain import pretrain  # noqa: E402
 from hf_mae.training.probe import probe, write_json  # noqa: E402
 
 DATASET = "digits"
-LR = 1.5e-3
+LR = 1.5e-3  # the shared learning rate of this 800-step digits recipe
 SHOTS = 10
+
+# Methods that diverge at LR get their own (the paper's ImageNet recipes do not transfer to 800 steps on digits).
+# SimMIM's encoder sees every token, mask tokens included; at 1.5e-3 it ended worse than its random init (linear
+# 0.744 vs 0.864), at 5e-4 better (0.894 vs 0.864), see RESULTS.md.
+PER_METHOD_LR = {"simmim": 5e-4}
 
 # Config overrides a method needs so that its run is comparable at any --steps (a function of the step count).
 PER_METHOD_OVERRIDES = {
@@ -64,6 +69,10 @@ def overrides_for(method: str, steps: int) -> dict:
     return make(steps) if make else {}
 
 
+def lr_for(method: str) -> float:
+    return PER_METHOD_LR.get(method, LR)
+
+
 def short_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:200]
 
@@ -75,7 +84,7 @@ def pretrain_and_probe(method: str, args) -> dict:
     overrides = overrides_for(method, args.steps)
     load_before, start = os.getloadavg(), time.perf_counter()
     pretrain(
-        model=preset, dataset=DATASET, output_dir=str(run_dir), max_steps=args.steps, lr=LR,
+        model=preset, dataset=DATASET, output_dir=str(run_dir), max_steps=args.steps, lr=lr_for(method),
         batch_size=args.batch_size, save_steps=0, overwrite=True, seed=args.seed,
         config_overrides=overrides or None,
     )
@@ -86,6 +95,7 @@ def pretrain_and_probe(method: str, args) -> dict:
     few = probe(str(run_dir), DATASET, ["linear"], baseline="random", seed=args.seed, shots=SHOTS)
     return {
         "preset": preset,
+        "lr": lr_for(method),
         "config_overrides": overrides,
         "steps": metrics.get("steps", args.steps),
         "first_loss": metrics.get("first_loss"),
@@ -156,13 +166,13 @@ def fmt(value, spec: str = ".3f") -> str:
 
 
 def markdown_table(rows: list[dict]) -> str:
-    header = ("| method | steps | final loss | linear | linear 10/class | kNN | random-init linear / 10/class / kNN "
+    header = ("| method | steps | lr | final loss | linear | linear 10/class | kNN | random-init linear / 10/class / kNN "
               "| img/s (run) | img/s (interleaved) | rel. to MAE |")
     lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
     mae = next((row.get("images_per_s_interleaved") for row in rows if row["method"] == "mae"), None)
     for row in rows:
         if "error" in row and "linear" not in row:
-            lines.append(f"| {row['method']} | – | – | – | – | – | – | – | "
+            lines.append(f"| {row['method']} | – | – | – | – | – | – | – | – | "
                          f"{fmt(row.get('images_per_s_interleaved'), '.0f')} | error: {row['error']} |")
             continue
         ours = row.get("images_per_s_interleaved")
@@ -172,7 +182,7 @@ def markdown_table(rows: list[dict]) -> str:
         random_init = (f"{fmt(row['random_linear'])} / {fmt(row[f'random_linear_{SHOTS}shot'])} / "
                        f"{fmt(row['random_knn'])}")
         lines.append(
-            f"| {row['method']} | {row['steps']} | {fmt(row['final_loss'], '.4f')} | {fmt(row['linear'])} | "
+            f"| {row['method']} | {row['steps']} | {row['lr']:g} | {fmt(row['final_loss'], '.4f')} | {fmt(row['linear'])} | "
             f"{fmt(row[f'linear_{SHOTS}shot'])} | {fmt(row['knn'])} | {random_init} | "
             f"{fmt(row['images_per_s_run'], '.0f')} | {fmt(ours, '.0f')} | {relative} |"
         )
