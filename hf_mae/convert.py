@@ -7,6 +7,8 @@ hf-mae convert mae-official SRC.pth  DST_DIR   # facebookresearch/mae checkpoint
 hf-mae convert --to mae-official SRC_DIR DST.pth   # hf-mae folder -> {"model": state_dict} in the official layout
 hf-mae convert vit-mim      SRC_DIR  DST_DIR   # transformers ViTForMaskedImageModeling folder -> hf-mae SimMIM
 hf-mae convert --to vit-mim SRC_DIR  DST_DIR   # hf-mae SimMIMForPreTraining folder -> ViTForMaskedImageModeling
+hf-mae convert videomae     SRC_DIR  DST_DIR   # transformers VideoMAEForPreTraining folder -> hf-mae VideoMAE
+hf-mae convert --to videomae SRC_DIR DST_DIR   # hf-mae VideoMAEForPreTraining folder -> VideoMAEForPreTraining
 ```
 
 All three layouts hold the same numbers under different names (one table, ``_NAMES``); the only reshaping is
@@ -48,7 +50,7 @@ from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTrainin
 from .modeling.simmim import SimMIMConfig, SimMIMForPreTraining
 from .registry import processor_for_config
 
-FORMATS = ("mae", "vit-mae", "mae-official", "vit-mim")  # "mae" is hf-mae's own folder layout
+FORMATS = ("mae", "vit-mae", "mae-official", "vit-mim", "videomae")  # "mae" is hf-mae's own folder layout
 
 # One row per weight group: (hf-mae name, transformers ViTMAE name, facebookresearch/mae name).
 # "#" stands for a block index; None: that layout has no such weight.
@@ -110,7 +112,7 @@ def _prefix_pattern(prefix: str) -> str:
     return r"(\d+)".join(re.escape(part) for part in prefix.split("#"))
 
 
-def _rename(key: str, source: int, target: int, rows=_NAMES) -> str:
+def _rename(key: str, source: int, target: int, rows=_NAMES, block_rows=_BLOCK_NAMES) -> str:
     """The name of weight ``key`` of layout column ``source`` in layout ``target``; KeyError if unknown."""
     for row in rows:
         old, new = row[source], row[target]
@@ -122,7 +124,7 @@ def _rename(key: str, source: int, target: int, rows=_NAMES) -> str:
         *index, rest = match.groups()
         if index:  # a transformer block: rename inside it too
             new = new.replace("#", index[0])
-            rest = _rename(rest, source, target, _BLOCK_NAMES) if rest else rest
+            rest = _rename(rest, source, target, block_rows) if rest else rest
         return new if rest is None else f"{new}.{rest}"
     raise KeyError(key)
 
@@ -471,6 +473,115 @@ def to_mae_official_state_dict(model) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# transformers VideoMAE <-> hf-mae VideoMAE
+
+# (hf-mae name, transformers VideoMAEForPreTraining name); "#" is a block index
+_VIDEOMAE_NAMES = (
+    ("videomae.patch_embeddings.projection", "videomae.embeddings.patch_embeddings.projection"),
+    ("videomae.layers.#", "videomae.encoder.layer.#"),
+    ("videomae.layernorm", "videomae.layernorm"),
+    ("decoder.encoder_to_decoder", "encoder_to_decoder"),
+    ("decoder.mask_token", "mask_token"),
+    ("decoder.decoder_layers.#", "decoder.decoder_layers.#"),
+    ("decoder.decoder_norm", "decoder.norm"),
+    ("decoder.decoder_pred", "decoder.head"),
+)
+# Inside a block. transformers' separate query/key/value weights are fused into "attention.attention.qkv" first;
+# VideoMAE's query and value biases keep their own parameters (the key has none).
+_VIDEOMAE_BLOCK_NAMES = (
+    ("norm1", "layernorm_before"),
+    ("attention.qkv", "attention.attention.qkv"),
+    ("attention.q_bias", "attention.attention.query.bias"),
+    ("attention.v_bias", "attention.attention.value.bias"),
+    ("attention.proj", "attention.output.dense"),
+    ("norm2", "layernorm_after"),
+    ("mlp.fc1", "intermediate.dense"),
+    ("mlp.fc2", "output.dense"),
+)
+# VideoMAEConfig fields (hf-mae name, transformers name) with the same meaning
+_VIDEOMAE_FIELDS = tuple((name, name) for name in (
+    "image_size", "patch_size", "num_channels", "num_frames", "tubelet_size", "hidden_size", "num_hidden_layers",
+    "num_attention_heads", "intermediate_size", "hidden_act", "layer_norm_eps", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "decoder_hidden_size", "decoder_num_hidden_layers", "decoder_num_attention_heads",
+    "decoder_intermediate_size", "norm_pix_loss", "initializer_range",
+)) + (("qkv_bias", "qv_bias"),)  # fmt: skip
+TRANSFORMERS_VIDEOMAE_DECODER_NORM_EPS = 1e-5  # transformers' VideoMAEDecoder.norm is nn.LayerNorm(width)
+
+
+def _videomae_rename(state_dict: dict, source: int, target: int) -> dict:
+    renamed, unknown = {}, []
+    for key, tensor in state_dict.items():
+        try:
+            renamed[_rename(key, source, target, _VIDEOMAE_NAMES, _VIDEOMAE_BLOCK_NAMES)] = tensor
+        except KeyError:
+            unknown.append(key)
+    if unknown:
+        raise ValueError(f"{len(unknown)} weight(s) have no counterpart in the other VideoMAE layout: {unknown}")
+    return renamed
+
+
+def convert_videomae(hf_model):
+    """transformers ``VideoMAEForPreTraining`` -> hf-mae ``VideoMAEForPreTraining``, same weights and outputs."""
+    from .modeling.videomae import HfVideoMAEConfig, VideoMAEForPreTraining
+
+    source = hf_model.config
+    if source.use_mean_pooling:
+        raise ValueError(
+            "the VideoMAE checkpoint has use_mean_pooling=True, so its pre-training encoder has no final LayerNorm; "
+            "hf-mae's VideoMAE pre-training encoder (like the official one) always ends in one"
+        )
+    config = HfVideoMAEConfig(
+        **{ours: getattr(source, theirs) for ours, theirs in _VIDEOMAE_FIELDS},
+        decoder_norm_eps=TRANSFORMERS_VIDEOMAE_DECODER_NORM_EPS,
+    )
+    state = {}
+    for key, tensor in hf_model.state_dict().items():
+        match = re.fullmatch(r"(.+\.attention\.attention\.)(query|key|value)\.weight", key)
+        if match is None:
+            state[key] = tensor
+        elif match.group(2) == "query":
+            parts = [hf_model.state_dict()[f"{match.group(1)}{name}.weight"] for name in ("query", "key", "value")]
+            state[f"{match.group(1)}qkv.weight"] = torch.cat(parts, dim=0)
+    state = _videomae_rename(state, 1, 0)
+    model = VideoMAEForPreTraining(config)  # the sinusoid tables are buffers rebuilt from the config
+    state.update({key: model.state_dict()[key] for key in ("videomae.position_embeddings", "decoder.position_embeddings")})
+    return _build(VideoMAEForPreTraining, config, state, "the VideoMAE checkpoint")
+
+
+def convert_to_videomae(model):
+    """hf-mae ``VideoMAEForPreTraining`` -> transformers ``VideoMAEForPreTraining``, same weights and outputs."""
+    from transformers import VideoMAEConfig as TransformersVideoMAEConfig
+    from transformers import VideoMAEForPreTraining as TransformersVideoMAE
+
+    from .modeling.videomae import VideoMAEForPreTraining
+
+    if not isinstance(model, VideoMAEForPreTraining):
+        raise TypeError(f"model must be an hf-mae VideoMAEForPreTraining, got {type(model).__name__}")
+    config = model.config
+    problems = [f"{name} {getattr(config, name)!r} is not square" for name in ("image_size", "patch_size")
+                if len(set(to_2tuple(getattr(config, name)))) > 1]  # fmt: skip
+    if problems:
+        raise ValueError(f"transformers' VideoMAEConfig holds one int per size: {'; '.join(problems)}")
+    norm_eps = config.layer_norm_eps if config.decoder_norm_eps is None else config.decoder_norm_eps
+    if norm_eps != TRANSFORMERS_VIDEOMAE_DECODER_NORM_EPS:
+        warnings.warn(
+            f"the decoder's last LayerNorm uses eps {norm_eps}; transformers' VideoMAE fixes it at 1e-5, so "
+            "decoder outputs will differ slightly",
+            stacklevel=2,
+        )
+    kwargs = {theirs: getattr(config, ours) for ours, theirs in _VIDEOMAE_FIELDS}
+    kwargs.update(image_size=to_2tuple(config.image_size)[0], patch_size=to_2tuple(config.patch_size)[0])
+    target = TransformersVideoMAEConfig(**kwargs, use_mean_pooling=False)
+    state = {key: tensor for key, tensor in model.state_dict().items() if not key.endswith("position_embeddings")}
+    state = _videomae_rename(state, 0, 1)
+    for key in [key for key in state if key.endswith("attention.attention.qkv.weight")]:
+        start = key.removesuffix("qkv.weight")
+        for name, part in zip(("query", "key", "value"), state.pop(key).chunk(3, dim=0)):
+            state[f"{start}{name}.weight"] = part.clone()
+    return _build(TransformersVideoMAE, target, state, "the hf-mae VideoMAE model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # folders and files
 
 
@@ -581,6 +692,40 @@ def convert_to_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
     return write_atomically(dst, _save_vit_folder(convert_to_vit_mim(model), model.config, src), overwrite)
 
 
+def convert_videomae_folder(src, dst, overwrite: bool = False) -> Path:
+    """A transformers VideoMAEForPreTraining folder -> an hf-mae VideoMAEForPreTraining folder (+ processor json)."""
+    from transformers import VideoMAEForPreTraining as TransformersVideoMAE
+
+    src = Path(src)
+    model = convert_videomae(_load_folder(TransformersVideoMAE, src, "videomae"))
+    return write_atomically(dst, _save_hf_mae(model, _processor_settings(src)), overwrite)
+
+
+def convert_to_videomae_folder(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae VideoMAEForPreTraining folder -> a transformers VideoMAEForPreTraining folder (+ its image processor
+    json, with hf-mae's normalisation or the folder's own)."""
+    from transformers import VideoMAEImageProcessorPil
+
+    from .modeling.videomae import HfVideoMAEConfig, VideoMAEForPreTraining
+
+    src = Path(src)
+    model = _load_folder(VideoMAEForPreTraining, src, HfVideoMAEConfig.model_type)
+    converted = convert_to_videomae(model)
+    default = processor_for_config(model.config)
+    settings = {key: getattr(default, key) for key in ("image_mean", "image_std", "resample")}
+    settings.update(_processor_settings(src))
+    size = converted.config.image_size
+
+    def write(path: Path) -> None:
+        converted.save_pretrained(path)
+        processor = VideoMAEImageProcessorPil(
+            size={"shortest_edge": size}, crop_size={"height": size, "width": size}, **settings
+        )
+        processor.save_pretrained(path)
+
+    return write_atomically(dst, write, overwrite)
+
+
 def convert_mae_official_file(src, dst, overwrite: bool = False, **options) -> Path:
     """A facebookresearch/mae ``.pth`` -> an hf-mae folder; ``options`` go to :func:`convert_mae_official`."""
     model = convert_mae_official(load_mae_official(src), **options)
@@ -607,10 +752,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="[FORMAT] SRC DST",
         help="FORMAT of SRC: vit-mae (transformers ViTMAEForPreTraining folder), mae-official (facebookresearch/mae "
-        ".pth), vit-mim (transformers ViTForMaskedImageModeling folder, to SimMIM) or mae (an hf-mae folder, the "
-        "default with --to)",
+        ".pth), vit-mim (transformers ViTForMaskedImageModeling folder, to SimMIM), videomae (transformers "
+        "VideoMAEForPreTraining folder) or mae (an hf-mae folder, the default with --to)",
     )  # fmt: skip
-    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official, vit-mim")
+    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official, vit-mim, videomae")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--strict", action="store_true", help="fail (not warn) when a sin-cos table is not MAE's")
     official = parser.add_argument_group("mae-official (head counts are not stored in the checkpoint)")
@@ -652,6 +797,10 @@ def run(args) -> int:
         convert_vit_mae_folder(src, dst, args.overwrite, args.strict)
     elif source == "vit-mim":
         convert_vit_mim_folder(src, dst, args.overwrite)
+    elif source == "videomae":
+        convert_videomae_folder(src, dst, args.overwrite)
+    elif target == "videomae":
+        convert_to_videomae_folder(src, dst, args.overwrite)
     elif source == "mae-official":
         convert_mae_official_file(
             src, dst, args.overwrite, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
@@ -677,6 +826,10 @@ __all__ = [
     "convert_to_vit_mae_folder",
     "convert_to_vit_mim",
     "convert_to_vit_mim_folder",
+    "convert_to_videomae",
+    "convert_to_videomae_folder",
+    "convert_videomae",
+    "convert_videomae_folder",
     "convert_vit_mae",
     "convert_vit_mae_folder",
     "convert_vit_mim",

@@ -17,6 +17,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForPreTraining,
+    AutoModelForVideoClassification,
 )
 
 from .modeling.colormae import (
@@ -28,26 +29,49 @@ from .modeling.colormae import (
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
 from .modeling.hpm import HPMConfig, HPMForImageClassification, HPMForPreTraining, HPMModel
 from .modeling.simmim import SimMIMConfig, SimMIMForImageClassification, SimMIMForPreTraining, SimMIMModel
+from .modeling.cropmae import CropMAEConfig, CropMAEForImageClassification, CropMAEForPreTraining, CropMAEModel
+from .modeling.dmjd import DMJDConfig, DMJDForImageClassification, DMJDForPreTraining, DMJDModel
+from .modeling.lut import LUTConfig, LUTForImageClassification, LUTForPreTraining, LUTModel
+from .modeling.mixedae import MixedAEConfig, MixedAEForImageClassification, MixedAEForPreTraining, MixedAEModel
+from .modeling.mp3 import MP3Config, MP3ForImageClassification, MP3ForPreTraining, MP3Model
+from .modeling.videomae import HfVideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
+from .modeling.videomaev2 import (
+    VideoMAEV2Config,
+    VideoMAEV2ForPreTraining,
+    VideoMAEV2ForVideoClassification,
+    VideoMAEV2Model,
+)
 # -- new methods: one import line each, above this comment --
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
+from .processors.image_processing_views import TwoViewImageProcessor
+from .processors.video_processing_mae import MAEVideoProcessor
 
 # task name (as in create_model and the CLI) -> the Auto class that loads it
 AUTO_CLASSES = {
     "base": AutoModel,
     "pretraining": AutoModelForPreTraining,
     "image-classification": AutoModelForImageClassification,
+    "video-classification": AutoModelForVideoClassification,
 }
 
 
-def image_processor_for(processor_class) -> Callable:
-    """A processor factory that sizes an image processor to the config's ``image_size``."""
+def image_processor_for(processor_class, **settings) -> Callable:
+    """A processor factory that sizes an image processor to the config's ``image_size`` (plus fixed ``settings``)."""
 
     def build(config):
         height, width = to_2tuple(config.image_size)
-        return processor_class(size={"height": height, "width": width})
+        return processor_class(size={"height": height, "width": width}, **settings)
 
     return build
+
+
+def video_processor_for(config) -> MAEVideoProcessor:
+    """A video processor sampling ``config.num_frames`` frames, each resized and centre-cropped to ``image_size``."""
+    height, width = to_2tuple(config.image_size)
+    return MAEVideoProcessor(
+        num_frames=config.num_frames, size={"shortest_edge": min(height, width)}, crop_size={"height": height, "width": width}
+    )
 
 
 @dataclass
@@ -62,6 +86,10 @@ class Method:
     modality: str = "image"
     # "token-drop": the encoder sees only the kept tokens, ``noise`` is per token (MAE);
     # "mask-token": the encoder sees every token, hidden ones as a mask token, ``noise`` is per mask cell (SimMIM)
+    # "mixing": groups of mix_group images are mixed into one; ``mask`` is per source image and a fixed ``noise``
+    # gives each group the ranks of its first member's noise, ranks [j*L/g, (j+1)*L/g) to member j (MixedAE)
+    # "key-mask": the encoder sees every token in order, hidden ones are masked as attention keys only; ``noise``
+    # is per token; logits (batch, L, L) classify positions, at the pre-training grid only (MP3)
     masking: str = "token-drop"
 
 
@@ -69,6 +97,12 @@ class Method:
 _TINY = dict(
     image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, num_attention_heads=4, intermediate_size=512,
     decoder_hidden_size=64, decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=256,
+)
+# CPU-sized video ViT: 8 frames of 32x32 in tubelets of 2 frames x 8x8 pixels, a 4 x 4 x 4 grid of 64 tokens
+_TINY_VIDEO = dict(
+    image_size=32, patch_size=8, num_frames=8, tubelet_size=2, hidden_size=128, num_hidden_layers=4,
+    num_attention_heads=4, intermediate_size=512, decoder_hidden_size=64, decoder_num_hidden_layers=2,
+    decoder_num_attention_heads=4, decoder_intermediate_size=256,
 )
 _VIT = {  # encoder sizes of the paper's ViTs
     "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
@@ -157,6 +191,168 @@ METHODS = {
         },
         masking="mask-token",
     ),
+    "cropmae": Method(
+        name="cropmae",
+        paper=(
+            "Efficient Image Pre-Training with Siamese Cropped Masked Autoencoders "
+            "(Eymaël et al., ECCV 2024), arXiv:2403.17823"
+        ),
+        config_class=CropMAEConfig,
+        model_classes={
+            "base": CropMAEModel,
+            "pretraining": CropMAEForPreTraining,
+            "image-classification": CropMAEForImageClassification,
+        },
+        # pre-training views (official GlobalToLocal): a global crop (area 0.1-1) and a local crop of it (0.3-0.6)
+        processor_class=TwoViewImageProcessor,
+        make_processor=image_processor_for(
+            TwoViewImageProcessor, view_mode="global_to_local", crop_scale=[0.1, 1.0], local_crop_scale=[0.3, 0.6]
+        ),
+        presets={
+            # mae-tiny's sizes; r = 1 - 2/64 keeps 2 of the 64 patches, as r = 0.985 keeps 2 of 196
+            "cropmae-tiny": dict(_TINY, mask_ratio=0.96875),
+            # the official ViT-S/16 with its 256-d x 4 cross-attention decoder (FFN 2048), r = 0.985
+            "cropmae-vit-small-patch16": dict(
+                patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                decoder_hidden_size=256, decoder_num_hidden_layers=4, decoder_num_attention_heads=8,
+                decoder_intermediate_size=2048, mask_ratio=0.985,
+            ),
+        },
+    ),
+    "dmjd": Method(
+        name="dmjd",
+        paper=(
+            "Disjoint Masking with Joint Distillation for Efficient Masked Image Modeling "
+            "(Ma et al., 2023), arXiv:2301.00230"
+        ),
+        config_class=DMJDConfig,
+        model_classes={
+            "base": DMJDModel,
+            "pretraining": DMJDForPreTraining,
+            "image-classification": DMJDForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's sizes; 2-px HOG cells make 2x2 cells per 4-px patch, as 8-px cells per 16-px patch
+            "dmjd-tiny": dict(_TINY, hog_cell_size=2),
+            # ViT-B/16 with the official defaults: r=0.75, pred_ratio 1, decoder 512-d x 8 (MLP 4096), HOG 8-px cells
+            "dmjd-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+    ),
+    "lut": Method(
+        name="lut",
+        paper="Learning with Unmasked Tokens Drives Stronger Vision Learners (Kim et al., ECCV 2024), arXiv:2310.13593",
+        config_class=LUTConfig,
+        model_classes={
+            "base": LUTModel,
+            "pretraining": LUTForPreTraining,
+            "image-classification": LUTForImageClassification,
+        },
+        # pre-training views: two independent random resized crops (area 0.2-1) with flips, MAE's crop
+        processor_class=TwoViewImageProcessor,
+        make_processor=image_processor_for(TwoViewImageProcessor, view_mode="independent"),
+        presets={
+            # mae-tiny's sizes, 256-d heads; the EMA is faster than the paper's (0.99 -> 1 over 1000 forwards),
+            # since tiny runs last a few hundred steps; set total_steps to your run's length
+            "lut-tiny": dict(_TINY, projector_hidden_size=256, ema_decay=0.99, total_steps=1000),
+            # the official recommended ViT-B/16 run: r=0.75, norm-pix, heads 768-4096-768, w_bc 0.25, EMA 0.996 -> 1
+            "lut-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+    ),
+    "mixedae": Method(
+        name="mixedae",
+        paper="Mixed Autoencoder for Self-supervised Visual Representation Learning (Chen et al., CVPR 2023), arXiv:2303.17152",
+        config_class=MixedAEConfig,
+        model_classes={
+            "base": MixedAEModel,
+            "pretraining": MixedAEForPreTraining,
+            "image-classification": MixedAEForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's sizes, groups of 4 (16 of the 64 patches per source), a 64-d recognition head
+            "mixedae-tiny": dict(_TINY, homologous_projection_dim=64),
+            # the paper's ViT-B/16 with MAE's decoder, mixing ratio 0.25 (groups of 4, r = 0.75 per source)
+            "mixedae-vit-base-patch16": dict(patch_size=16, mix_group=4, **_VIT["base"]),
+        },
+        masking="mixing",
+    ),
+    "mp3": Method(
+        name="mp3",
+        paper="Position Prediction as an Effective Pretraining Strategy (Zhai et al., ICML 2022), arXiv:2207.07611",
+        config_class=MP3Config,
+        model_classes={
+            "base": MP3Model,
+            "pretraining": MP3ForPreTraining,
+            "image-classification": MP3ForImageClassification,
+        },
+        processor_class=MAEImageProcessor,
+        make_processor=image_processor_for(MAEImageProcessor),
+        presets={
+            # mae-tiny's encoder (no decoder): 64 positions to classify, 16 context patches at eta = 0.75
+            "mp3-tiny": {k: v for k, v in _TINY.items() if not k.startswith("decoder_")},
+            # the paper's ImageNet ViT-S/16 and ViT-B/16 (DeiT sizes), eta = 0.75
+            "mp3-vit-small-patch16": dict(
+                patch_size=16, hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536
+            ),
+            "mp3-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+        masking="key-mask",
+    ),
+    "videomae": Method(
+        name="videomae",
+        paper=(
+            "VideoMAE: Masked Autoencoders are Data-Efficient Learners for Self-Supervised Video Pre-Training "
+            "(Tong et al., NeurIPS 2022), arXiv:2203.12602"
+        ),
+        config_class=HfVideoMAEConfig,
+        model_classes={
+            "base": VideoMAEModel,
+            "pretraining": VideoMAEForPreTraining,
+            "video-classification": VideoMAEForVideoClassification,
+        },
+        processor_class=MAEVideoProcessor,
+        make_processor=video_processor_for,
+        presets={
+            # 64 tokens, 4 of them visible (r = 0.9 keeps 1 of 16 positions per time slice)
+            "videomae-tiny": dict(_TINY_VIDEO),
+            # the paper's ViT-B and ViT-L: 16 frames at 224 px, tubelets 2x16x16, tube masking at 0.9
+            "videomae-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+            "videomae-vit-large-patch16": dict(
+                patch_size=16, decoder_hidden_size=512, decoder_num_attention_heads=8, decoder_intermediate_size=2048,
+                **_VIT["large"],
+            ),
+        },
+        modality="video",
+    ),
+    "videomaev2": Method(
+        name="videomaev2",
+        paper=(
+            "VideoMAE V2: Scaling Video Masked Autoencoders with Dual Masking (Wang et al., CVPR 2023), "
+            "arXiv:2303.16727"
+        ),
+        config_class=VideoMAEV2Config,
+        model_classes={
+            "base": VideoMAEV2Model,
+            "pretraining": VideoMAEV2ForPreTraining,
+            "video-classification": VideoMAEV2ForVideoClassification,
+        },
+        processor_class=MAEVideoProcessor,
+        make_processor=video_processor_for,
+        presets={
+            # videomae-tiny's sizes; the decoder reconstructs half of the 64 tokens (running cells)
+            "videomaev2-tiny": dict(_TINY_VIDEO),
+            # the official ViT-B and ViT-g pre-training: tube 0.9 for the encoder, running cell 0.5 for the decoder
+            "videomaev2-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+            "videomaev2-vit-giant-patch14": dict(
+                patch_size=14, hidden_size=1408, num_hidden_layers=40, num_attention_heads=16, intermediate_size=6144,
+                decoder_hidden_size=512, decoder_num_attention_heads=8, decoder_intermediate_size=2048,
+            ),
+        },
+        modality="video",
+    ),
     # -- new methods: one Method row each, above this comment --
 }
 
@@ -215,7 +411,7 @@ def _register(method: Method) -> None:
     AutoConfig.register(config_class.model_type, config_class)
     for task, model_class in method.model_classes.items():
         AUTO_CLASSES[task].register(config_class, model_class)
-    if method.modality == "image":
+    if method.modality in ("image", "video"):  # the video processor is a Pillow-backed image processor too
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
 
 

@@ -14,7 +14,7 @@ import hf_mae
 from hf_mae.modeling.embeddings import to_2tuple
 from hf_mae.registry import AUTO_CLASSES, PRESETS, create_config
 
-PRESET_NAMES = hf_mae.list_models()
+PRESET_NAMES = [name for name in hf_mae.list_models() if PRESETS[name].modality == "image"]  # video: test_video_models.py
 BATCH = 4  # divisible by MixedAE's mixing group; every test below uses this batch size
 
 
@@ -36,6 +36,19 @@ def mask_tokens(preset) -> bool:
     return PRESETS[preset].masking == "mask-token"
 
 
+def key_mask(preset) -> bool:
+    """True for "key-mask" methods (MP3): every token stays in order; hidden ones are masked only as attention keys."""
+    return PRESETS[preset].masking == "key-mask"
+
+
+def fine_tuning_keys(preset) -> tuple:
+    """Weight-name prefixes a classifier may add to a pre-training checkpoint: the head, plus MP3's fine-tuning
+    position embeddings (the paper adds them, zero-initialised, at fine-tuning)."""
+    if key_mask(preset):
+        return ("classifier", "fc_norm", "mp3.embeddings.position_embeddings")
+    return ("classifier", "fc_norm")
+
+
 def noise_grid(config):
     """The grid ``noise`` is drawn over: patches (MAE) or mask cells (SimMIM)."""
     return getattr(config, "mask_grid_size", config.grid_size)
@@ -45,6 +58,11 @@ def expected_mask(preset, config, noise):
     """The mask (batch, num_patches) a fixed ``noise`` must give: the int(L * (1 - r)) smallest noise values stay
     visible, L counting patches (MAE) or mask cells spread over their patches (SimMIM)."""
     kept = int(noise.shape[1] * (1 - config.mask_ratio))
+    if PRESETS[preset].masking == "mixing":  # MixedAE: member j of a group sees ranks [j*kept, (j+1)*kept) of the
+        group = config.mix_group  # group's first member's noise
+        first_ranks = noise[::group].argsort(1).argsort(1).repeat_interleave(group, 0)
+        member = torch.arange(noise.shape[0])[:, None] % group
+        return 1.0 - ((first_ranks >= member * kept) & (first_ranks < (member + 1) * kept)).float()
     mask = 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
     if not mask_tokens(preset):
         return mask
@@ -58,6 +76,10 @@ def expected_logits_shape(preset, config, height, width):
     if mask_tokens(preset):
         return (BATCH, config.num_channels, height, width)
     patch = to_2tuple(config.patch_size)
+    if key_mask(preset):  # every patch's scores over the grid's positions
+        return (BATCH, (height // patch[0]) * (width // patch[1]), config.num_positions)
+    if PRESETS[preset].name == "dmjd":  # per-patch HOG histograms, not pixels
+        return (BATCH, (height // patch[0]) * (width // patch[1]), config.hog_dim)
     return (BATCH, (height // patch[0]) * (width // patch[1]), patch[0] * patch[1] * config.num_channels)
 
 
@@ -121,7 +143,7 @@ def test_auto_round_trip(preset, tmp_path):
         model.base_model(pixel_values, noise=noise).last_hidden_state,
     )
     classifier, info = AutoModelForImageClassification.from_pretrained(tmp_path, num_labels=3, output_loading_info=True)
-    assert all(key.startswith(("classifier", "fc_norm")) for key in info["missing_keys"]), info["missing_keys"]
+    assert all(key.startswith(fine_tuning_keys(preset)) for key in info["missing_keys"]), info["missing_keys"]
     assert classifier(pixel_values).logits.shape == (BATCH, 3)
 
     processor = AutoImageProcessor.from_pretrained(tmp_path)
@@ -198,7 +220,7 @@ def test_mask_ratio_zero_keeps_every_token_in_order(preset):
     num_patches = out.mask.shape[1]
     assert out.last_hidden_state.shape[1] == num_patches + 1
     assert out.mask.sum() == 0
-    if mask_tokens(preset):  # the encoder never reorders tokens: there is no permutation to undo
+    if mask_tokens(preset) or key_mask(preset):  # the encoder never reorders tokens: no permutation to undo
         assert out.ids_restore is None
     else:
         assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(BATCH, -1))
@@ -257,10 +279,12 @@ def test_hidden_states_attentions_and_tuple_outputs(preset):
 def test_gradient_checkpointing_gives_the_same_gradients(preset):
     model = build(preset).train()
     pixel_values, noise = inputs_for(model.config)
+    torch.manual_seed(0)  # the same dropout draws in both runs (CropMAE's decoder has dropout)
     model(pixel_values, noise=noise).loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
     model.activation_checkpointing_enable()
+    torch.manual_seed(0)
     model(pixel_values, noise=noise).loss.backward()
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-6, msg=name)
@@ -272,9 +296,13 @@ def test_other_resolutions_with_interpolated_positions(preset):
     pixel_values, _ = inputs_for(model.config)
     patch = to_2tuple(model.config.patch_size)
     larger = torch.randn(BATCH, model.config.num_channels, pixel_values.shape[-2] + 2 * patch[0], pixel_values.shape[-1])
-    out = model(larger, interpolate_pos_encoding=True)
-    assert out.logits.shape == expected_logits_shape(preset, model.config, *larger.shape[-2:])
-    assert torch.isfinite(out.loss)
+    if key_mask(preset):  # MP3's position classifier has the pre-training grid's classes only
+        with pytest.raises(ValueError, match="positions"):
+            model(larger, interpolate_pos_encoding=True)
+    else:
+        out = model(larger, interpolate_pos_encoding=True)
+        assert out.logits.shape == expected_logits_shape(preset, model.config, *larger.shape[-2:])
+        assert torch.isfinite(out.loss)
     # at the native size, interpolation is the identity
     _, noise = inputs_for(model.config)
     torch.testing.assert_close(
@@ -283,7 +311,11 @@ def test_other_resolutions_with_interpolated_positions(preset):
 
 
 def test_create_model_builds_every_task_and_registers_auto_classes():
-    for task, auto_class in AUTO_CLASSES.items():
-        model = hf_mae.create_model("mae-tiny", task=task)
-        assert auto_class.from_config(copy.deepcopy(model.config)).__class__ is model.__class__
+    for method in hf_mae.METHODS.values():
+        preset = next(iter(method.presets))
+        for task, model_class in method.model_classes.items():
+            config = create_config(preset)
+            assert AUTO_CLASSES[task].from_config(copy.deepcopy(config)).__class__ is model_class, (preset, task)
+    with pytest.raises(ValueError, match="video-classification"):
+        hf_mae.create_model("mae-tiny", task="video-classification")
     assert hf_mae.create_processor("mae-tiny").size == {"height": 32, "width": 32}

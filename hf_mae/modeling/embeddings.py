@@ -115,3 +115,44 @@ def check_pixel_values(pixel_values, num_channels: int, ndim: int = 4) -> None:
     channels = pixel_values.shape[-3]
     if channels != num_channels:
         raise ValueError(f"pixel_values has {channels} channels but the model expects num_channels={num_channels}")
+
+
+def sinusoid_table(num_positions: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """The Transformer's 1-D sinusoid table with sin and cos *interleaved* (channel 2i: sin, 2i + 1: cos, both at
+    frequency ``temperature ** (-2i / dim)``) -> (num_positions, dim) float32; computed in float64. VideoMAE's
+    ``get_sinusoid_encoding_table`` (positions over the flattened (time, row, column) tokens)."""
+    if dim % 2:
+        raise ValueError(f"sinusoid table dim must be even, got {dim}")
+    exponent = torch.arange(dim, dtype=torch.float64).div(2, rounding_mode="floor") * 2 / dim
+    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] / temperature**exponent[None]
+    table = torch.empty_like(angles)
+    table[:, 0::2], table[:, 1::2] = angles[:, 0::2].sin(), angles[:, 1::2].cos()
+    return table.float()
+
+
+class TubeletEmbedding(nn.Module):
+    """Splits (batch, frames, channels, height, width) clips into tubelets of ``tubelet_size`` frames x patch and
+    projects each one with a Conv3d. Output: (batch, num_tokens, hidden_size), tokens ordered (time, row, column)."""
+
+    def __init__(self, image_size, patch_size, tubelet_size: int, num_channels: int, hidden_size: int):
+        super().__init__()
+        self.image_size, self.patch_size = to_2tuple(image_size), to_2tuple(patch_size)
+        self.tubelet_size, self.num_channels = int(tubelet_size), num_channels
+        kernel = (self.tubelet_size, *self.patch_size)
+        self.projection = nn.Conv3d(num_channels, hidden_size, kernel_size=kernel, stride=kernel)
+
+    def check(self, pixel_values, num_frames: int) -> None:
+        """Clear errors for clips of the wrong type, rank, channel count, frame count or size."""
+        check_pixel_values(pixel_values, self.num_channels, ndim=5)
+        frames, _, height, width = pixel_values.shape[1:]
+        if frames != num_frames:
+            raise ValueError(f"pixel_values has {frames} frames but the model expects num_frames={num_frames}")
+        if (height, width) != self.image_size:
+            raise ValueError(
+                f"pixel_values frame size {height}x{width} does not match the model's image_size "
+                f"{self.image_size[0]}x{self.image_size[1]}; resize the frames (the video processor does)"
+            )
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        clips = pixel_values.to(self.projection.weight.dtype).transpose(1, 2)  # (batch, channels, frames, H, W)
+        return self.projection(clips).flatten(2).transpose(1, 2)

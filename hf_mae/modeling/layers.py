@@ -34,7 +34,11 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
 class Attention(nn.Module):
     """Multi-head self-attention with one fused qkv projection (one matmul instead of three)."""
 
-    def __init__(self, config, hidden_size: int, num_heads: int, qkv_bias: bool = True, attention_dropout: float = 0.0):
+    def __init__(
+        self, config, hidden_size: int, num_heads: int, qkv_bias: bool | str = True, attention_dropout: float = 0.0
+    ):
+        """qkv_bias: True (a bias on queries, keys and values), False (none), or "qv": learned query and value
+        biases and none on the keys (BEiT / VideoMAE; a key bias cancels in the softmax anyway)."""
         super().__init__()
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_attention_heads ({num_heads})")
@@ -44,16 +48,33 @@ class Attention(nn.Module):
         self.scaling = self.head_dim**-0.5
         self.attention_dropout = attention_dropout
         self.is_causal = False  # sdpa defaults to causal when this attribute is missing
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias)
+        if qkv_bias not in (True, False, "qv"):
+            raise ValueError(f"qkv_bias must be True, False or 'qv', got {qkv_bias!r}")
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias is True)
+        self.q_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
+        self.v_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, tokens, hidden). Returns (output (batch, tokens, hidden), weights or None)."""
         batch, tokens, _ = hidden_states.shape
-        qkv = self.qkv(hidden_states).view(batch, tokens, 3, self.num_heads, self.head_dim)
+        if self.q_bias is None:
+            qkv = self.qkv(hidden_states)
+        else:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+            qkv = nn.functional.linear(hidden_states, self.qkv.weight, bias)
+        qkv = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim)
         # Unbind, then transpose each to (batch, heads, tokens, head_dim): the backward then stacks the three
         # gradients straight into qkv's layout (one copy; permuting first costs a second one).
         query, key, value = (states.transpose(1, 2) for states in qkv.unbind(2))
+        return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
+
+    def attend(self, query, key, value, attention_mask=None, output_attentions: bool = False, **kwargs):
+        """Attention through the configured interface, then the output projection.
+
+        query: (batch, heads, queries, head_dim); key, value: (batch, heads, keys, head_dim).
+        Returns (output (batch, queries, hidden), weights (batch, heads, queries, keys) or None).
+        """
         # Only eager attention materialises the weights, so ask for it when they are wanted.
         implementation = "eager" if output_attentions else self.config._attn_implementation
         attention = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
@@ -67,7 +88,30 @@ class Attention(nn.Module):
             dropout=self.attention_dropout if self.training else 0.0,
             **kwargs,
         )
-        return self.proj(output.reshape(batch, tokens, -1)), weights
+        return self.proj(output.reshape(query.shape[0], query.shape[2], -1)), weights
+
+
+class CrossAttention(Attention):
+    """Multi-head attention of ``hidden_states`` (queries) over ``context`` (keys and values).
+
+    The projections are packed in one (3 * hidden, hidden) ``qkv`` as in :class:`Attention` and in
+    ``nn.MultiheadAttention``'s ``in_proj_weight``: rows [0, hidden) project the queries, the rest the keys and
+    values of the context. Same attention interface (eager, sdpa, ...) as self-attention.
+    """
+
+    def forward(self, hidden_states, context, attention_mask=None, output_attentions: bool = False, **kwargs):
+        """hidden_states: (batch, queries, hidden); context: (batch, keys, hidden); attention_mask broadcastable to
+        (batch, heads, queries, keys). Returns (output (batch, queries, hidden), weights or None)."""
+        width = self.num_heads * self.head_dim
+        weight, bias = self.qkv.weight, self.qkv.bias
+        if self.q_bias is not None:  # qkv_bias="qv": no key bias
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        query = nn.functional.linear(hidden_states, weight[:width], None if bias is None else bias[:width])
+        key_value = nn.functional.linear(context, weight[width:], None if bias is None else bias[width:])
+        query = query.view(*hidden_states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+        key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
+        key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
+        return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
 
 
 class MLP(nn.Module):

@@ -54,6 +54,19 @@ def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     return TokenMask(ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore))
 
 
+def mask_from_bool(mask: torch.Tensor) -> TokenMask:
+    """The TokenMask of a given mask (batch, num_tokens), True / 1 = removed, keeping the visible tokens in their
+    original order (``ids_keep``), then the removed ones (``ids_restore`` undoes that). Every row must remove the
+    same number of tokens (a batch is one tensor)."""
+    mask = mask.float()
+    removed = mask.sum(dim=1)
+    if mask.shape[0] and not bool((removed == removed[0]).all()):
+        raise ValueError(f"every sample must mask the same number of tokens, got {removed.long().tolist()}")
+    ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible tokens first, each group in order
+    kept = mask.shape[1] - int(removed[0].item()) if mask.shape[0] else 0
+    return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)
+
+
 def keep_all(batch: int, num_tokens: int, device=None) -> TokenMask:
     """No masking: every token kept, in its original order (for feature extraction and fine-tuning)."""
     order = torch.arange(num_tokens, device=device).expand(batch, num_tokens)
@@ -247,10 +260,7 @@ class GroupedRandomMaskGenerator(MaskGenerator):
                 f"noise must have shape (batch, num_mask_units) = (batch, {unit_grid[0] * unit_grid[1]}), "
                 f"got {tuple(noise.shape)}"
             )
-        mask = upsample_grid_mask(mask_from_noise(noise, mask_ratio).mask, unit_grid, self.unit)
-        ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible tokens first, each group in order
-        kept = mask.shape[1] - int(mask[0].sum().item())
-        return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)
+        return mask_from_bool(upsample_grid_mask(mask_from_noise(noise, mask_ratio).mask, unit_grid, self.unit))
 
     def __call__(self, batch, num_tokens, mask_ratio, grid_size=None, device=None, generator=None) -> TokenMask:
         mask_ratio = check_mask_ratio(mask_ratio)
@@ -260,3 +270,82 @@ class GroupedRandomMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[GroupedRandomMaskGenerator.name] = GroupedRandomMaskGenerator
+
+
+class TubeMaskGenerator(MaskGenerator):
+    """VideoMAE's tube masking: one random spatial mask per clip, repeated in every time slice of a
+    (slices, rows, cols) token grid, so that no hidden patch can be copied from the same place in another frame.
+    Kept tokens stay in their original (time, row, column) order."""
+
+    name = "tube"
+
+    def noise(self, batch, num_tokens, grid_size=None, device=None, generator=None):
+        _, rows, cols = grid_size
+        return RandomMaskGenerator().noise(batch, rows * cols, None, device, generator)
+
+    def from_noise(self, noise: torch.Tensor, mask_ratio: float, grid_size) -> TokenMask:
+        """noise: (batch, rows * cols); the ``int(rows * cols * (1 - mask_ratio))`` smallest stay visible."""
+        slices, rows, cols = grid_size
+        if noise.ndim != 2 or noise.shape[1] != rows * cols:
+            raise ValueError(f"noise must have shape (batch, rows * cols) = (batch, {rows * cols}), got {tuple(noise.shape)}")
+        if num_kept(rows * cols, mask_ratio) == 0:  # no cls token: the encoder would get no token at all
+            raise ValueError(
+                f"mask_ratio {mask_ratio} keeps none of the {rows}x{cols} spatial positions; lower it or use more patches"
+            )
+        return mask_from_bool(mask_from_noise(noise, mask_ratio).mask.repeat(1, slices))
+
+    def __call__(self, batch, num_tokens, mask_ratio, grid_size=None, device=None, generator=None) -> TokenMask:
+        mask_ratio = check_mask_ratio(mask_ratio)
+        if mask_ratio == 0.0:
+            return keep_all(batch, num_tokens, device)
+        return self.from_noise(self.noise(batch, num_tokens, grid_size, device, generator), mask_ratio, grid_size)
+
+
+MASK_GENERATORS[TubeMaskGenerator.name] = TubeMaskGenerator
+
+
+def running_cell_mask(grid_size, mask_ratio: float, start: int) -> torch.Tensor:
+    """VideoMAE V2's running-cell decoder mask over a (slices, rows, cols) grid -> (slices * rows * cols,) float,
+    1 = not decoded.
+
+    A 2x2 cell hides ``int(4 * mask_ratio)`` of its 4 positions: the cell's pattern is the queue
+    ``[1] * hidden + [0] * (4 - hidden)`` read from an offset that moves one step per time slice ("running"), starting
+    at ``start + 1`` in slice 0; the cell is tiled over the grid. Every slice hides the same share, and over 4
+    slices every position is decoded the same number of times.
+    """
+    slices, rows, cols = grid_size
+    hidden = int(4 * mask_ratio)
+    if not 0 < hidden < 4:
+        raise ValueError(f"running-cell masking hides int(4 * mask_ratio) of 4 cell positions; mask_ratio {mask_ratio} "
+                         "hides none or all (allowed: 0.25 <= mask_ratio < 1)")
+    if rows % 2 or cols % 2:
+        raise ValueError(f"running-cell masking tiles 2x2 cells: the token grid {rows}x{cols} must have even sides")
+    queue = torch.tensor([1.0] * hidden + [0.0] * (4 - hidden))
+    offsets = torch.arange(slices)[:, None] + start + 1  # the official Cell runs (ptr += 1) before each slice
+    cells = queue[(torch.arange(4)[None, :] + offsets) % 4].reshape(slices, 2, 2)
+    return cells.repeat(1, rows // 2, cols // 2).flatten()
+
+
+class RunningCellMaskGenerator(MaskGenerator):
+    """VideoMAE V2's decoder masking: a running-cell pattern (:func:`running_cell_mask`) with a random start per clip
+    (the only randomness: one of 4 starts)."""
+
+    name = "running_cell"
+
+    def from_starts(self, starts: torch.Tensor, mask_ratio: float, grid_size) -> TokenMask:
+        """starts: (batch,) ints in 0..3, the running cell's start per clip."""
+        patterns = torch.stack([running_cell_mask(grid_size, mask_ratio, start) for start in range(4)])
+        return mask_from_bool(patterns.to(starts.device)[starts.long()])
+
+    def __call__(self, batch, num_tokens, mask_ratio, grid_size=None, device=None, generator=None) -> TokenMask:
+        mask_ratio = check_mask_ratio(mask_ratio)
+        if mask_ratio == 0.0:
+            return keep_all(batch, num_tokens, device)
+        if generator is not None:
+            starts = torch.randint(0, 4, (batch,), generator=generator, device=generator.device).to(device)
+        else:
+            starts = torch.randint(0, 4, (batch,), device=device)
+        return self.from_starts(starts, mask_ratio, grid_size)
+
+
+MASK_GENERATORS[RunningCellMaskGenerator.name] = RunningCellMaskGenerator

@@ -1,4 +1,4 @@
-"""Reconstruction targets. For now: (normalised) pixels of each patch.
+"""Reconstruction targets: (normalised) pixels of each patch; HOG histograms per patch (see the end of the file).
 
 Patch vectors are laid out (ph, pw, channels), the order of MAE's ``patchify`` (``nchpwq->nhwpqc``), so
 hf-mae's decoder outputs are interchangeable with MAE's and transformers' ViTMAE's.
@@ -45,3 +45,80 @@ def pixel_target(pixel_values: torch.Tensor, patch_size, norm_pix: bool) -> torc
         mean, std = patch_statistics(target)
         target = (target - mean) / std
     return target
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# HOG targets (MaskFeat, DMJD). Written after DMJD's official ``util/hog_tensor.py`` + ``util/instance_whitening.py``:
+# [-1, 0, 1] gradients, hard-binned unsigned orientations, one histogram per cell and channel (no block
+# normalisation), then each histogram standardised over its bins ("instance whitening", a LayerNorm without affine).
+
+
+def image_gradients(pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Central differences ([-1, 0, 1] filters) per channel: (batch, channels, H, W) -> (g_row, g_col), each
+    (batch, channels, H, W). ``g_row[i, j] = x[i + 1, j] - x[i - 1, j]``; it is 0 on the first and last row (and
+    ``g_col`` on the first and last column), as skimage's and the official HOG."""
+    g_row = torch.zeros_like(pixel_values)
+    g_col = torch.zeros_like(pixel_values)
+    g_row[..., 1:-1, :] = pixel_values[..., 2:, :] - pixel_values[..., :-2, :]
+    g_col[..., :, 1:-1] = pixel_values[..., :, 2:] - pixel_values[..., :, :-2]
+    return g_row, g_col
+
+
+def hog_features(pixel_values: torch.Tensor, cell_size: int = 8, num_bins: int = 9) -> torch.Tensor:
+    """Histograms of oriented gradients per cell and channel: (batch, C, H, W) -> (batch, C, H/cell, W/cell, bins).
+
+    Each pixel votes its gradient magnitude ``hypot(g_row, g_col)`` into one of ``num_bins`` equal bins of its
+    unsigned orientation ``atan2(g_row, g_col) mod 180°`` (hard binning); a cell's histogram is the sum of its votes
+    divided by the number of pixels in the cell. ``cell_size`` must divide H and W.
+    """
+    if isinstance(cell_size, bool) or not isinstance(cell_size, int) or cell_size < 1:
+        raise ValueError(f"cell_size must be a positive int (pixels per cell side), got {cell_size!r}")
+    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 1:
+        raise ValueError(f"num_bins must be a positive int, got {num_bins!r}")
+    batch, channels, height, width = pixel_values.shape
+    if height % cell_size or width % cell_size:
+        raise ValueError(f"pixel_values size {height}x{width} is not divisible by cell_size {cell_size}")
+    g_row, g_col = image_gradients(pixel_values.float())
+    magnitude = torch.hypot(g_row, g_col)
+    orientation = torch.rad2deg(torch.atan2(g_row, g_col)) % 180.0
+    # a tiny negative angle rounds to exactly 180.0 in float32: it belongs in the last bin
+    bins = (orientation / (180.0 / num_bins)).floor().long().clamp_(max=num_bins - 1)
+    votes = torch.zeros(batch, channels, height, width, num_bins, dtype=magnitude.dtype, device=magnitude.device)
+    votes.scatter_(-1, bins.unsqueeze(-1), magnitude.unsqueeze(-1))
+    rows, cols = height // cell_size, width // cell_size
+    cells = votes.reshape(batch, channels, rows, cell_size, cols, cell_size, num_bins)
+    return cells.sum(dim=(3, 5)) / (cell_size * cell_size)
+
+
+def hog_target(
+    pixel_values: torch.Tensor, patch_size, cell_size: int = 8, num_bins: int = 9, eps: float = 1e-5
+) -> torch.Tensor:
+    """The per-patch HOG target of DMJD: (batch, C, H, W) -> (batch, N, (ph/cell) * (pw/cell) * bins * C).
+
+    Each cell's histogram (:func:`hog_features`) is standardised over its bins (instance whitening: a LayerNorm
+    without affine, ``eps`` 1e-5), then the cells of a patch are flattened in the order (cell row, cell column,
+    bin, channel), the official ``rearrange('b c (ph dh) (pw dw) d -> b (ph pw) (dh dw d c)')``.
+    """
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    if ph % cell_size or pw % cell_size:
+        raise ValueError(f"patch_size {(ph, pw)} must be divisible by the HOG cell_size {cell_size}")
+    hist = hog_features(pixel_values, cell_size, num_bins)
+    hist = torch.nn.functional.layer_norm(hist, (num_bins,), eps=eps)
+    batch, channels, rows, cols, _ = hist.shape
+    dh, dw = ph // cell_size, pw // cell_size
+    hist = hist.reshape(batch, channels, rows // dh, dh, cols // dw, dw, num_bins).permute(0, 2, 4, 3, 5, 6, 1)
+    return hist.reshape(batch, (rows // dh) * (cols // dw), dh * dw * num_bins * channels)
+
+
+def tubelet_target(frames: torch.Tensor, tubelet_size: int, patch_size, norm_pix: bool, eps: float = 1e-6) -> torch.Tensor:
+    """VideoMAE's target: frames (batch, T, C, H, W) -> (batch, (T/t)*(H/ph)*(W/pw), t*ph*pw*C), each tubelet laid
+    out (t, ph, pw, C); with ``norm_pix`` every channel of a tubelet is normalised over its t*ph*pw values (unbiased
+    std, ``eps`` added to the std, as the official code)."""
+    ph, pw = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    batch, time, channels, height, width = frames.shape
+    t = tubelet_size
+    tubes = frames.reshape(batch, time // t, t, channels, height // ph, ph, width // pw, pw)
+    tubes = tubes.permute(0, 1, 4, 6, 2, 5, 7, 3).reshape(batch, -1, t * ph * pw, channels)
+    if norm_pix:
+        tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (tubes.var(dim=-2, keepdim=True).sqrt() + eps)
+    return tubes.reshape(batch, tubes.shape[1], -1)

@@ -8,8 +8,8 @@ returns two random views of every image, ``pixel_values`` and ``pixel_values_2``
   ``crop_scale``, aspect ratio from ``crop_ratio``), flipped left-right with probability ``flip_probability``;
 - ``view_mode="global_to_local"`` (CropMAE): ``pixel_values_2`` is a random resized crop of the image (the global
   view, ``crop_scale``) and ``pixel_values`` a random resized crop *of that crop* (the local view,
-  ``local_crop_scale``), so the masked local view always lies inside the global one; one flip for both keeps them
-  geometrically consistent.
+  ``local_crop_scale``), so the masked local view always lies inside the global one; each view is flipped on its
+  own, as the official ``GlobalToLocal``.
 
 Crops are taken in continuous image coordinates and resampled once, straight to ``size`` (Pillow's ``resize(box=)``),
 so small images (scikit-learn's 8x8 digits) give smooth crops and large ones lose nothing to a second resize. The
@@ -81,6 +81,7 @@ class TwoViewImageProcessor(MAEImageProcessor):
     local_crop_scale = [0.3, 0.6]  # CropMAE's local crop, as a share of the global crop
     crop_ratio = [3 / 4, 4 / 3]
     flip_probability = 0.5
+    training_call_kwargs = {"return_views": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
     def __call__(self, images, return_views: bool = False, **kwargs) -> BatchFeature:
         """``return_views=False``: MAEImageProcessor's output. ``True``: ``pixel_values`` and ``pixel_values_2``,
@@ -116,8 +117,7 @@ class TwoViewImageProcessor(MAEImageProcessor):
                 outer = random_resized_box(*image.size, scale, ratio)
                 inner = random_resized_box(outer[2] - outer[0], outer[3] - outer[1], local_scale, ratio)
                 inner = (outer[0] + inner[0], outer[1] + inner[1], outer[0] + inner[2], outer[1] + inner[3])
-                flipped = _coin(flip)
-                views = [self._crop(image, box, size, resample, flipped) for box in (inner, outer)]
+                views = [self._crop(image, box, size, resample, _coin(flip)) for box in (inner, outer)]
             first.append(views[0])
             second.append(views[1])
         kwargs["do_resize"] = False  # the crops are already at ``size``

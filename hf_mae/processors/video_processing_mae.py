@@ -144,6 +144,7 @@ class MAEVideoProcessor(PilBackend):
     frame_stride = 4
     frame_sampling = "stride"
     random_sampling = False
+    training_call_kwargs = {"random_sampling": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
     def __call__(self, videos, **kwargs) -> BatchFeature:
         """``videos``: one video or a list of videos (see the module docstring). Returns ``pixel_values`` of shape

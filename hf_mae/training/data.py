@@ -16,6 +16,8 @@ import torch
 
 BUNDLED = ("digits",)
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
+VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")  # paths to video files (or arrays of frames)
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
 
 
@@ -48,6 +50,8 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     if name_or_path in BUNDLED:
         dataset = _digits(split)
         return dataset.to_iterable_dataset() if streaming else dataset
+    if os.path.isdir(name_or_path) and _video_files(name_or_path):
+        return _video_folder(name_or_path, split, streaming)
     if os.path.isdir(name_or_path):
         has_images = any(
             f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp"))
@@ -71,6 +75,39 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     if split not in splits:
         raise ValueError(f"split {split!r} does not exist in {name_or_path!r}; available: {sorted(splits)}")
     return splits[split]
+
+
+def _video_files(folder: str) -> list[str]:
+    return sorted(
+        os.path.join(root, name)
+        for root, _, files in os.walk(folder)
+        for name in files
+        if name.lower().endswith(VIDEO_EXTENSIONS)
+    )
+
+
+def _video_folder(folder: str, split: str, streaming: bool = False):
+    """A folder of video files as ``{"video": path, "label": class}``: ``<folder>/<split>/<class>/<file>`` when
+    ``folder`` has split sub-folders (train, test, ...), else ``<folder>/<class>/<file>`` as the only split
+    ("train"); files directly in the split folder get no label."""
+    import datasets
+
+    splits = sorted(name for name in os.listdir(folder) if name in ("train", "test", "validation", "val"))
+    if splits:
+        if split not in splits:
+            raise ValueError(f"split {split!r} does not exist in {folder!r}; available: {splits}")
+        folder = os.path.join(folder, split)
+    elif split != "train":
+        raise ValueError(f"split {split!r} does not exist in {folder!r}: it has no split folders, only 'train'")
+    paths = _video_files(folder)
+    classes = sorted({os.path.relpath(os.path.dirname(path), folder) for path in paths} - {"."})
+    columns = {"video": paths}
+    features = {"video": datasets.Value("string")}
+    if classes and all(os.path.dirname(path) != folder for path in paths):
+        columns["label"] = [classes.index(os.path.relpath(os.path.dirname(path), folder)) for path in paths]
+        features["label"] = datasets.ClassLabel(names=classes)
+    dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    return dataset.to_iterable_dataset() if streaming else dataset
 
 
 def find_column(dataset, candidates, kind: str, required: bool = True):
@@ -98,18 +135,22 @@ def num_classes(dataset, label_column: str) -> int:
     return int(max(dataset[label_column])) + 1
 
 
-def with_model_inputs(dataset, processor, with_labels: bool = True, views: bool = False):
+def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False):
     """Lazily turns examples into ``{"pixel_values": (C, H, W) float, "labels": int}`` with ``processor``.
 
-    ``views=True`` asks a two-view processor (``TwoViewImageProcessor``) for fresh random views on every access:
-    ``pixel_values`` and ``pixel_values_2`` (LUT, CropMAE pre-training)."""
-    image_column = find_column(dataset, IMAGE_COLUMNS, "image")
+    ``training=True`` calls the processor with its ``training_call_kwargs`` on every access: fresh random views
+    (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
+    a video processor."""
+    video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
+    image_column = find_column(dataset, VIDEO_COLUMNS, "video") if video else find_column(dataset, IMAGE_COLUMNS, "image")
     label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
-    view_kwargs = {"return_views": True} if views else {}
+    call_kwargs = dict(getattr(processor, "training_call_kwargs", {})) if training else {}
 
     def transform(batch):
-        images = [image.convert("RGB") if hasattr(image, "convert") else image for image in batch[image_column]]
-        out = dict(processor(images, return_tensors="pt", **view_kwargs))
+        images = batch[image_column]
+        if not video:
+            images = [image.convert("RGB") if hasattr(image, "convert") else image for image in images]
+        out = dict(processor(images, return_tensors="pt", **call_kwargs))
         if label_column is not None:
             out["labels"] = torch.as_tensor(batch[label_column])
         return out

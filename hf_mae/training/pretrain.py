@@ -161,8 +161,8 @@ def build_dataloader(args, processor):
     raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
-    # a two-view processor (LUT, CropMAE) draws fresh random views for every access
-    dataset = with_model_inputs(raw, processor, with_labels=False, views=hasattr(processor, "view_mode"))
+    # training=True: fresh random views (LUT, CropMAE) or frame windows (video) on every access
+    dataset = with_model_inputs(raw, processor, with_labels=False, training=True)
     generator = torch.Generator().manual_seed(args.seed)
     common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate, num_workers=args.num_workers,
                   generator=generator)
