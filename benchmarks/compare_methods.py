@@ -51,6 +51,8 @@ PER_METHOD_LR = {"simmim": 5e-4}
 PER_METHOD_OVERRIDES = {
     # HPM's easy-to-hard curriculum is scheduled over ``total_steps`` forwards: make it span exactly this run.
     "hpm": lambda steps: {"total_steps": steps},
+    # LUT's EMA teacher decay follows a cosine to 1 over ``total_steps``: the same for this run.
+    "lut": lambda steps: {"total_steps": steps},
 }
 
 
