@@ -15,6 +15,7 @@ COMMANDS = {
     "finetune": ("hf_mae.training.finetune", "fine-tune a pretrained folder with Trainer"),
     "probe": ("hf_mae.training.probe", "linear / kNN / attentive probes on frozen features"),
     "visualize": ("hf_mae.training.visualize", "PNG grids of masked inputs and reconstructions"),
+    "embed-segments": ("hf_mae.training.segment_embeddings", "cut videos into segments, embed and cache them (LV-MAE)"),
     "convert": ("hf_mae.convert", "convert checkpoints between hf-mae, transformers and official layouts"),
     "push": ("hf_mae.hub", "publish a run folder to the Hugging Face Hub"),
 }

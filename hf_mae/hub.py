@@ -74,7 +74,8 @@ def _processor_parts(processor) -> list:
     parts = [processor]
     if isinstance(processor, ProcessorMixin):
         parts += [getattr(processor, name) for name in processor.get_attributes()]
-    return parts
+    # transformers' own classes (a stock tokenizer) load by name: they need no code copied
+    return [part for part in parts if not type(part).__module__.startswith("transformers.")]
 
 
 @contextlib.contextmanager

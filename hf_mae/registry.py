@@ -13,11 +13,13 @@ from typing import Callable
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers import (
     AutoConfig,
+    AutoFeatureExtractor,
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
+    AutoProcessor,
 )
 
 from .modeling.colormae import (
@@ -41,11 +43,15 @@ from .modeling.videomaev2 import (
     VideoMAEV2ForVideoClassification,
     VideoMAEV2Model,
 )
+from .modeling.crossvideomae import CrossVideoMAEConfig, CrossVideoMAEForPreTraining, CrossVideoMAEForVideoClassification, CrossVideoMAEModel  # noqa: E501
+from .modeling.tgm import TGMConfig, TGMForPreTraining, TGMForVideoClassification, TGMModel
+from .modeling.lvmae import LVMAEConfig, LVMAEFeatureExtractor, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
 # -- new methods: one import line each, above this comment --
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
 from .processors.image_processing_views import TwoViewImageProcessor
 from .processors.video_processing_mae import MAEVideoProcessor
+from .processors.processing_tgm import TGMProcessor
 
 # task name (as in create_model and the CLI) -> the Auto class that loads it
 AUTO_CLASSES = {
@@ -353,6 +359,89 @@ METHODS = {
         },
         modality="video",
     ),
+    "crossvideomae": Method(
+        name="crossvideomae",
+        paper=(
+            "CrossVideoMAE: Self-Supervised Image-Video Representation Learning with Masked Autoencoders "
+            "(Ahamed et al., 2025), arXiv:2502.07811"
+        ),
+        config_class=CrossVideoMAEConfig,
+        model_classes={
+            "base": CrossVideoMAEModel,
+            "pretraining": CrossVideoMAEForPreTraining,
+            "video-classification": CrossVideoMAEForVideoClassification,
+        },
+        processor_class=MAEVideoProcessor,
+        make_processor=video_processor_for,
+        presets={
+            # videomae-tiny's sizes; the frame branch is an MAE encoder of the same sizes on 2 frames, 128-d heads
+            "crossvideomae-tiny": dict(_TINY_VIDEO, projection_dim=128),
+            # the paper's two ViT-B/16 branches: tube masking 0.9 for video, 0.75 for the sampled frames
+            "crossvideomae-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+        modality="video",
+    ),
+    "tgm": Method(
+        name="tgm",
+        paper="Text-Guided Video Masked Autoencoder (Fan et al., ECCV 2024), arXiv:2408.00759",
+        config_class=TGMConfig,
+        model_classes={
+            "base": TGMModel,
+            "pretraining": TGMForPreTraining,
+            "video-classification": TGMForVideoClassification,
+        },
+        processor_class=TGMProcessor,
+        make_processor=lambda config: TGMProcessor.for_config(config, video_processor_for(config)),
+        presets={
+            # videomae-tiny's sizes; a tiny random CLIP (32 px, 8-px patches: the 4x4 token grid) scores the tokens,
+            # a tiny CLIP text tower on ByT5 byte ids (no files) embeds the captions; nothing is downloaded
+            "tgm-tiny": dict(
+                _TINY_VIDEO, projection_dim=64, max_text_length=32, tokenizer_name_or_path=None,
+                clip_name_or_path=None, text_encoder_name_or_path=None,
+                clip_config=dict(
+                    model_type="clip", projection_dim=32,
+                    text_config=dict(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, max_position_embeddings=32, pad_token_id=0,
+                                     bos_token_id=0, eos_token_id=1),
+                    vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=1, num_attention_heads=2),
+                ),
+                text_config=dict(model_type="clip_text_model", vocab_size=384, hidden_size=64, intermediate_size=128,
+                                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=32,
+                                 pad_token_id=0, bos_token_id=0, eos_token_id=1),
+            ),
+            # ViT-B/16 VideoMAE at r = 0.9, scored by CLIP ViT-B/16, CLIP's text encoder and tokenizer (77 tokens)
+            "tgm-vit-base-patch16": dict(patch_size=16, **_VIT["base"]),
+        },
+        modality="video-text",  # clips + captions: not in the shared video suites (tests/test_tgm.py has its own)
+    ),
+    "lvmae": Method(
+        name="lvmae",
+        paper=(
+            "LV-MAE: Learning Long Video Representations through Masked-Embedding Autoencoders "
+            "(Naiman et al., ICCV 2025), arXiv:2504.03501"
+        ),
+        config_class=LVMAEConfig,
+        model_classes={
+            "base": LVMAEModel,
+            "pretraining": LVMAEForPreTraining,
+            "video-classification": LVMAEForVideoClassification,
+        },
+        processor_class=LVMAEFeatureExtractor,
+        make_processor=LVMAEFeatureExtractor.from_model_config,
+        presets={
+            # 32-d segment embeddings, up to 64 segments; a 64-d x 2 encoder and a 32-d x 1 decoder
+            "lvmae-tiny": dict(
+                embedding_dim=32, max_segments=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+                decoder_num_attention_heads=4, decoder_intermediate_size=128,
+            ),
+            # the README's run on LanguageBind-Huge embeddings: 256 x 1024-d, encoder 1024 x 32, decoder 512 x 8,
+            # importance masking at 0.5, MSE
+            "lvmae-languagebind-huge": dict(),
+        },
+        modality="embeddings",  # (batch, segments, dim) embeddings, not clips: the shared suites skip it
+    ),
     # -- new methods: one Method row each, above this comment --
 }
 
@@ -413,6 +502,10 @@ def _register(method: Method) -> None:
         AUTO_CLASSES[task].register(config_class, model_class)
     if method.modality in ("image", "video"):  # the video processor is a Pillow-backed image processor too
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
+    elif method.modality == "video-text":  # a ProcessorMixin: video processor + caption tokenizer (TGM)
+        AutoProcessor.register(config_class, method.processor_class)
+    elif method.modality == "embeddings":  # sequences of precomputed embeddings (LV-MAE)
+        AutoFeatureExtractor.register(config_class, method.processor_class)
 
 
 def register_all() -> None:

@@ -36,3 +36,32 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> t
     if problem_type == "single_label_classification":
         return torch.nn.functional.cross_entropy(logits.view(-1, config.num_labels).float(), labels.view(-1))
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
+def info_nce(queries: torch.Tensor, keys: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric InfoNCE (CLIP's loss): row i of ``queries`` and row i of ``keys`` (each (batch, dim)) are a positive
+    pair, every other row of the batch a negative. Embeddings are L2-normalised, similarities divided by
+    ``temperature``; the loss is the mean of the query->key and key->query cross-entropies.
+    Returns (loss, accuracy): accuracy is the share of queries whose most similar key is their own (top-1
+    within-batch retrieval; chance 1 / batch)."""
+    queries = torch.nn.functional.normalize(queries.float(), dim=-1)
+    keys = torch.nn.functional.normalize(keys.float(), dim=-1)
+    logits = queries @ keys.T / temperature
+    labels = torch.arange(logits.shape[0], device=logits.device)
+    loss = (torch.nn.functional.cross_entropy(logits, labels) + torch.nn.functional.cross_entropy(logits.T, labels)) / 2
+    accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, accuracy
+
+
+def nt_xent(view_1: torch.Tensor, view_2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SimCLR's NT-Xent: the 2 * batch embeddings of two views (each (batch, dim)) are compared with each other; the
+    positive of a sample is its other view, the negatives the 2 * batch - 2 remaining embeddings (self-similarity
+    excluded). Returns (loss, accuracy): accuracy is the share of the 2 * batch embeddings whose nearest other
+    embedding is their other view (chance 1 / (2 * batch - 1))."""
+    batch = view_1.shape[0]
+    z = torch.nn.functional.normalize(torch.cat([view_1, view_2]).float(), dim=-1)
+    logits = (z @ z.T / temperature).fill_diagonal_(float("-inf"))
+    labels = torch.arange(2 * batch, device=z.device).roll(batch)  # i <-> i + batch
+    loss = torch.nn.functional.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, accuracy

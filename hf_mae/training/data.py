@@ -19,6 +19,8 @@ IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")  # paths to video files (or arrays of frames)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
+EMBEDDING_COLUMNS = ("inputs_embeds", "embeddings")  # sequences of segment embeddings (LV-MAE)
+CAPTION_COLUMNS = ("caption", "text", "captions", "sentence")  # for processors with ``takes_captions`` (TGM)
 
 
 def _digits(split: str):
@@ -136,21 +138,29 @@ def num_classes(dataset, label_column: str) -> int:
 
 
 def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False):
-    """Lazily turns examples into ``{"pixel_values": (C, H, W) float, "labels": int}`` with ``processor``.
+    """Lazily turns examples into model inputs with ``processor``: ``{"pixel_values": (C, H, W), "labels": int}``
+    from an image column; clips (T, C, H, W) from a video column (paths or frames) for a video processor;
+    ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``.
 
     ``training=True`` calls the processor with its ``training_call_kwargs`` on every access: fresh random views
     (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
     a video processor."""
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
-    image_column = find_column(dataset, VIDEO_COLUMNS, "video") if video else find_column(dataset, IMAGE_COLUMNS, "image")
+    embeddings = "inputs_embeds" in getattr(processor, "model_input_names", ())  # embedding sequences, as stored
+    if embeddings:
+        input_column = find_column(dataset, EMBEDDING_COLUMNS, "embeddings")
+    else:
+        input_column = find_column(dataset, VIDEO_COLUMNS, "video") if video else find_column(dataset, IMAGE_COLUMNS, "image")
     label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
     call_kwargs = dict(getattr(processor, "training_call_kwargs", {})) if training else {}
+    captions = find_column(dataset, CAPTION_COLUMNS, "caption") if getattr(processor, "takes_captions", False) else None
 
     def transform(batch):
-        images = batch[image_column]
-        if not video:
-            images = [image.convert("RGB") if hasattr(image, "convert") else image for image in images]
-        out = dict(processor(images, return_tensors="pt", **call_kwargs))
+        inputs = batch[input_column]
+        if not (video or embeddings):
+            inputs = [image.convert("RGB") if hasattr(image, "convert") else image for image in inputs]
+        text = {"text": batch[captions]} if captions is not None else {}
+        out = dict(processor(inputs, return_tensors="pt", **text, **call_kwargs))
         if label_column is not None:
             out["labels"] = torch.as_tensor(batch[label_column])
         return out

@@ -431,6 +431,7 @@ def train(args) -> tuple[Path, dict]:
                     desc="pretrain", dynamic_ncols=True,
                     mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep CI / file logs short
     batches = None
+    main_input = accelerator.unwrap_model(model).main_input_name
     try:
         while step < total_steps:
             loader.set_epoch(epoch)  # the sampler's permutation (or the stream's shuffle) for this epoch
@@ -438,7 +439,7 @@ def train(args) -> tuple[Path, dict]:
             batch_in_epoch, skip_batches = skip_batches, 0
             for batch in batches:
                 batch_in_epoch += 1
-                pixel_values = batch["pixel_values"]
+                pixel_values = batch[main_input]  # the images / clips (inputs_embeds for LV-MAE)
                 if rank_report:
                     batch_hash = _tensor_digest([pixel_values])
                     first_batch_hash = first_batch_hash or batch_hash
