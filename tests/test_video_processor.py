@@ -95,3 +95,16 @@ def test_decodes_a_clip_written_with_pyav(tmp_path):
     from_file = processor(str(path), return_tensors="pt")["pixel_values"]
     assert frame_ids(from_file) == [[10, 13, 16, 19]]
     torch.testing.assert_close(from_file, processor(clip, return_tensors="pt")["pixel_values"], rtol=0, atol=4 / 255)
+
+
+def test_a_missing_pyav_gives_a_clear_error(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # what `import av` sees when PyAV is not installed
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    with pytest.raises(ImportError, match="pip install av"):
+        read_video(tmp_path / "clip.mp4")
+    with pytest.raises(ImportError, match="pip install av"):
+        MAEVideoProcessor(**SMALL)(str(tmp_path / "clip.mp4"))
+    # frames need no decoder
+    assert MAEVideoProcessor(num_frames=2, frame_stride=1, **SMALL)(brightness_clip(4))["pixel_values"].shape == (1, 2, 3, 16, 16)

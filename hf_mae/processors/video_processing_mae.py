@@ -37,8 +37,8 @@ class VideoKwargs(ImagesKwargs, total=False):
     random_sampling: bool
 
 
-def read_video(path, indices=None) -> list[np.ndarray]:
-    """The (H, W, 3) uint8 RGB frames of the video file at ``path`` (only those at ``indices`` when given)."""
+def open_video(path):
+    """``av.open(path)``, with clear errors for a missing PyAV or a missing file."""
     try:
         import av
     except ImportError as error:
@@ -48,9 +48,14 @@ def read_video(path, indices=None) -> list[np.ndarray]:
         ) from error
     if not os.path.isfile(path):
         raise FileNotFoundError(f"video file {os.fspath(path)!r} does not exist")
+    return av.open(os.fspath(path))
+
+
+def read_video(path, indices=None) -> list[np.ndarray]:
+    """The (H, W, 3) uint8 RGB frames of the video file at ``path`` (only those at ``indices`` when given)."""
     wanted = None if indices is None else set(int(i) for i in indices)
     frames = {}
-    with av.open(os.fspath(path)) as container:
+    with open_video(path) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if wanted is None or index in wanted:
                 frames[index] = frame.to_ndarray(format="rgb24")
@@ -66,9 +71,7 @@ def read_video(path, indices=None) -> list[np.ndarray]:
 
 def count_frames(path) -> int:
     """Number of frames of a video file (the container's count, or a full decode when it has none)."""
-    import av
-
-    with av.open(os.fspath(path)) as container:
+    with open_video(path) as container:
         stream = container.streams.video[0]
         if stream.frames:
             return int(stream.frames)

@@ -34,7 +34,7 @@ import torch
 
 from ..files import replace_atomically
 from ..modeling.embeddings import to_2tuple
-from ..processors.video_processing_mae import MAEVideoProcessor, sample_frame_indices
+from ..processors.video_processing_mae import MAEVideoProcessor, open_video, sample_frame_indices
 
 CACHE_SUFFIX = ".safetensors"
 
@@ -129,13 +129,7 @@ class SegmentEmbedder:
     def _frames(self, video, fps):
         """(frame rate, iterator over the video's frames); a path is decoded as a stream with PyAV."""
         if isinstance(video, (str, os.PathLike)):
-            try:
-                import av
-            except ImportError as error:
-                raise ImportError(f"reading {os.fspath(video)!r} needs PyAV: `pip install av`") from error
-            if not os.path.isfile(video):
-                raise FileNotFoundError(f"video file {os.fspath(video)!r} does not exist")
-            container = av.open(os.fspath(video))
+            container = open_video(video)  # clear errors for a missing PyAV or file
             rate = float(container.streams.video[0].average_rate or fps or 0)
 
             def decode():
