@@ -72,3 +72,22 @@ def pretrained_mae(tmp_path_factory):
     model.save_pretrained(folder)
     hf_mae.create_processor("mae-tiny").save_pretrained(folder)
     return folder, losses
+
+
+@pytest.fixture
+def one_thread():
+    """Runs the test on one torch thread (training loops: no OpenMP oversubscription when the suite shares cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def run_pretrain(argv, output_dir):
+    """``hf-mae pretrain *argv --output-dir output_dir``; returns the run's metrics.jsonl records (asserts exit 0)."""
+    import json
+
+    from hf_mae import cli
+
+    assert cli.main(["pretrain", *argv, "--output-dir", str(output_dir)]) == 0
+    return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]

@@ -4,17 +4,15 @@ patches plus its global crop after a short digits run, and a 20-step `hf-mae pre
 The shared model suite (tests/test_models.py) covers the rest for the cropmae presets."""
 
 import copy
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import digits_pixels
+from conftest import digits_pixels, run_pretrain
 from torch import nn
 from transformers import AutoModelForPreTraining
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.cropmae import CropMAEConfig, CropMAEDecoderBlock, CropMAEForPreTraining
 from hf_mae.modeling.layers import Attention, CrossAttention
 from hf_mae.modeling.masking import num_kept
@@ -157,44 +155,39 @@ def global_and_local_views(images, generator):
     return random_crops(global_view, (0.3, 0.6), generator), global_view
 
 
-def test_local_crop_is_reconstructed_from_two_patches_and_its_global_crop():
+def test_local_crop_is_reconstructed_from_two_patches_and_its_global_crop(one_thread):
     """After 400 steps on digits, the local crop's hidden patches (all but 2) are predicted far better than by the
     best constant guess per position, and only with the right reference view: a noise reference undoes it.
 
     CPU-sized: a 16-px digit, 4x4 patches (16 patches, r = 0.875 keeps 2, as 0.985 keeps 2 of 196), a 32-d encoder,
     pixel targets (norm_pix_loss off, so the per-position mean is a meaningful baseline), no decoder dropout.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        pixels, _ = digits_pixels("train", image_size=16)
-        test_pixels, _ = digits_pixels("test", image_size=16)
-        model = hf_mae.create_model(
-            "cropmae-tiny", image_size=16, mask_ratio=0.875, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
-            decoder_intermediate_size=128, decoder_dropout_prob=0.0, norm_pix_loss=False,
-        ).train()  # fmt: skip
-        steps = 400
-        optimizer = build_adamw(model, lr=4e-3, weight_decay=0.05)
-        schedule = warmup_cosine_schedule(optimizer, warmup_steps=steps // 20, total_steps=steps)
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(steps):
-            local, reference = global_and_local_views(pixels[torch.randint(0, len(pixels), (128,), generator=generator)], generator)
-            loss = model(local, pixel_values_2=reference).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    torch.manual_seed(0)
+    pixels, _ = digits_pixels("train", image_size=16)
+    test_pixels, _ = digits_pixels("test", image_size=16)
+    model = hf_mae.create_model(
+        "cropmae-tiny", image_size=16, mask_ratio=0.875, hidden_size=32, num_hidden_layers=2, intermediate_size=64,
+        decoder_intermediate_size=128, decoder_dropout_prob=0.0, norm_pix_loss=False,
+    ).train()  # fmt: skip
+    steps = 400
+    optimizer = build_adamw(model, lr=4e-3, weight_decay=0.05)
+    schedule = warmup_cosine_schedule(optimizer, warmup_steps=steps // 20, total_steps=steps)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        local, reference = global_and_local_views(pixels[torch.randint(0, len(pixels), (128,), generator=generator)], generator)
+        loss = model(local, pixel_values_2=reference).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
 
-        model.eval()
-        generator = torch.Generator().manual_seed(1)
-        local, reference = global_and_local_views(test_pixels[:256], generator)
-        noise = torch.rand(256, 16, generator=generator)
-        with torch.no_grad():
-            out = model(local, noise=noise, pixel_values_2=reference)
-            with_noise = model(local, noise=noise, pixel_values_2=torch.randn_like(reference)).loss.item()
-    finally:
-        torch.set_num_threads(threads)
+    model.eval()
+    generator = torch.Generator().manual_seed(1)
+    local, reference = global_and_local_views(test_pixels[:256], generator)
+    noise = torch.rand(256, 16, generator=generator)
+    with torch.no_grad():
+        out = model(local, noise=noise, pixel_values_2=reference)
+        with_noise = model(local, noise=noise, pixel_values_2=torch.randn_like(reference)).loss.item()
     assert (1 - out.mask).sum(1).eq(2).all()
     target = pixel_target(local, (4, 4), norm_pix=False)
     hidden = out.mask
@@ -208,18 +201,12 @@ def test_local_crop_is_reconstructed_from_two_patches_and_its_global_crop():
     assert with_noise > 1.5 * loss  # observed 1.901
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "cropmae-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "cropmae-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"cropmae-tiny MSE {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20)")
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]
     assert (folder / "reconstruction.png").stat().st_size > 0

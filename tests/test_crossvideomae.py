@@ -3,16 +3,15 @@
 synthetic moving-square clips, frame encoders by config dict, folder and instance, and pre-training from video files.
 The Auto and remote-code round trips run in the shared video suite (tests/test_video_models.py -k crossvideomae)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_pretrain
 from transformers import AutoModelForPreTraining, ViTConfig, ViTModel
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.crossvideomae import CrossVideoMAEForPreTraining, roll_tube_mask
 from hf_mae.modeling.losses import info_nce, nt_xent
 from hf_mae.modeling.videomae import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, VideoMAEForPreTraining
@@ -93,35 +92,30 @@ def clip_batch(seeds, frames=8, size=32, square=16):
     return (x - mean) / std
 
 
-def test_video_to_frame_retrieval_rises_above_chance():
+def test_video_to_frame_retrieval_rises_above_chance(one_thread):
     """Clips differ by the colour, start and motion of a 16-px square; at r = 0.9 a 4 x 4 grid keeps 1 position per
     slice (often background only), so the test masks half of the clip and of each frame."""
     torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = hf_mae.create_model("crossvideomae-tiny", mask_ratio=0.5, frame_mask_ratio=0.5, **SMALL)
-        generator = torch.Generator().manual_seed(1)
-        held_out = [(clip_batch(range(10_000 + 8 * i, 10_008 + 8 * i)), torch.rand(8, 16, generator=generator))
-                    for i in range(4)]  # fmt: skip
+    model = hf_mae.create_model("crossvideomae-tiny", mask_ratio=0.5, frame_mask_ratio=0.5, **SMALL)
+    generator = torch.Generator().manual_seed(1)
+    held_out = [(clip_batch(range(10_000 + 8 * i, 10_008 + 8 * i)), torch.rand(8, 16, generator=generator))
+                for i in range(4)]  # fmt: skip
 
-        def evaluate():  # 4 batches of 8 held-out clips, fixed masks, evenly spaced frames
-            model.eval()
-            with torch.no_grad():
-                outs = [model(clips, noise=noise) for clips, noise in held_out]
-            model.train()
-            return [sum(getattr(o, key).item() for o in outs) / 4 for key in ("cross_accuracy", "reconstruction_loss")]
+    def evaluate():  # 4 batches of 8 held-out clips, fixed masks, evenly spaced frames
+        model.eval()
+        with torch.no_grad():
+            outs = [model(clips, noise=noise) for clips, noise in held_out]
+        model.train()
+        return [sum(getattr(o, key).item() for o in outs) / 4 for key in ("cross_accuracy", "reconstruction_loss")]
 
-        before, recon_before = evaluate()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-        for step in range(150):
-            loss = model(clip_batch(range(8 * step, 8 * step + 8))).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-        after, recon_after = evaluate()
-    finally:
-        torch.set_num_threads(threads)
+    before, recon_before = evaluate()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    for step in range(150):
+        loss = model(clip_batch(range(8 * step, 8 * step + 8))).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after, recon_after = evaluate()
     print(f"video->frame top-1 in batches of 8 held-out clips (chance 0.125): {before:.3f} -> {after:.3f}; "
           f"reconstruction {recon_before:.4f} -> {recon_after:.4f}")  # fmt: skip
     assert before < 0.3 and after >= 0.5
@@ -175,21 +169,15 @@ def test_bad_inputs_raise_clear_errors():
         model(clips, frame_pixel_values=clips[:, 0])
 
 
-def test_pretrain_cli_on_a_folder_of_video_files(tmp_path):
+def test_pretrain_cli_on_a_folder_of_video_files(tmp_path, one_thread):
     pytest.importorskip("av", reason="PyAV (`pip install av`) decodes the video files")
     from synthetic_video import write_motion_dataset
 
     data = write_motion_dataset(tmp_path / "clips", per_class=4, frames=16, size=32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "crossvideomae-tiny", "--dataset", str(data), "--max-steps", "30",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    argv = ["--model", "crossvideomae-tiny", "--dataset", str(data), "--max-steps", "30",
+            "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     print(f"crossvideomae-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 26-30)")
     assert records[-1]["loss"] < 0.95 * records[0]["loss"]  # mostly contrastive terms at batch 4: they fall slowly
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run").eval()

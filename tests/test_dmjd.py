@@ -1,16 +1,14 @@
 """DMJD: disjoint masks, the HOG target against hand-computed histograms, the two-branch loss, training, the CLI."""
 
-import json
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import digits_pixels
+from conftest import digits_pixels, run_pretrain
 from transformers import AutoModelForPreTraining
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.dmjd import DMJDForPreTraining, disjoint_masks
 from hf_mae.modeling.masking import mask_from_noise
 from hf_mae.modeling.targets import hog_features, hog_target
@@ -123,29 +121,24 @@ def test_bad_config_values_raise():
         hf_mae.create_model("dmjd-tiny", pred_ratio=1.5)
 
 
-def test_both_branch_losses_fall_on_digits():
+def test_both_branch_losses_fall_on_digits(one_thread):
     from hf_mae.training.optim import build_adamw, warmup_cosine_schedule
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pixels, _ = digits_pixels("train")
-        model = hf_mae.create_model("dmjd-tiny", **SMALL).train()
-        steps = 100
-        optimizer = build_adamw(model, lr=2e-3, weight_decay=0.05)
-        schedule = warmup_cosine_schedule(optimizer, warmup_steps=steps // 20, total_steps=steps)
-        generator = torch.Generator().manual_seed(0)
-        masked, visible = [], []
-        for _ in range(steps):
-            out = model(pixels[torch.randint(0, len(pixels), (32,), generator=generator)])
-            optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            optimizer.step()
-            schedule.step()
-            masked.append(out.masked_loss.item())
-            visible.append(out.visible_loss.item())
-    finally:
-        torch.set_num_threads(threads)
+    pixels, _ = digits_pixels("train")
+    model = hf_mae.create_model("dmjd-tiny", **SMALL).train()
+    steps = 100
+    optimizer = build_adamw(model, lr=2e-3, weight_decay=0.05)
+    schedule = warmup_cosine_schedule(optimizer, warmup_steps=steps // 20, total_steps=steps)
+    generator = torch.Generator().manual_seed(0)
+    masked, visible = [], []
+    for _ in range(steps):
+        out = model(pixels[torch.randint(0, len(pixels), (32,), generator=generator)])
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        schedule.step()
+        masked.append(out.masked_loss.item())
+        visible.append(out.visible_loss.item())
     first_m, last_m = sum(masked[:10]) / 10, sum(masked[-10:]) / 10
     first_v, last_v = sum(visible[:10]) / 10, sum(visible[-10:]) / 10
     print(f"dmjd L_mim {first_m:.4f} -> {last_m:.4f}, L_vis {first_v:.4f} -> {last_v:.4f} (mean of steps 1-10 -> 91-100)")
@@ -153,18 +146,12 @@ def test_both_branch_losses_fall_on_digits():
     assert last_v < 0.85 * first_v  # observed 0.268 -> 0.178
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "dmjd-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "dmjd-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"dmjd-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20)")
     assert records[-1]["loss"] < 0.8 * records[0]["loss"]  # observed 1.409 -> 0.912
     assert not (folder / "reconstruction.png").exists()  # HOG targets: nothing to draw

@@ -3,16 +3,14 @@ hand computation, the EMA teacher (its exact update, that it moves, and that it 
 both losses falling on digits, save/load of the teacher, and a 20-step `hf-mae pretrain` run. The shared model
 suite (tests/test_models.py) covers the MAE behaviour of the lut presets."""
 
-import json
 import math
 
 import pytest
 import torch
-from conftest import digits_pixels
+from conftest import digits_pixels, run_pretrain
 from transformers import AutoModelForPreTraining
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.lut import LUTForPreTraining, broader_context_loss, second_view_noise
 from hf_mae.modeling.mae import MAEForPreTraining
 from hf_mae.training.optim import build_adamw
@@ -177,26 +175,21 @@ def test_the_teacher_is_an_ema_of_the_student_and_moves():
     assert not torch.equal(model.mae.embeddings.cls_token, initial["encoder.embeddings.cls_token"])
 
 
-def test_both_losses_fall_on_digits():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        pixels, _ = digits_pixels("train")
-        model = small_model(ema_decay=0.99, total_steps=150).train()
-        optimizer = build_adamw(model, lr=2e-3)
-        generator = torch.Generator().manual_seed(0)
-        reconstruction, bc = [], []
-        for _ in range(150):
-            batch = pixels[torch.randint(0, len(pixels), (32,), generator=generator)]
-            out = model(batch, two_views(batch, generator))
-            optimizer.zero_grad()
-            out.loss.backward()
-            optimizer.step()
-            reconstruction.append(out.reconstruction_loss.item())
-            bc.append(out.bc_loss.item())
-    finally:
-        torch.set_num_threads(threads)
+def test_both_losses_fall_on_digits(one_thread):
+    torch.manual_seed(0)
+    pixels, _ = digits_pixels("train")
+    model = small_model(ema_decay=0.99, total_steps=150).train()
+    optimizer = build_adamw(model, lr=2e-3)
+    generator = torch.Generator().manual_seed(0)
+    reconstruction, bc = [], []
+    for _ in range(150):
+        batch = pixels[torch.randint(0, len(pixels), (32,), generator=generator)]
+        out = model(batch, two_views(batch, generator))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        reconstruction.append(out.reconstruction_loss.item())
+        bc.append(out.bc_loss.item())
     first, last = slice(0, 10), slice(-10, None)
     rec_0, rec_1 = sum(reconstruction[first]) / 10, sum(reconstruction[last]) / 10
     bc_0, bc_1 = sum(bc[first]) / 10, sum(bc[last]) / 10
@@ -224,18 +217,12 @@ def test_save_and_load_keep_the_teacher(tmp_path):
     assert torch.equal(loaded(pixel_values, noise=noise).bc_loss, model(pixel_values, noise=noise).bc_loss)
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "lut-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", *[f"{key}={value}" for key, value in SMALL.items()]]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "lut-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", *[f"{key}={value}" for key, value in SMALL.items()]]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"lut-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20)")
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
     assert (folder / "reconstruction.png").stat().st_size > 0

@@ -7,15 +7,14 @@ pooled output on its segments; ``hf-mae pretrain`` runs on a cached-embeddings d
 """
 
 import copy
-import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_pretrain
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.lvmae import LVMAEFeatureExtractor, importance_scores
 
 DIM, LENGTH, SCENES = 32, 64, 4
@@ -182,7 +181,7 @@ def test_segment_embeddings_are_cached_once_and_equal_the_encoders_pooled_output
     torch.testing.assert_close(batch["inputs_embeds"][0, :5], long)
 
 
-def test_pretrain_cli_on_cached_segment_embeddings(tmp_path):
+def test_pretrain_cli_on_cached_segment_embeddings(tmp_path, one_thread):
     from safetensors.torch import save_file
 
     from hf_mae.training.segment_embeddings import build_dataset
@@ -194,15 +193,9 @@ def test_pretrain_cli_on_cached_segment_embeddings(tmp_path):
         files[-1].parent.mkdir(exist_ok=True)
         save_file({"embeddings": embeds[i, : int(mask[i].sum())].contiguous()}, str(files[-1]), metadata={"video": str(i)})
     data = build_dataset(files, tmp_path / "data")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "lvmae-tiny", "--dataset", str(data), "--max-steps", "40", "--batch-size", "8",
-                "--lr", "1e-3", "--log-steps", "5", "--output-dir", str(tmp_path / "run")]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    argv = ["--model", "lvmae-tiny", "--dataset", str(data), "--max-steps", "40", "--batch-size", "8",
+            "--lr", "1e-3", "--log-steps", "5", ]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     print(f"lvmae-tiny pretrain CLI loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (36-40)")
     assert records[-1]["step"] == 40 and records[-1]["loss"] < 0.7 * records[0]["loss"]
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run")

@@ -2,16 +2,14 @@
 computation, homologous recognition rising above chance and the per-source reconstruction loss falling on digits,
 and a 20-step `hf-mae pretrain` run."""
 
-import json
 import math
 
 import pytest
 import torch
-from conftest import digits_pixels
+from conftest import digits_pixels, run_pretrain
 from transformers import AutoModelForPreTraining
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.layers import Attention
 from hf_mae.modeling.masking import mask_from_noise
 from hf_mae.modeling.mixedae import (
@@ -107,25 +105,20 @@ def test_homologous_attention_keeps_only_the_topk_keys():
     torch.testing.assert_close(attention(x, mask)[0], out, rtol=0, atol=1e-6)
 
 
-def test_homologous_recognition_rises_above_chance_and_reconstruction_falls():
+def test_homologous_recognition_rises_above_chance_and_reconstruction_falls(one_thread):
     """Chance of the top-(L/g - 1) recognition accuracy is (16 - 1) / (64 - 1) = 0.238 for 64 patches in groups of 4."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        pixels, _ = digits_pixels("train")
-        model = hf_mae.create_model("mixedae-tiny", **SMALL).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-        generator = torch.Generator().manual_seed(0)
-        reconstruction, accuracy = [], []
-        for _ in range(80):
-            out = model(pixels[torch.randint(0, len(pixels), (32,), generator=generator)])
-            optimizer.zero_grad()
-            out.loss.backward()
-            optimizer.step()
-            reconstruction.append(out.reconstruction_loss.item())
-            accuracy.append(out.homologous_accuracy.item())
-    finally:
-        torch.set_num_threads(threads)
+    pixels, _ = digits_pixels("train")
+    model = hf_mae.create_model("mixedae-tiny", **SMALL).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    reconstruction, accuracy = [], []
+    for _ in range(80):
+        out = model(pixels[torch.randint(0, len(pixels), (32,), generator=generator)])
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        reconstruction.append(out.reconstruction_loss.item())
+        accuracy.append(out.homologous_accuracy.item())
     chance = 15 / 63
     early, late = sum(accuracy[:5]) / 5, sum(accuracy[-10:]) / 10
     rec_early, rec_late = sum(reconstruction[:5]) / 5, sum(reconstruction[-10:]) / 10
@@ -136,19 +129,13 @@ def test_homologous_recognition_rises_above_chance_and_reconstruction_falls():
     assert rec_late < 0.5 * rec_early  # observed 1.288 -> 0.527
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "mixedae-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64",
-                "decoder_num_hidden_layers=1"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "mixedae-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64",
+            "decoder_num_hidden_layers=1"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"mixedae-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20)")
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]  # observed 5.870 -> 5.022 (reconstruction + contrast)
     assert (folder / "reconstruction.png").stat().st_size > 0
@@ -162,24 +149,19 @@ def tinted_images(count: int, generator) -> torch.Tensor:
     return colours + 0.3 * torch.randn(count, 3, 32, 32, generator=generator)
 
 
-def test_recognition_learns_from_content_without_segment_embeddings():
+def test_recognition_learns_from_content_without_segment_embeddings(one_thread):
     """With segment embeddings off, the only cue to a token's source is its content: accuracy must still rise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        torch.manual_seed(0)
-        model = hf_mae.create_model("mixedae-tiny", use_segment_embeddings=False, **SMALL).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-        generator = torch.Generator().manual_seed(0)
-        accuracy = [model(tinted_images(32, generator)).homologous_accuracy.item()]
-        for _ in range(40):
-            out = model(tinted_images(32, generator))
-            optimizer.zero_grad()
-            out.loss.backward()
-            optimizer.step()
-            accuracy.append(out.homologous_accuracy.item())
-    finally:
-        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = hf_mae.create_model("mixedae-tiny", use_segment_embeddings=False, **SMALL).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    generator = torch.Generator().manual_seed(0)
+    accuracy = [model(tinted_images(32, generator)).homologous_accuracy.item()]
+    for _ in range(40):
+        out = model(tinted_images(32, generator))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+        accuracy.append(out.homologous_accuracy.item())
     chance = 15 / 63
     late = sum(accuracy[-5:]) / 5
     print(f"content-only homologous accuracy {accuracy[0]:.3f} -> {late:.3f} (chance {chance:.3f})")

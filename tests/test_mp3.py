@@ -3,15 +3,13 @@ when they are moved), position accuracy on digits well above chance with and wit
 positions, and a 20-step `hf-mae pretrain` run. The shared model suite (tests/test_models.py) covers the rest for the
 mp3 presets."""
 
-import json
 import math
 import pytest
 import torch
-from conftest import digits_pixels
+from conftest import digits_pixels, run_pretrain
 from transformers import AutoModelForImageClassification, AutoModelForPreTraining
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.mp3 import MP3Config, MP3ForImageClassification, MP3ForPreTraining, position_accuracy
 
 SMALL = dict(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -132,13 +130,8 @@ def train_positions(mask_ratio, steps=150, batch_size=64, seed=0):
 
 
 @pytest.mark.parametrize("mask_ratio", [0.75, 0.0], ids=["key-masking", "no-key-masking"])
-def test_position_accuracy_rises_well_above_chance_on_digits(mask_ratio):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        (before, _), (after, after_hidden) = train_positions(mask_ratio)
-    finally:
-        torch.set_num_threads(threads)
+def test_position_accuracy_rises_well_above_chance_on_digits(mask_ratio, one_thread):
+    (before, _), (after, after_hidden) = train_positions(mask_ratio)
     print(f"mask_ratio {mask_ratio}: position accuracy {before:.3f} -> {after:.3f} after 150 steps "
           f"(non-context tokens {after_hidden:.3f}); chance {1 / 64:.3f}")
     assert before < 2 / 64
@@ -147,18 +140,12 @@ def test_position_accuracy_rises_well_above_chance_on_digits(mask_ratio):
         assert after_hidden > 6 / 64
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "mp3-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "mp3-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"mp3-tiny position CE {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20); "
           f"chance ln 64 = {math.log(64):.4f}")
     assert records[-1]["loss"] < 0.95 * records[0]["loss"]

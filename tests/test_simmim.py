@@ -2,11 +2,11 @@
 grouped mask generator, the masked L1 loss against a hand computation, and a 20-step `hf-mae pretrain` run.
 The shared model suite (tests/test_models.py) covers the rest for the simmim presets."""
 
-import json
 import math
 
 import pytest
 import torch
+from conftest import run_pretrain
 from transformers import AutoModelForPreTraining, ViTConfig, ViTForMaskedImageModeling
 
 import hf_mae
@@ -140,18 +140,12 @@ def test_l1_loss_is_on_hidden_pixels_only():
     assert torch.equal(masked[hidden], torch.zeros_like(masked[hidden])) and torch.equal(reconstruction, out.logits)
 
 
-def test_pretrain_cli_runs_and_the_loss_falls(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "simmim-tiny", "--dataset", "digits", "--max-steps", "20",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
+    argv = ["--model", "simmim-tiny", "--dataset", "digits", "--max-steps", "20",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     print(f"simmim-tiny L1 {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 16-20)")
     assert records[-1]["loss"] < 0.97 * records[0]["loss"]  # observed 1.495 -> 1.369
     assert (folder / "reconstruction.png").stat().st_size > 0

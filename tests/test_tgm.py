@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_pretrain
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -18,7 +19,6 @@ from transformers import (
 )
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.tgm import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, TGMForPreTraining, text_guided_mask
 from hf_mae.modeling.videomae import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from hf_mae.processors.processing_tgm import TGMProcessor
@@ -230,7 +230,7 @@ def test_bad_inputs_raise_clear_errors():
     assert out.contrastive_loss is None and torch.equal(out.loss, out.reconstruction_loss)
 
 
-def test_pretrain_cli_on_video_files_with_captions(tmp_path):
+def test_pretrain_cli_on_video_files_with_captions(tmp_path, one_thread):
     pytest.importorskip("av", reason="PyAV (`pip install av`) decodes the video files")
     from synthetic_video import write_clip
 
@@ -241,16 +241,10 @@ def test_pretrain_cli_on_video_files_with_captions(tmp_path):
         rows.append({"video": str(path), "caption": caption})
     (tmp_path / "data").mkdir()  # a json data set: video paths and their captions
     (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "tgm-tiny", "--dataset", str(tmp_path / "data"), "--max-steps", "30",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "6", "--lr", "1e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    argv = ["--model", "tgm-tiny", "--dataset", str(tmp_path / "data"), "--max-steps", "30",
+            "--batch-size", "6", "--lr", "1e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     print(f"tgm-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 26-30)")
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
     run = AutoModelForPreTraining.from_pretrained(tmp_path / "run")

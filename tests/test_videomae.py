@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import run_pretrain
 from transformers import VideoMAEConfig as TransformersVideoMAEConfig
 from transformers import VideoMAEForPreTraining as TransformersVideoMAE
 
@@ -163,23 +164,17 @@ def test_cli_converts_folders_both_ways(tmp_path):
         cli.main(["convert", "videomae", str(tmp_path / "transformers"), str(tmp_path / "ours")])
 
 
-def test_pretrain_cli_on_a_folder_of_video_files(tmp_path):
+def test_pretrain_cli_on_a_folder_of_video_files(tmp_path, one_thread):
     pytest.importorskip("av", reason="PyAV (`pip install av`) decodes the video files")
     from synthetic_video import write_motion_dataset
     from transformers import AutoImageProcessor, AutoModelForVideoClassification
 
     data = write_motion_dataset(tmp_path / "clips", per_class=4, frames=16, size=32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "videomae-tiny", "--dataset", str(data), "--max-steps", "30",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
+    argv = ["--model", "videomae-tiny", "--dataset", str(data), "--max-steps", "30",
+            "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     run = tmp_path / "run"
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     print(f"videomae-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 26-30)")
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
     processor = AutoImageProcessor.from_pretrained(run)

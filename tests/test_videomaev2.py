@@ -1,13 +1,12 @@
 """VideoMAE V2: the running-cell decoder mask against a hand-derived pattern, dual masking equal to VideoMAE when the
 decoder masks nothing, the loss over decoded-and-hidden tokens only, and pre-training from video files."""
 
-import json
 
 import pytest
 import torch
+from conftest import run_pretrain
 
 import hf_mae
-from hf_mae import cli
 from hf_mae.modeling.masking import RunningCellMaskGenerator, running_cell_mask
 from hf_mae.modeling.videomae import VideoMAEForPreTraining
 
@@ -77,20 +76,14 @@ def test_dual_masking_decodes_half_and_counts_only_hidden_decoded_tokens():
         model(clips, noise=noise, decoder_mask=torch.zeros(3, 10, dtype=torch.bool))
 
 
-def test_pretrain_cli_on_a_folder_of_video_files(tmp_path):
+def test_pretrain_cli_on_a_folder_of_video_files(tmp_path, one_thread):
     pytest.importorskip("av", reason="PyAV (`pip install av`) decodes the video files")
     from synthetic_video import write_motion_dataset
 
     data = write_motion_dataset(tmp_path / "clips", per_class=4, frames=16, size=32)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        argv = ["pretrain", "--model", "videomaev2-tiny", "--dataset", str(data), "--max-steps", "30",
-                "--output-dir", str(tmp_path / "run"), "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
-                "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
-        assert cli.main(argv) == 0
-    finally:
-        torch.set_num_threads(threads)
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    argv = ["--model", "videomaev2-tiny", "--dataset", str(data), "--max-steps", "30",
+            "--batch-size", "4", "--lr", "1e-3", "--log-steps", "5",
+            "--config-overrides", "hidden_size=64", "num_hidden_layers=2", "intermediate_size=128"]  # fmt: skip
+    records = run_pretrain(argv, tmp_path / "run")
     print(f"videomaev2-tiny loss {records[0]['loss']:.4f} (steps 1-5) -> {records[-1]['loss']:.4f} (steps 26-30)")
     assert records[-1]["loss"] < 0.9 * records[0]["loss"]
