@@ -36,6 +36,7 @@ from .layers import TransformerBlock, build_blocks, run_blocks
 from .losses import classification_loss, masked_mse
 from .masking import check_mask_ratio, gather_tokens, num_kept, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .targets import patch_statistics
 
 MASKING_STRATEGIES = ("random", "importance")
 LOSSES = ("mse", "cosine")
@@ -419,8 +420,8 @@ class LVMAEForPreTraining(LVMAEPreTrainedModel):
         ``norm_target_loss`` (the official norm_pix_loss: unbiased variance, eps 1e-6)."""
         target = self.lvmae.normalize(inputs_embeds).float()
         if self.config.norm_target_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
+            mean, std = patch_statistics(target)  # per segment, as MAE's per patch
+            target = (target - mean) / std
         return target
 
 
