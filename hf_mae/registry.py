@@ -17,6 +17,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    AutoModelForAudioClassification,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
     AutoProcessor,
@@ -59,6 +60,7 @@ AUTO_CLASSES = {
     "pretraining": AutoModelForPreTraining,
     "image-classification": AutoModelForImageClassification,
     "video-classification": AutoModelForVideoClassification,
+    "audio-classification": AutoModelForAudioClassification,
 }
 
 
@@ -504,7 +506,7 @@ def _register(method: Method) -> None:
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
     elif method.modality == "video-text":  # a ProcessorMixin: video processor + caption tokenizer (TGM)
         AutoProcessor.register(config_class, method.processor_class)
-    elif method.modality == "embeddings":  # sequences of precomputed embeddings (LV-MAE)
+    elif method.modality in ("embeddings", "audio"):  # embedding sequences (LV-MAE), waveforms -> filterbanks
         AutoFeatureExtractor.register(config_class, method.processor_class)
 
 
