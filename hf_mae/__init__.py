@@ -1,8 +1,11 @@
-"""hf-mae: masked-modeling models (MAE, its image variants, VideoMAE, ...) as Hugging Face transformers models.
+"""hf-mae: masked-modeling models (MAE and its image variants, video and audio MAEs, ...) as Hugging Face transformers
+models.
 
 ``import hf_mae`` registers every method with transformers' Auto classes.
 """
 
+from .modeling.audiomae import AudioMAEConfig, AudioMAEForAudioClassification, AudioMAEForPreTraining, AudioMAEModel
+from .modeling.birdmae import BirdMAEConfig, BirdMAEForAudioClassification, BirdMAEForPreTraining, BirdMAEModel
 from .modeling.colormae import ColorMAEConfig, ColorMAEForImageClassification, ColorMAEForPreTraining, ColorMAEModel
 from .modeling.cropmae import CropMAEConfig, CropMAEForImageClassification, CropMAEForPreTraining, CropMAEModel
 from .modeling.dmjd import DMJDConfig, DMJDForImageClassification, DMJDForPreTraining, DMJDModel
@@ -27,7 +30,17 @@ from .modeling.videomaev2 import (
     VideoMAEV2ForVideoClassification,
     VideoMAEV2Model,
 )
+from .modeling.crossvideomae import (
+    CrossVideoMAEConfig,
+    CrossVideoMAEForPreTraining,
+    CrossVideoMAEForVideoClassification,
+    CrossVideoMAEModel,
+)
+from .modeling.lvmae import LVMAEConfig, LVMAEFeatureExtractor, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
+from .modeling.tgm import TGMConfig, TGMForPreTraining, TGMForVideoClassification, TGMModel
+from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
 from .processors.image_processing_mae import MAEImageProcessor
+from .processors.processing_tgm import TGMProcessor
 from .processors.image_processing_views import TwoViewImageProcessor
 from .processors.video_processing_mae import MAEVideoProcessor
 from .registry import METHODS, create_config, create_model, create_processor, list_models, register_all
@@ -37,6 +50,15 @@ __version__ = "0.1.0"
 register_all()
 
 __all__ = [
+    "AudioMAEConfig",
+    "AudioMAEFeatureExtractor",
+    "AudioMAEForAudioClassification",
+    "AudioMAEForPreTraining",
+    "AudioMAEModel",
+    "BirdMAEConfig",
+    "BirdMAEForAudioClassification",
+    "BirdMAEForPreTraining",
+    "BirdMAEModel",
     "ColorMAEConfig",
     "ColorMAEForImageClassification",
     "ColorMAEForPreTraining",
@@ -45,6 +67,10 @@ __all__ = [
     "CropMAEForImageClassification",
     "CropMAEForPreTraining",
     "CropMAEModel",
+    "CrossVideoMAEConfig",
+    "CrossVideoMAEForPreTraining",
+    "CrossVideoMAEForVideoClassification",
+    "CrossVideoMAEModel",
     "DMJDConfig",
     "DMJDForImageClassification",
     "DMJDForPreTraining",
@@ -58,6 +84,11 @@ __all__ = [
     "LUTForImageClassification",
     "LUTForPreTraining",
     "LUTModel",
+    "LVMAEConfig",
+    "LVMAEFeatureExtractor",
+    "LVMAEForPreTraining",
+    "LVMAEForVideoClassification",
+    "LVMAEModel",
     "MAEConfig",
     "MAEForImageClassification",
     "MAEForPreTraining",
@@ -79,6 +110,11 @@ __all__ = [
     "SimMIMForImageClassification",
     "SimMIMForPreTraining",
     "SimMIMModel",
+    "TGMConfig",
+    "TGMForPreTraining",
+    "TGMForVideoClassification",
+    "TGMModel",
+    "TGMProcessor",
     "TwoViewImageProcessor",
     "VideoMAEForPreTraining",
     "VideoMAEForVideoClassification",

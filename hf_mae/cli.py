@@ -13,7 +13,7 @@ COMMANDS = {
     "demo": ("hf_mae.training.demo", "the main job: pretrain mae-tiny on digits, probe it, draw reconstructions"),
     "pretrain": ("hf_mae.training.pretrain", "pretrain a preset with Accelerate (resumable)"),
     "finetune": ("hf_mae.training.finetune", "fine-tune a pretrained folder with Trainer"),
-    "probe": ("hf_mae.training.probe", "linear / kNN / attentive probes on frozen features"),
+    "probe": ("hf_mae.training.probe", "linear / kNN / attentive / prototypical probes on frozen features"),
     "visualize": ("hf_mae.training.visualize", "PNG grids of masked inputs and reconstructions"),
     "embed-segments": ("hf_mae.training.segment_embeddings", "cut videos into segments, embed and cache them (LV-MAE)"),
     "convert": ("hf_mae.convert", "convert checkpoints between hf-mae, transformers and official layouts"),

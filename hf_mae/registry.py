@@ -47,6 +47,14 @@ from .modeling.videomaev2 import (
 from .modeling.crossvideomae import CrossVideoMAEConfig, CrossVideoMAEForPreTraining, CrossVideoMAEForVideoClassification, CrossVideoMAEModel  # noqa: E501
 from .modeling.tgm import TGMConfig, TGMForPreTraining, TGMForVideoClassification, TGMModel
 from .modeling.lvmae import LVMAEConfig, LVMAEFeatureExtractor, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
+from .modeling.audiomae import (
+    AudioMAEConfig,
+    AudioMAEForAudioClassification,
+    AudioMAEForPreTraining,
+    AudioMAEModel,
+)
+from .modeling.birdmae import BirdMAEConfig, BirdMAEForAudioClassification, BirdMAEForPreTraining, BirdMAEModel
+from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
 # -- new methods: one import line each, above this comment --
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
@@ -79,6 +87,14 @@ def video_processor_for(config) -> MAEVideoProcessor:
     height, width = to_2tuple(config.image_size)
     return MAEVideoProcessor(
         num_frames=config.num_frames, size={"shortest_edge": min(height, width)}, crop_size={"height": height, "width": width}
+    )
+
+
+def audio_feature_extractor_for(config) -> AudioMAEFeatureExtractor:
+    """Log-mel filterbanks at the config's sampling rate, bins, frame count and normalisation statistics."""
+    return AudioMAEFeatureExtractor(
+        sampling_rate=config.sampling_rate, num_mel_bins=config.num_mel_bins, max_length=config.max_length,
+        mean=config.mean, std=config.std,
     )
 
 
@@ -443,6 +459,48 @@ METHODS = {
             "lvmae-languagebind-huge": dict(),
         },
         modality="embeddings",  # (batch, segments, dim) embeddings, not clips: the shared suites skip it
+    ),
+    "audiomae": Method(
+        name="audiomae",
+        paper="Masked Autoencoders that Listen (Huang et al., NeurIPS 2022), arXiv:2207.06405",
+        config_class=AudioMAEConfig,
+        model_classes={
+            "base": AudioMAEModel,
+            "pretraining": AudioMAEForPreTraining,
+            "audio-classification": AudioMAEForAudioClassification,
+        },
+        processor_class=AudioMAEFeatureExtractor,
+        make_processor=audio_feature_extractor_for,
+        presets={
+            # 128 frames x 128 mel bins: an 8 x 8 grid of 16x16 patches, Swin decoder windows (4, 4) shifted (2, 0)
+            "audiomae-tiny": dict(
+                max_length=128, **{k: v for k, v in _TINY.items() if k not in ("image_size", "patch_size")}
+            ),
+            # the paper's AudioSet ViT-B/16: 1024 x 128 (64 x 8 tokens), mask 0.8, Swin decoder 512-d x 16 blocks
+            "audiomae-vit-base-patch16": dict(**_VIT["base"]),
+        },
+        modality="audio",
+    ),
+    "birdmae": Method(
+        name="birdmae",
+        paper="Can Masked Autoencoders Also Listen to Birds? (Rauch et al., 2025)",
+        config_class=BirdMAEConfig,
+        model_classes={
+            "base": BirdMAEModel,
+            "pretraining": BirdMAEForPreTraining,
+            "audio-classification": BirdMAEForAudioClassification,
+        },
+        processor_class=AudioMAEFeatureExtractor,
+        make_processor=audio_feature_extractor_for,
+        presets={
+            # audiomae-tiny's sizes with Bird-MAE's global decoder, 32 kHz and XCL statistics
+            "birdmae-tiny": dict(
+                max_length=128, **{k: v for k, v in _TINY.items() if k not in ("image_size", "patch_size")}
+            ),
+            # the paper's Base: 512 x 128 at 32 kHz (32 x 8 tokens), mask 0.8, global decoder 512-d x 8 blocks
+            "birdmae-vit-base-patch16": dict(**_VIT["base"]),
+        },
+        modality="audio",
     ),
     # -- new methods: one Method row each, above this comment --
 }

@@ -2,7 +2,9 @@
 
 A dataset argument is one of:
 - a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download);
-- a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``) or anything else ``datasets`` can read;
+- a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``), the same tree of video or .wav files (an
+  ``audio`` column of paths; a flat folder of ``<digit>_<anything>.wav`` files, like FSDD, takes its labels from the
+  file-name prefix), or anything else ``datasets`` can read;
 - a Hugging Face ``datasets`` id (``org/name``), optionally streamed (``streaming=True``).
 Every loader returns a ``datasets`` object with an image column and, when present, a label column.
 """
@@ -18,6 +20,8 @@ BUNDLED = ("digits",)
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")  # paths to video files (or arrays of frames)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
+AUDIO_COLUMNS = ("audio", "audio_path", "path", "file_name")  # paths to .wav files, arrays, or {"array", "sampling_rate"}
+AUDIO_EXTENSIONS = (".wav",)  # read with the standard-library ``wave`` module
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
 EMBEDDING_COLUMNS = ("inputs_embeds", "embeddings")  # sequences of segment embeddings (LV-MAE)
 CAPTION_COLUMNS = ("caption", "text", "captions", "sentence")  # for processors with ``takes_captions`` (TGM)
@@ -52,8 +56,10 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     if name_or_path in BUNDLED:
         dataset = _digits(split)
         return dataset.to_iterable_dataset() if streaming else dataset
-    if os.path.isdir(name_or_path) and _video_files(name_or_path):
-        return _video_folder(name_or_path, split, streaming)
+    if os.path.isdir(name_or_path) and _media_files(name_or_path, VIDEO_EXTENSIONS):
+        return _media_folder(name_or_path, split, streaming)
+    if os.path.isdir(name_or_path) and _media_files(name_or_path, AUDIO_EXTENSIONS):
+        return _media_folder(name_or_path, split, streaming, column="audio", extensions=AUDIO_EXTENSIONS)
     if os.path.isdir(name_or_path):
         has_images = any(
             f.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp"))
@@ -79,19 +85,21 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     return splits[split]
 
 
-def _video_files(folder: str) -> list[str]:
+def _media_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
     return sorted(
         os.path.join(root, name)
         for root, _, files in os.walk(folder)
         for name in files
-        if name.lower().endswith(VIDEO_EXTENSIONS)
+        if name.lower().endswith(extensions)
     )
 
 
-def _video_folder(folder: str, split: str, streaming: bool = False):
-    """A folder of video files as ``{"video": path, "label": class}``: ``<folder>/<split>/<class>/<file>`` when
-    ``folder`` has split sub-folders (train, test, ...), else ``<folder>/<class>/<file>`` as the only split
-    ("train"); files directly in the split folder get no label."""
+def _media_folder(folder: str, split: str, streaming: bool = False, column: str = "video",
+                  extensions: tuple[str, ...] = VIDEO_EXTENSIONS):
+    """A folder of video (or audio) files as ``{column: path, "label": class}``: ``<folder>/<split>/<class>/<file>``
+    when ``folder`` has split sub-folders (train, test, ...), else ``<folder>/<class>/<file>`` as the only split
+    ("train"); files directly in the split folder get no label, except audio files that all start with a number and
+    "_" (FSDD's ``{digit}_{speaker}_{index}.wav``): that number is their label."""
     import datasets
 
     splits = sorted(name for name in os.listdir(folder) if name in ("train", "test", "validation", "val"))
@@ -101,13 +109,17 @@ def _video_folder(folder: str, split: str, streaming: bool = False):
         folder = os.path.join(folder, split)
     elif split != "train":
         raise ValueError(f"split {split!r} does not exist in {folder!r}: it has no split folders, only 'train'")
-    paths = _video_files(folder)
+    paths = _media_files(folder, extensions)
     classes = sorted({os.path.relpath(os.path.dirname(path), folder) for path in paths} - {"."})
-    columns = {"video": paths}
-    features = {"video": datasets.Value("string")}
+    columns = {column: paths}
+    features = {column: datasets.Value("string")}
+    prefixes = [os.path.basename(path).split("_", 1)[0] for path in paths]
     if classes and all(os.path.dirname(path) != folder for path in paths):
         columns["label"] = [classes.index(os.path.relpath(os.path.dirname(path), folder)) for path in paths]
         features["label"] = datasets.ClassLabel(names=classes)
+    elif column == "audio" and paths and not classes and all(prefix.isdigit() for prefix in prefixes):
+        columns["label"] = [int(prefix) for prefix in prefixes]
+        features["label"] = datasets.ClassLabel(names=[str(i) for i in range(max(columns["label"]) + 1)])
     dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
     return dataset.to_iterable_dataset() if streaming else dataset
 
@@ -140,15 +152,20 @@ def num_classes(dataset, label_column: str) -> int:
 def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False):
     """Lazily turns examples into model inputs with ``processor``: ``{"pixel_values": (C, H, W), "labels": int}``
     from an image column; clips (T, C, H, W) from a video column (paths or frames) for a video processor;
-    ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``.
+    ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``;
+    ``input_values`` (frames, mel bins) from an audio column (.wav paths, or ``{"array", "sampling_rate"}`` dicts as
+    ``datasets.Audio`` decodes them) for an audio feature extractor (``input_values`` in its ``model_input_names``).
 
     ``training=True`` calls the processor with its ``training_call_kwargs`` on every access: fresh random views
     (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
     a video processor."""
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
     embeddings = "inputs_embeds" in getattr(processor, "model_input_names", ())  # embedding sequences, as stored
+    audio = "input_values" in getattr(processor, "model_input_names", ())  # waveforms -> spectrograms
     if embeddings:
         input_column = find_column(dataset, EMBEDDING_COLUMNS, "embeddings")
+    elif audio:
+        input_column = find_column(dataset, AUDIO_COLUMNS, "audio")
     else:
         input_column = find_column(dataset, VIDEO_COLUMNS, "video") if video else find_column(dataset, IMAGE_COLUMNS, "image")
     label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
@@ -157,6 +174,12 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
 
     def transform(batch):
         inputs = batch[input_column]
+        if audio:  # clips may differ in rate: featurise one by one (the extractor resamples), then stack
+            values = [processor(*_waveform(clip), return_tensors="pt", **call_kwargs)["input_values"][0] for clip in inputs]
+            out = {"input_values": torch.stack(values)}
+            if label_column is not None:
+                out["labels"] = torch.as_tensor(batch[label_column])
+            return out
         if not (video or embeddings):
             inputs = [image.convert("RGB") if hasattr(image, "convert") else image for image in inputs]
         text = {"text": batch[captions]} if captions is not None else {}
@@ -168,6 +191,26 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     if hasattr(dataset, "with_transform"):  # map-style: processed on access
         return dataset.with_transform(transform)
     return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
+
+
+def _waveform(clip):
+    """An audio cell -> (waveform, sampling rate or None): a .wav path (read with ``wave``), a ``{"array",
+    "sampling_rate"}`` dict (``datasets.Audio``), or a bare array (assumed at the extractor's rate)."""
+    from hf_mae.processors.feature_extraction_audiomae import read_wav
+
+    if isinstance(clip, (str, os.PathLike)):
+        return read_wav(clip)
+    if isinstance(clip, dict):
+        if clip.get("array") is not None:
+            return np.asarray(clip["array"], dtype=np.float32), clip.get("sampling_rate")
+        if clip.get("path"):
+            return read_wav(clip["path"])
+        raise ValueError(f"audio cell {sorted(clip)} has neither an 'array' nor a 'path'")
+    if hasattr(clip, "get_all_samples"):  # a torchcodec AudioDecoder, as datasets.Audio yields when torchcodec is installed
+        samples = clip.get_all_samples()
+        data = samples.data.numpy()  # (channels, samples): the extractor's channel_reduction decides for several
+        return (data[0] if data.shape[0] == 1 else data), int(samples.sample_rate)
+    return np.asarray(clip, dtype=np.float32), None
 
 
 def collate(examples):

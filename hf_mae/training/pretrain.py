@@ -546,7 +546,8 @@ def _export(accelerator, model, state_dict, processor, raw_dataset, output_dir: 
         unwrapped.save_pretrained(staging, state_dict=state_dict, is_main_process=True, save_function=accelerator.save)
         processor.save_pretrained(staging)
         summary = {}
-        if hasattr(unwrapped, "reconstruct"):  # methods whose targets are not pixels (MP3, DMJD's HOG) draw nothing
+        # an image grid of reconstructions: image models with pixel targets only (not MP3, DMJD's HOG, audio, video)
+        if hasattr(unwrapped, "reconstruct") and unwrapped.main_input_name == "pixel_values":
             column = find_column(raw_dataset, IMAGE_COLUMNS, "image")
             images = [example[column] for _, example in zip(range(8), iter(raw_dataset))]
             result = draw(unwrapped, processor, images, staging / "reconstruction.png", seed=0)

@@ -1,4 +1,4 @@
-"""``hf-mae probe``: how good are an encoder's frozen features? Linear, kNN and attentive probes.
+"""``hf-mae probe``: how good are an encoder's frozen features? Linear, kNN, attentive and prototypical probes.
 
 Features come from ``AutoModel.from_pretrained(MODEL_DIR)`` run with ``mask_ratio=0.0`` (every patch, in order).
 The train split fits the probe (or ``shots`` labelled examples per class of it) and the test split scores it.
@@ -9,7 +9,9 @@ linearly separable; the pretrained encoder's advantage shows in kNN and in low-s
 - linear: features standardised with the train statistics (MAE's BatchNorm without affine), then a linear
   classifier trained with AdamW;
 - knn: weighted k-nearest neighbours on cosine similarity, votes weighted by ``exp(sim / T)`` (DINO, k=20, T=0.07);
-- attentive: one learned query cross-attends over the frozen patch tokens, then a linear head.
+- attentive: one learned query cross-attends over the frozen patch tokens, then a linear head;
+- prototypical (Bird-MAE's ProtoPNet-style probe): J learned prototypes per class, cosine similarity to every
+  patch token, max over positions, then a non-negative class-to-own-prototypes layer (:class:`PrototypicalProbe`).
 
 Python API: :func:`probe`. CLI: ``hf-mae probe runs/mae --dataset digits --method all --baseline random``.
 """
@@ -25,7 +27,7 @@ from torch import nn
 
 from .. import files
 
-METHODS = ("linear", "knn", "attentive")
+METHODS = ("linear", "knn", "attentive", "prototypical")
 POOLINGS = ("mean", "cls")
 BASELINES = ("random",)
 
@@ -60,12 +62,16 @@ def pool(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
     return tokens[:, 1:].mean(dim=1) if pooling == "mean" else tokens[:, 0]
 
 
-def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int):
-    """Fits ``head`` on (inputs, labels) with AdamW + cosine schedule and cross-entropy; returns it in eval mode."""
+def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int,
+                param_groups=None):
+    """Fits ``head`` on (inputs, labels) with AdamW + cosine schedule and cross-entropy; returns it in eval mode.
+    ``param_groups`` (AdamW groups, each may set its own lr / weight decay) replaces ``head.parameters()``; a head
+    with a ``constrain_()`` method gets it called after every step (projected gradient descent)."""
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(labels) / batch_size)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(param_groups or head.parameters(), lr=lr, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
+    constrain = getattr(head, "constrain_", None)
     head.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
@@ -76,6 +82,8 @@ def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_
             loss.backward()
             optimizer.step()
             schedule.step()
+            if constrain is not None:
+                constrain()
     return head.eval()
 
 
@@ -135,12 +143,78 @@ def attentive_probe(train_tokens, train_y, test_tokens, test_y, num_classes: int
         return _accuracy(torch.cat([head(c) for c in test_tokens.split(512)]), test_y)
 
 
+class PrototypicalProbe(nn.Module):
+    """Bird-MAE's prototypical probe (a ProtoPNet head on frozen patch tokens). tokens (n, N, hidden) -> (n, classes).
+
+    The N patch tokens are the encoder's (C, H', W') feature map flattened; prototypes are 1x1 (a C-vector each), so
+    a prototype's similarity map over the grid is the cosine between it and every token (:meth:`similarity_maps`).
+    Each class owns ``prototypes_per_class`` prototypes; a class logit is ``bias + sum_j w[c, j] * max_pos sim``,
+    with ``w >= 0`` and no connection at all to other classes' prototypes (``LinearLayerWithoutNegativeConnections``
+    in the official code: weight (classes, J), bias initialised to -2.0).
+    """
+
+    def __init__(self, hidden_size: int, num_classes: int, prototypes_per_class: int = 20):
+        super().__init__()
+        if prototypes_per_class < 1:
+            raise ValueError(f"prototypes_per_class must be >= 1, got {prototypes_per_class}")
+        self.num_classes, self.prototypes_per_class = num_classes, prototypes_per_class
+        # prototype k belongs to class k // J (class-major order, as the official prototype_class_identity)
+        self.prototypes = nn.Parameter(torch.randn(num_classes * prototypes_per_class, hidden_size))
+        self.weight = nn.Parameter(torch.ones(num_classes, prototypes_per_class))
+        self.bias = nn.Parameter(torch.full((num_classes,), -2.0))
+
+    def similarities(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of every token to every prototype: (n, N, hidden) -> (n, classes * J, N)."""
+        tokens = nn.functional.normalize(tokens, dim=-1)
+        prototypes = nn.functional.normalize(self.prototypes, dim=-1)
+        return torch.einsum("pc,nlc->npl", prototypes, tokens)
+
+    def similarity_maps(self, tokens: torch.Tensor, grid_size) -> torch.Tensor:
+        """(n, N, hidden) -> (n, classes * J, H', W'): where on the patch grid each prototype fires."""
+        return self.similarities(tokens).unflatten(-1, tuple(grid_size))
+
+    def class_connections(self) -> torch.Tensor:
+        """The last layer as a dense (classes, classes * J) matrix: block diagonal, non-negative."""
+        return torch.block_diag(*self.weight.clamp(min=0))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        activations = self.similarities(tokens).amax(dim=-1)  # (n, classes * J): max-pool over positions
+        activations = activations.view(len(tokens), self.num_classes, self.prototypes_per_class)
+        return (activations * self.weight.clamp(min=0)).sum(-1) + self.bias
+
+    @torch.no_grad()
+    def constrain_(self) -> None:
+        """Projects the last-layer weights back onto w >= 0 (called after each optimiser step)."""
+        self.weight.clamp_(min=0)
+
+
+def prototypical_probe(train_tokens, train_y, test_tokens, test_y, num_classes: int, prototypes_per_class: int = 20,
+                       epochs: int = 10, prototype_lr: float = 0.04, last_layer_lr: float = 4e-3,
+                       batch_size: int = 128, seed: int = 0) -> float:
+    """Accuracy of a :class:`PrototypicalProbe` trained on frozen patch tokens (n, N, hidden) with cross-entropy.
+
+    The official lrs are 0.04 (prototypes) and 4e-4 (last layer) over many epochs of BirdSet; a probe of a few
+    epochs on a small data set would barely move the last layer at 4e-4, so its lr is scaled up 10x here.
+    Tokens are standardised with the train statistics first (as the linear probe), so the cosine is not
+    dominated by the component every token shares.
+    """
+    mean, std = train_tokens.mean((0, 1)), train_tokens.std((0, 1)) + 1e-6
+    torch.manual_seed(seed)
+    head = PrototypicalProbe(train_tokens.shape[-1], num_classes, prototypes_per_class)
+    groups = [{"params": [head.prototypes], "lr": prototype_lr, "weight_decay": 0.0},
+              {"params": [head.weight, head.bias], "lr": last_layer_lr, "weight_decay": 1e-4}]
+    head = _train_head(head, (train_tokens - mean) / std, train_y, epochs, prototype_lr, 0.0, batch_size, seed, groups)
+    with torch.no_grad():
+        return _accuracy(torch.cat([head((c - mean) / std) for c in test_tokens.split(512)]), test_y)
+
+
 def _pixels(dataset: str, split: str, processor):
     from .data import collate, load_image_dataset, with_model_inputs
 
     data = with_model_inputs(load_image_dataset(dataset, split), processor)
     batch = collate([data[i] for i in range(len(data))])
-    return batch["pixel_values"], batch["labels"]
+    key = "input_values" if "input_values" in batch else "pixel_values"  # audio spectrograms or images
+    return batch[key], batch["labels"]
 
 
 def few_shot_indices(labels: torch.Tensor, shots: int, seed: int = 0) -> torch.Tensor:
@@ -171,7 +245,7 @@ def _load_quietly(auto_class, path):
 
 def _load_encoder(model_dir_or_model, processor):
     """(encoder, processor) from a folder / Hub id or a model instance (its base model is used)."""
-    from transformers import AutoImageProcessor, AutoModel
+    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
     from hf_mae.registry import processor_for_config
@@ -183,7 +257,9 @@ def _load_encoder(model_dir_or_model, processor):
         encoder = _load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
-            processor = AutoImageProcessor.from_pretrained(path) if has_json else processor_for_config(encoder.config)
+            # audio models read filterbanks from a feature extractor, image models pixels from an image processor
+            auto = AutoFeatureExtractor if encoder.main_input_name == "input_values" else AutoImageProcessor
+            processor = auto.from_pretrained(path) if has_json else processor_for_config(encoder.config)
     elif isinstance(model_dir_or_model, nn.Module) and hasattr(model_dir_or_model, "config"):
         encoder = model_dir_or_model.base_model  # the encoder inside a pre-training or classification model
         processor = processor if processor is not None else processor_for_config(encoder.config)
@@ -201,7 +277,7 @@ def _random_encoder(encoder, seed: int):
     return AutoModel.from_config(copy_config(encoder.config)).to(next(encoder.parameters()).device)
 
 
-def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed) -> dict:
+def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, prototypes_per_class) -> dict:
     (train_pixels, train_y), (test_pixels, test_y) = data
     train_tokens = extract_tokens(encoder, train_pixels, batch_size)
     test_tokens = extract_tokens(encoder, test_pixels, batch_size)
@@ -212,19 +288,22 @@ def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed) 
             results[method] = linear_probe(train_x, train_y, test_x, test_y, num_classes, seed=seed)
         elif method == "knn":
             results[method] = knn_probe(train_x, train_y, test_x, test_y, num_classes)
-        else:
+        elif method == "attentive":
             results[method] = attentive_probe(train_tokens[:, 1:], train_y, test_tokens[:, 1:], test_y, num_classes, seed=seed)
+        else:
+            results[method] = prototypical_probe(train_tokens[:, 1:], train_y, test_tokens[:, 1:], test_y, num_classes,
+                                                 prototypes_per_class, seed=seed)
     return results
 
 
 def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), baseline: str | None = None, *,
           pooling: str = "mean", batch_size: int = 256, seed: int = 0, shots: int | None = None, processor=None,
-          train_split: str = "train", test_split: str = "test", output=None) -> dict:
+          train_split: str = "train", test_split: str = "test", prototypes_per_class: int = 20, output=None) -> dict:
     """Probes the frozen encoder of ``model_dir_or_model`` (a folder, Hub id or model) on ``dataset``.
 
     methods: names from ``METHODS`` or "all". baseline: None or "random" (the same config, randomly initialised
     with ``seed``). shots: fit the probes on that many labelled examples per class (a seeded low-shot probe; the
-    test split is still scored whole). Returns ``{method: {"pretrained": accuracy, "random": accuracy}}`` ("random" only with the
+    test split is still scored whole). prototypes_per_class: J of the prototypical probe. Returns ``{method: {"pretrained": accuracy, "random": accuracy}}`` ("random" only with the
     baseline) and writes it as JSON to ``output`` when given.
     """
     methods = check_methods(methods)
@@ -234,6 +313,8 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
         raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
     if shots is not None and shots < 1:
         raise ValueError(f"shots must be >= 1 or None, got {shots}")
+    if prototypes_per_class < 1:
+        raise ValueError(f"prototypes_per_class must be >= 1, got {prototypes_per_class}")
     encoder, processor = _load_encoder(model_dir_or_model, processor)
     (train_pixels, train_y), test = _pixels(dataset, train_split, processor), _pixels(dataset, test_split, processor)
     if shots is not None:
@@ -248,7 +329,8 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
     results = {method: {} for method in methods}
     for kind, model in encoders.items():
         was_training = model.training
-        for method, accuracy in _run_probes(model, methods, data, num_classes, pooling, batch_size, seed).items():
+        for method, accuracy in _run_probes(model, methods, data, num_classes, pooling, batch_size, seed,
+                                                 prototypes_per_class).items():
             results[method][kind] = accuracy
         model.train(was_training)
     if output is not None:
@@ -264,9 +346,9 @@ def write_json(results: dict, path) -> None:
 def format_table(results: dict) -> str:
     """A small text table: one row per method, one column per encoder."""
     kinds = list(dict.fromkeys(kind for row in results.values() for kind in row))
-    lines = [f"{'method':<10}" + "".join(f"{kind:>12}" for kind in kinds)]
+    lines = [f"{'method':<13}" + "".join(f"{kind:>12}" for kind in kinds)]
     for method, row in results.items():
-        lines.append(f"{method:<10}" + "".join(f"{row[kind]:>12.4f}" for kind in kinds))
+        lines.append(f"{method:<13}" + "".join(f"{row[kind]:>12.4f}" for kind in kinds))
     return "\n".join(lines)
 
 
@@ -280,6 +362,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-split", default="train")
     parser.add_argument("--test-split", default="test")
     parser.add_argument("--shots", type=int, default=None, help="fit on N labelled examples per class (low-shot)")
+    parser.add_argument("--prototypes-per-class", type=int, default=20, help="J of the prototypical probe (Bird-MAE: 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=None, help="write the results as JSON here")
 
@@ -287,7 +370,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     results = probe(
         args.model_dir, args.dataset, args.method, args.baseline, pooling=args.pooling, batch_size=args.batch_size,
-        seed=args.seed, shots=args.shots, train_split=args.train_split, test_split=args.test_split, output=args.output,
+        seed=args.seed, shots=args.shots, train_split=args.train_split, test_split=args.test_split,
+        prototypes_per_class=args.prototypes_per_class, output=args.output,
     )
     print(format_table(results))
     if args.output:
