@@ -95,6 +95,8 @@ def audio_feature_extractor_for(config) -> AudioMAEFeatureExtractor:
     return AudioMAEFeatureExtractor(
         sampling_rate=config.sampling_rate, num_mel_bins=config.num_mel_bins, max_length=config.max_length,
         mean=config.mean, std=config.std,
+        # Bird-MAE's pre-training augmentations (active only in augment=True calls); Audio-MAE pre-trains without
+        augmentations="birdmae" if config.model_type == "birdmae" else None,
     )
 
 

@@ -9,6 +9,7 @@ import torch
 from conftest import shared_data
 from transformers import ASTFeatureExtractor
 
+from hf_mae.processors.feature_extraction_audiomae import KALDI_LOG_FLOOR as KALDI_FLOOR
 from hf_mae.processors.feature_extraction_audiomae import AudioMAEFeatureExtractor, read_wav, resample_audio
 from hf_mae.training.data import collate, load_image_dataset, with_model_inputs
 
@@ -195,3 +196,149 @@ def test_fsdd_flat_folder_takes_labels_from_file_names():
     assert torch.equal(batch["input_values"][0], direct)
     print(f"FSDD: {len(dataset)} clips, input_values {tuple(batch['input_values'].shape)}, "
           f"mean {batch['input_values'].mean():.3f}, std {batch['input_values'].std():.3f}")
+
+
+# -- training-time augmentations (Bird-MAE / BirdSet) --
+
+def _birdsong(seed, seconds=1.0, rate=32000):
+    """A chirp plus a little noise: every mel bin of the valid frames above Kaldi's floor."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * (2000 + 3000 * t) * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def _extractor(**augmentations):
+    return AudioMAEFeatureExtractor(sampling_rate=32000, max_length=128, mean=-7.2, std=4.43, **augmentations)
+
+
+def test_gain_shifts_the_log_mel_by_exactly_k_db():
+    clip, gain = _birdsong(0), 6.0
+    extractor = _extractor(gain_probability=1.0, gain_db=[gain, gain])
+    plain = extractor(clip, sampling_rate=32000)["input_values"][0]
+    gained = extractor(clip, sampling_rate=32000, augment=True)["input_values"][0]
+    valid = plain[:98]  # 1 s at 10 ms hops: 98 frames, then padding (untouched by gain)
+    # bins at Kaldi's floor (e.g. all-zero low mel triangles) cannot shift: compare the others
+    unfloored = valid * 2 * 4.43 - 7.2 > np.log(KALDI_FLOOR) + 1
+    assert unfloored.mean() > 0.9
+    expected = gain * np.log(10) / 10 / (2 * 4.43)  # power x 10^(k/10) -> natural-log shift, then normalised
+    shift = (gained[:98] - valid)[unfloored]
+    print(f"gain {gain} dB: log-mel shift {shift.mean():.6f} (expected {expected:.6f}) in {unfloored.mean():.1%} "
+          f"of the valid bins, spread {np.ptp(shift):.2e}")
+    np.testing.assert_allclose(shift, expected, atol=2e-5)
+    np.testing.assert_array_equal(gained[98:], plain[98:])
+
+
+def test_mix_adds_another_clip_of_the_call_at_the_set_snr():
+    clips = [_birdsong(1), 0.05 * _birdsong(2)[:24000]]  # the second is shorter: zero-padded as a source
+    extractor = _extractor(mix_probability=1.0, mix_snr_db=[10.0, 10.0], mix_max_sources=1)
+    mixed = extractor.augment_waveforms(clips)
+    added = mixed[0].astype(np.float64) - clips[0]
+    ratio_db = 20 * np.log10(np.sqrt(np.mean(clips[0].astype(np.float64) ** 2)) / np.sqrt(np.mean(added**2)))
+    print(f"mix at 10 dB: measured SNR {ratio_db:.4f} dB")
+    assert abs(ratio_db - 10.0) < 1e-3
+    source = np.pad(clips[1], (0, 8000))  # the other clip, padded to the first clip's length
+    assert abs(np.corrcoef(added, source)[0, 1] - 1) < 1e-6
+    assert mixed[1].shape == clips[1].shape
+    # one clip alone has nothing to mix with
+    np.testing.assert_array_equal(extractor.augment_waveforms(clips[:1])[0], clips[0])
+
+
+def test_colored_noise_has_the_set_snr_and_slope():
+    clip = _birdsong(3)
+    extractor = _extractor(colored_noise_probability=1.0, colored_noise_snr_db=[20.0, 20.0],
+                           colored_noise_exponent=[2.0, 2.0])
+    torch.manual_seed(0)
+    noise = extractor.augment_waveforms([clip])[0].astype(np.float64) - clip
+    snr_db = 10 * np.log10(np.mean(clip.astype(np.float64) ** 2) / np.mean(noise**2))
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    freqs = np.fft.rfftfreq(noise.size, 1 / 32000)
+    keep = (freqs > 100) & (freqs < 15000)
+    slope = np.polyfit(np.log(freqs[keep]), np.log(power[keep]), 1)[0]
+    print(f"coloured noise: SNR {snr_db:.4f} dB (set 20), log-log PSD slope {slope:.3f} (set -2)")
+    assert abs(snr_db - 20.0) < 1e-3 and abs(slope + 2.0) < 0.1
+
+
+@pytest.mark.parametrize("axis", [1, 0])  # a band of mel bins (frequency), of frames (time)
+def test_frequency_and_time_masks_are_bands_of_the_fill_value(axis):
+    clip, max_width = _birdsong(4), 50
+    kind = "freq" if axis == 1 else "time"
+    extractor = _extractor(**{f"{kind}_mask_probability": 1.0, f"{kind}_mask_max_width": max_width})
+    plain = extractor(clip, sampling_rate=32000)["input_values"][0]
+    fill = extractor.normalize(np.full(1, extractor.padding_value, dtype=np.float32))[0]  # = a padded frame
+    widths = []
+    torch.manual_seed(1)
+    for _ in range(5):
+        masked = extractor(clip, sampling_rate=32000, augment=True)["input_values"][0]
+        changed = masked != plain
+        band = np.flatnonzero(changed.any(axis=1 - axis))
+        if band.size:  # one contiguous band, entirely the fill value; nothing else touched
+            assert band[-1] - band[0] + 1 == band.size < max_width
+            assert ((masked[:, band] if axis == 1 else masked[band]) == fill).all()
+        assert (masked[~changed] == plain[~changed]).all()
+        widths.append(band.size)
+    print(f"{kind} mask: changed widths over 5 calls {widths} (max_width {max_width})")
+    assert max(widths) > 0
+
+
+def test_augmentations_are_off_by_default_at_p0_and_in_a_plain_call():
+    clips = [_birdsong(5), _birdsong(6)]
+    plain = _extractor()(clips, sampling_rate=32000, return_tensors="np")["input_values"]
+    torch.manual_seed(0)
+    at_p0 = _extractor()(clips, sampling_rate=32000, return_tensors="np", augment=True)["input_values"]
+    np.testing.assert_array_equal(at_p0, plain)
+    birdset = _extractor(augmentations="birdset")
+    np.testing.assert_array_equal(birdset(clips, sampling_rate=32000, return_tensors="np")["input_values"], plain)
+    assert AudioMAEFeatureExtractor.training_call_kwargs == {"augment": True}
+
+
+def test_augmentations_repeat_with_the_seed_and_save_with_the_extractor(tmp_path):
+    clips = [_birdsong(7), _birdsong(8), _birdsong(9)]
+    extractor = _extractor(augmentations="birdset", mix_probability=1.0, gain_probability=1.0)
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return extractor(clips, sampling_rate=32000, return_tensors="np", augment=True)["input_values"]
+
+    np.testing.assert_array_equal(run(0), run(0))
+    assert np.abs(run(0) - run(1)).max() > 0.01
+    extractor.save_pretrained(tmp_path)
+    loaded = AudioMAEFeatureExtractor.from_pretrained(tmp_path)
+    assert loaded.to_dict() == extractor.to_dict() and loaded.mix_probability == 1.0 and loaded.freq_mask_probability == 0.3
+    torch.manual_seed(0)
+    np.testing.assert_array_equal(loaded(clips, sampling_rate=32000, return_tensors="np", augment=True)["input_values"], run(0))
+
+
+def test_registry_presets_and_bad_augmentation_settings():
+    from hf_mae.registry import create_processor
+
+    bird, audio = create_processor("birdmae-tiny"), create_processor("audiomae-tiny")
+    assert (bird.mix_probability, bird.mix_snr_db, bird.mix_max_sources, bird.freq_mask_probability) == (0.3, [5.0, 25.0], 3, 0.0)
+    assert audio.augmentations is None and audio.mix_probability == audio.freq_mask_probability == 0.0
+    for kwargs, message in ((dict(augmentations="spec"), "augmentations"), (dict(gain_probability=1.5), "gain_probability"),
+                            (dict(mix_snr_db=[30, 5]), "mix_snr_db"), (dict(mix_max_sources=0), "mix_max_sources"),
+                            (dict(time_mask_max_width=-1), "time_mask_max_width")):
+        with pytest.raises(ValueError, match=message):
+            _extractor(**kwargs)
+
+
+def test_pretraining_batches_are_featurised_together_so_mixing_fires(tmp_path):
+    """The data pipeline hands a DataLoader batch of same-rate clips to the extractor in one call (the only way a
+    mix can draw its sources from the batch), and a plain (non-training) access never augments."""
+    from hf_mae.training.data import collate, load_image_dataset, with_model_inputs
+
+    for index, frequency in enumerate((300, 700, 1100, 1500)):
+        t = np.arange(4000) / 8000
+        (tmp_path / "wavs").mkdir(exist_ok=True)
+        _write_wav(tmp_path / "wavs" / f"{index}_tone_{index}.wav", 0.3 * np.sin(2 * np.pi * frequency * t), 8000)
+    dataset = load_image_dataset(str(tmp_path / "wavs"))
+    mixing = AudioMAEFeatureExtractor(max_length=64, mix_probability=1.0, mix_snr_db=[0.0, 0.0], mix_max_sources=1)
+    plain = collate([with_model_inputs(dataset, mixing, with_labels=False)[i] for i in range(4)])["input_values"]
+    torch.manual_seed(0)
+    batched = with_model_inputs(dataset, mixing, with_labels=False, training=True).__getitems__([0, 1, 2, 3])
+    mixed = collate(batched)["input_values"]
+    assert mixed.shape == plain.shape == (4, 64, 128)
+    assert all(not torch.allclose(mixed[i], plain[i]) for i in range(4))  # every clip got another one mixed in
+    off = AudioMAEFeatureExtractor(max_length=64)
+    same = collate(with_model_inputs(dataset, off, with_labels=False, training=True).__getitems__([0, 1, 2, 3]))
+    torch.testing.assert_close(same["input_values"], collate([with_model_inputs(dataset, off, with_labels=False)[i]
+                                                               for i in range(4)])["input_values"])  # fmt: skip

@@ -15,6 +15,31 @@ list, (channels, samples) or (samples, channels) (the smaller axis is taken as c
 
 Clips at another rate are resampled to ``sampling_rate`` (``resample=True``) with :func:`resample_audio`.
 
+Training-time augmentations (Bird-MAE's, off by default; ``augment=True`` in a call switches them on, which is what
+``hf-mae pretrain`` passes through ``training_call_kwargs``). Each one fires per clip with its own probability; all
+randomness comes from torch's global generator (seed it with ``torch.manual_seed``; DataLoader workers get their
+own streams). In order, on the waveform at ``sampling_rate``:
+
+- mix (BirdSet's ``MultilabelMix``): 1..``mix_max_sources`` OTHER clips of the same call (the count drawn once per
+  call, the clips per clip), each RMS-normalised and added at an SNR from ``mix_snr_db`` relative to the running
+  mix; a source is cut or zero-padded to the clip's length. Only the waveform is mixed: BirdSet's multilabel
+  "union" of the targets is left to the caller, so single-label data keeps the first clip's label. A call with
+  one clip has nothing to mix with.
+- coloured noise (``torch_audiomentations.AddColoredNoise``): power spectral density ~ 1 / f^exponent with the
+  exponent from ``colored_noise_exponent`` (0 white, 1 pink, 2 brown, -2 violet), at an SNR from
+  ``colored_noise_snr_db``.
+- gain: x 10^(dB / 20) with dB from ``gain_db``.
+
+Then on the log-mel filterbank, before normalisation (as the official ``transforms.py`` applies torchaudio's
+``FrequencyMasking`` / ``TimeMasking``): one band of ``[0, max_width)`` mel bins / frames set to
+``padding_value``, so after normalisation a masked band equals a padded frame. BirdSet's background-noise
+augmentation (a corpus of no-call recordings) is out of scope.
+
+Recipes (``augmentations=``): ``"birdmae"`` is the Bird-MAE paper's pre-training config
+(``pretrain_melbank_birdset.yaml`` + ``pretrain_xcl_wave_*.yaml``: mix only, p 0.3, SNR 5-25 dB, up to 3 sources;
+no SpecAugment); ``"birdset"`` is BirdSet's ``melbank_birdset.yaml`` (mix p 0.9 at 2-30 dB, coloured noise p 0.2,
+gain p 0.2, frequency / time masking p 0.3 of up to 50 bins / 100 frames). Any attribute below overrides the recipe.
+
 Remote-code rule: this file imports only the standard library, numpy, torch and transformers.
 """
 
@@ -36,6 +61,32 @@ logger = logging.get_logger(__name__)
 
 CHANNEL_REDUCTIONS = ("mean", "first")
 KALDI_LOG_FLOOR = float(np.finfo(np.float32).eps)  # Kaldi's floor before the log: 1.1920929e-07
+
+# every augmentation attribute with its value when no recipe sets it: all off, BirdSet's ranges
+AUGMENTATION_DEFAULTS = {
+    "mix_probability": 0.0,
+    "mix_snr_db": [2.0, 30.0],
+    "mix_max_sources": 3,
+    "colored_noise_probability": 0.0,
+    "colored_noise_exponent": [-2.0, 2.0],
+    "colored_noise_snr_db": [3.0, 30.0],
+    "gain_probability": 0.0,
+    "gain_db": [-18.0, 6.0],
+    "freq_mask_probability": 0.0,
+    "freq_mask_max_width": 50,
+    "time_mask_probability": 0.0,
+    "time_mask_max_width": 100,
+}
+AUGMENTATION_RECIPES = {
+    "none": {},
+    # Bird-MAE pre-training (DBD-research-group/Bird-MAE configs/experiment/paper/pretrain/pretrain_xcl_wave_*.yaml)
+    "birdmae": {"mix_probability": 0.3, "mix_snr_db": [5.0, 25.0], "mix_max_sources": 3},
+    # BirdSet's transform (configs/data/transform/melbank_birdset.yaml), without background noise
+    "birdset": {
+        "mix_probability": 0.9, "colored_noise_probability": 0.2, "gain_probability": 0.2,
+        "freq_mask_probability": 0.3, "time_mask_probability": 0.3,
+    },
+}
 
 
 def resample_audio(waveform: np.ndarray, orig_sampling_rate: int, target_sampling_rate: int,
@@ -115,6 +166,26 @@ def _kaldi_mel_filters(fft_length: int, num_mel_bins: int, low: float, high: flo
     return filters
 
 
+def _rms(waveform: torch.Tensor) -> torch.Tensor:
+    return waveform.pow(2).mean().sqrt()
+
+
+def _uniform(low_high) -> float:
+    """A draw from U[low, high) with torch's global generator."""
+    low, high = low_high
+    return float(low + (high - low) * torch.rand(()))
+
+
+def colored_noise(num_samples: int, sampling_rate: int, exponent: float) -> torch.Tensor:
+    """Gaussian noise (num_samples,) with power spectral density ~ 1 / f^exponent, no DC, RMS 1."""
+    spectrum = torch.fft.rfft(torch.randn(num_samples, dtype=torch.float64))
+    frequencies = torch.fft.rfftfreq(num_samples, 1.0 / sampling_rate, dtype=torch.float64)
+    amplitude = torch.zeros_like(frequencies)
+    amplitude[1:] = frequencies[1:] ** (-exponent / 2)  # amplitude ~ f^(-exponent/2) -> power ~ f^-exponent
+    noise = torch.fft.irfft(spectrum * amplitude, n=num_samples)
+    return noise / _rms(noise).clamp_min(1e-12)
+
+
 class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
     r"""Kaldi-compatible log-mel filterbank features for Audio-MAE / Bird-MAE (see the module docstring).
 
@@ -127,9 +198,18 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
             (``max_frequency=None`` is Nyquist).
         resample: resample clips given at another ``sampling_rate`` (else that is an error).
         channel_reduction: ``None`` (multi-channel input is an error), ``"mean"`` or ``"first"``.
+        augmentations: ``None`` / ``"none"``, ``"birdmae"`` or ``"birdset"``: the recipe (see the module docstring)
+            that sets the augmentation attributes below not given explicitly; they act only in ``augment=True`` calls.
+        mix_probability, mix_snr_db, mix_max_sources: per-clip p, (min, max) SNR in dB, most sources per clip.
+        colored_noise_probability, colored_noise_exponent, colored_noise_snr_db: p, (min, max) spectral exponent,
+            (min, max) SNR in dB.
+        gain_probability, gain_db: p, (min, max) gain in dB.
+        freq_mask_probability, freq_mask_max_width, time_mask_probability, time_mask_max_width: p and the width
+            bound (exclusive) of one frequency band in mel bins / one time band in frames.
     """
 
     model_input_names = ["input_values"]
+    training_call_kwargs = {"augment": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
     def __init__(
         self,
@@ -148,9 +228,14 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
         max_frequency=None,
         resample=True,
         channel_reduction=None,
+        augmentations=None,
         **kwargs,
     ):
         kwargs.pop("return_attention_mask", None)
+        if augmentations is not None and augmentations not in AUGMENTATION_RECIPES:
+            raise ValueError(f"augmentations must be None or one of {sorted(AUGMENTATION_RECIPES)}, got {augmentations!r}")
+        recipe = {**AUGMENTATION_DEFAULTS, **AUGMENTATION_RECIPES[augmentations or "none"]}
+        augmentation_settings = {name: kwargs.pop(name, default) for name, default in recipe.items()}
         super().__init__(feature_size=feature_size, sampling_rate=sampling_rate, padding_value=padding_value,
                          return_attention_mask=False, **kwargs)
         if channel_reduction not in (None,) + CHANNEL_REDUCTIONS:
@@ -169,6 +254,24 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
         self.max_frequency = max_frequency
         self.resample = resample
         self.channel_reduction = channel_reduction
+        self.augmentations = augmentations
+        self._check_augmentations(augmentation_settings)
+        for name, value in augmentation_settings.items():
+            setattr(self, name, list(value) if isinstance(value, tuple) else value)  # lists: JSON round trip
+
+    @staticmethod
+    def _check_augmentations(settings: dict):
+        for name, value in settings.items():
+            if name.endswith("_probability"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                    raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
+            elif name in ("mix_max_sources", "freq_mask_max_width", "time_mask_max_width"):
+                low = 1 if name == "mix_max_sources" else 0
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                    raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+            elif not (isinstance(value, (list, tuple)) and len(value) == 2
+                      and all(isinstance(v, (int, float)) and math.isfinite(v) for v in value) and value[0] <= value[1]):
+                raise ValueError(f"{name} must be a pair [min, max] of finite numbers with min <= max, got {value!r}")
 
     @property
     def frame_sizes(self) -> tuple[int, int, int]:
@@ -208,6 +311,45 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
         out[:frames] = fbank[:frames]
         return out
 
+    def augment_waveforms(self, waveforms: list[np.ndarray]) -> list[np.ndarray]:
+        """Mix, coloured noise and gain (module docstring) on mono float32 clips [(samples_i,)] at
+        ``sampling_rate`` -> new clips of the same lengths. Mix sources are the un-augmented clips."""
+        originals = [torch.from_numpy(waveform).double() for waveform in waveforms]
+        num_sources = int(torch.randint(1, self.mix_max_sources + 1, ()))  # once per call, as BirdSet's Mix
+        out = []
+        for index, clip in enumerate(originals):
+            others = [i for i in range(len(originals)) if i != index]
+            if others and float(torch.rand(())) < self.mix_probability:
+                snr_db = _uniform(self.mix_snr_db)  # one SNR per clip, for all its sources
+                mixed = clip.clone()
+                for _ in range(num_sources):
+                    source = originals[others[int(torch.randint(len(others), ()))]][: clip.shape[0]]
+                    source = torch.nn.functional.pad(source, (0, clip.shape[0] - source.shape[0]))
+                    scale = _rms(mixed) / (_rms(source).clamp_min(1e-12) * 10 ** (snr_db / 20))
+                    mixed = mixed + scale * source
+                clip = mixed
+            if float(torch.rand(())) < self.colored_noise_probability:
+                noise = colored_noise(clip.shape[0], self.sampling_rate, _uniform(self.colored_noise_exponent))
+                clip = clip + noise * _rms(clip) / 10 ** (_uniform(self.colored_noise_snr_db) / 20)
+            if float(torch.rand(())) < self.gain_probability:
+                clip = clip * 10 ** (_uniform(self.gain_db) / 20)
+            out.append(clip.float().numpy())
+        return out
+
+    def augment_spectrogram(self, fbank: np.ndarray) -> np.ndarray:
+        """Frequency and time masking (module docstring) of one log-mel fbank (frames, mel bins), before
+        normalisation: each band [start, start + width), width in [0, max_width), is set to ``padding_value``."""
+        fbank = fbank.copy()
+        for axis, probability, max_width in ((1, self.freq_mask_probability, self.freq_mask_max_width),
+                                             (0, self.time_mask_probability, self.time_mask_max_width)):
+            if float(torch.rand(())) < probability:
+                size = fbank.shape[axis]
+                width = int(torch.rand(()) * min(max_width, size))
+                start = int(torch.randint(size - width + 1, ()))
+                index = (slice(None), slice(start, start + width)) if axis == 1 else slice(start, start + width)
+                fbank[index] = self.padding_value
+        return fbank
+
     def normalize(self, fbank: np.ndarray) -> np.ndarray:
         return (fbank - self.mean) / (2 * self.std)
 
@@ -236,7 +378,7 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
         return array.astype(np.float32)
 
     def __call__(self, raw_speech, sampling_rate: int | None = None, return_tensors=None,
-                 channel_reduction: str | None = None, **kwargs) -> BatchFeature:
+                 channel_reduction: str | None = None, augment: bool = False, **kwargs) -> BatchFeature:
         """Featurises one clip or a batch -> ``BatchFeature({"input_values": (batch, max_length, num_mel_bins)})``.
 
         Args:
@@ -245,6 +387,7 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
                 to be at ``self.sampling_rate`` (a warning says so, as in transformers).
             return_tensors: ``"pt"``, ``"np"`` or ``None`` (a list of arrays).
             channel_reduction: overrides ``self.channel_reduction`` for this call.
+            augment: apply the training-time augmentations with this extractor's probabilities (module docstring).
         """
         channel_reduction = channel_reduction if channel_reduction is not None else self.channel_reduction
         if channel_reduction not in (None,) + CHANNEL_REDUCTIONS:
@@ -275,16 +418,23 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
         else:
             raise TypeError(f"raw_speech must be an array, a tensor or a list of them, got {type(raw_speech).__name__}")
 
-        features = []
+        waveforms = []
         for index, clip in enumerate(clips):
             waveform = self._to_mono(clip, index, channel_reduction)
             if sampling_rate != self.sampling_rate:
                 waveform = resample_audio(waveform, int(sampling_rate), int(self.sampling_rate))
+            waveforms.append(waveform)
+        if augment:
+            waveforms = self.augment_waveforms(waveforms)
+        features = []
+        for waveform in waveforms:
             fbank = self._fbank(waveform)
+            if augment:
+                fbank = self.augment_spectrogram(fbank)
             features.append(self.normalize(fbank) if self.do_normalize else fbank)
         if return_tensors is not None:
             features = np.stack(features)
         return BatchFeature({"input_values": features}, tensor_type=return_tensors)
 
 
-__all__ = ["AudioMAEFeatureExtractor", "read_wav", "resample_audio"]
+__all__ = ["AUGMENTATION_RECIPES", "AudioMAEFeatureExtractor", "colored_noise", "read_wav", "resample_audio"]

@@ -174,9 +174,15 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
 
     def transform(batch):
         inputs = batch[input_column]
-        if audio:  # clips may differ in rate: featurise one by one (the extractor resamples), then stack
-            values = [processor(*_waveform(clip), return_tensors="pt", **call_kwargs)["input_values"][0] for clip in inputs]
-            out = {"input_values": torch.stack(values)}
+        if audio:
+            clips = [_waveform(clip) for clip in inputs]
+            rates = {rate for _, rate in clips}
+            if len(rates) == 1:  # one call for the batch: training augmentations may mix its clips (Bird-MAE)
+                waves = [wave for wave, _ in clips]
+                values = processor(waves, sampling_rate=rates.pop(), return_tensors="pt", **call_kwargs)["input_values"]
+            else:  # clips at different rates: featurise one by one (the extractor resamples each), then stack
+                values = torch.stack([processor(*clip, return_tensors="pt", **call_kwargs)["input_values"][0] for clip in clips])
+            out = {"input_values": values}
             if label_column is not None:
                 out["labels"] = torch.as_tensor(batch[label_column])
             return out
