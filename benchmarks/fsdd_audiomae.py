@@ -69,19 +69,23 @@ def probes(encoder, train, test, args) -> dict:
 
 def run_protocol(protocol: str, args) -> dict:
     folder = split_folder(Path(args.output_dir) / "splits", protocol, args.held_out_speaker)
-    run_dir = Path(args.output_dir) / f"run-{folder.name}"
+    run_dir = Path(args.output_dir) / f"run-{folder.name}" if not args.max_length else (
+        Path(args.output_dir) / f"run-{folder.name}-{args.max_length}frames")
     print(f"[{folder.name}] pre-training {args.preset} for {args.steps} steps on {folder / 'train'} ...", flush=True)
     start = time.perf_counter()
+    overrides = {"max_length": args.max_length} if args.max_length else None
     _, summary = pretrain(model=args.preset, dataset=str(folder), output_dir=str(run_dir), max_steps=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, save_steps=0, overwrite=True, seed=args.seed)  # fmt: skip
+                          batch_size=args.batch_size, lr=args.lr, save_steps=0, overwrite=True, seed=args.seed,
+                          config_overrides=overrides)  # fmt: skip
     pretrain_s = time.perf_counter() - start
-    processor = hf_mae.create_processor(args.preset)
+    processor = hf_mae.create_processor(args.preset, **(overrides or {}))
     train, test = inputs(folder, "train", processor), inputs(folder, "test", processor)
     pretrained = AutoModel.from_pretrained(run_dir)
     torch.manual_seed(args.seed)
     random_init = type(pretrained)(pretrained.config)
     row = {
         "protocol": folder.name,
+        "max_length": processor.max_length,
         "train_clips": len(train[1]),
         "test_clips": len(test[1]),
         "first_loss": summary.get("first_loss"),
@@ -100,6 +104,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1.5e-3)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="frames per clip (default: the preset's; FSDD clips are mostly under 0.8 s = 80 frames)")
     parser.add_argument("--prototypes", type=int, default=5, help="prototypes per class (the paper: 20)")
     parser.add_argument("--held-out-speaker", default="theo", choices=SPEAKERS)
     parser.add_argument("--protocols", nargs="+", default=["index", "speaker"], choices=["index", "speaker"])
