@@ -199,6 +199,24 @@ def build_blocks(config, depth: int, drop_path_rate: float = 0.0, **block_kwargs
     return nn.ModuleList(TransformerBlock(config, drop_path=rate, **block_kwargs) for rate in rates)
 
 
+def build_encoder_blocks(config, **overrides) -> nn.ModuleList:
+    """The encoder's blocks from the standard ViT config fields (``num_hidden_layers``, ``hidden_size``, ...);
+    ``overrides`` replace any of them (e.g. VideoMAE's ``qkv_bias="qv"``)."""
+    kwargs = dict(
+        drop_path_rate=config.drop_path_rate,
+        hidden_size=config.hidden_size,
+        num_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act=config.hidden_act,
+        qkv_bias=config.qkv_bias,
+        layer_norm_eps=config.layer_norm_eps,
+        dropout=config.hidden_dropout_prob,
+        attention_dropout=config.attention_probs_dropout_prob,
+        layer_scale_init_value=getattr(config, "layer_scale_init_value", None),
+    )
+    return build_blocks(config, config.num_hidden_layers, **{**kwargs, **overrides})
+
+
 def run_blocks(blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False):
     """Runs a stack of TransformerBlocks.
 

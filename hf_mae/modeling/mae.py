@@ -22,7 +22,7 @@ from transformers import initialization as init
 
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_blocks, run_blocks
+from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import masked_mse
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -230,20 +230,7 @@ class MAEModel(MAEPreTrainedModel):
     def __init__(self, config: MAEConfig, add_final_norm: bool = True):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config)
-        self.layers = build_blocks(
-            config,
-            config.num_hidden_layers,
-            drop_path_rate=config.drop_path_rate,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-            dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
-            layer_scale_init_value=config.layer_scale_init_value,
-        )
+        self.layers = build_encoder_blocks(config)
         self.layernorm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
         )

@@ -34,7 +34,7 @@ from transformers import initialization as init
 
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_blocks, run_blocks
+from .layers import TransformerBlock, build_encoder_blocks, run_blocks
 from .masking import RandomMaskGenerator, check_mask_ratio, mask_from_noise
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 
@@ -204,20 +204,7 @@ class MP3Model(MP3PreTrainedModel):
     def __init__(self, config: MP3Config, add_final_norm: bool = True, use_position_embeddings: bool = False):
         super().__init__(config)
         self.embeddings = MP3Embeddings(config, use_position_embeddings)
-        self.layers = build_blocks(
-            config,
-            config.num_hidden_layers,
-            drop_path_rate=config.drop_path_rate,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-            dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
-            layer_scale_init_value=config.layer_scale_init_value,
-        )
+        self.layers = build_encoder_blocks(config)
         self.layernorm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
         )

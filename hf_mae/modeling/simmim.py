@@ -26,7 +26,7 @@ from transformers import initialization as init
 
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_blocks, run_blocks
+from .layers import TransformerBlock, build_encoder_blocks, run_blocks
 from .masking import GroupedRandomMaskGenerator, check_mask_ratio, upsample_grid_mask
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 
@@ -208,20 +208,7 @@ class SimMIMModel(SimMIMPreTrainedModel):
         super().__init__(config)
         use_mask_token = config.use_mask_token if use_mask_token is None else use_mask_token
         self.embeddings = SimMIMEmbeddings(config, use_mask_token)
-        self.layers = build_blocks(
-            config,
-            config.num_hidden_layers,
-            drop_path_rate=config.drop_path_rate,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-            dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
-            layer_scale_init_value=config.layer_scale_init_value,
-        )
+        self.layers = build_encoder_blocks(config)
         self.layernorm = (
             nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
         )

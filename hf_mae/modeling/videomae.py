@@ -30,7 +30,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
 from .embeddings import TubeletEmbedding, sinusoid_table, to_2tuple
-from .layers import TransformerBlock, build_blocks, run_blocks
+from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_bool, mask_from_noise
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -191,19 +191,7 @@ class VideoMAEModel(VideoMAEPreTrainedModel):
             config.image_size, config.patch_size, config.tubelet_size, config.num_channels, config.hidden_size
         )
         self.register_buffer("position_embeddings", sinusoid_table(config.num_tokens, config.hidden_size)[None])
-        self.layers = build_blocks(
-            config,
-            config.num_hidden_layers,
-            drop_path_rate=config.drop_path_rate,
-            hidden_size=config.hidden_size,
-            num_heads=config.num_attention_heads,
-            intermediate_size=config.intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias="qv" if config.qkv_bias else False,
-            layer_norm_eps=config.layer_norm_eps,
-            dropout=config.hidden_dropout_prob,
-            attention_dropout=config.attention_probs_dropout_prob,
-        )
+        self.layers = build_encoder_blocks(config, qkv_bias="qv" if config.qkv_bias else False)
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if add_final_norm else nn.Identity()
         self.mask_generator = build_mask_generator(config.mask_generator, **config.mask_generator_kwargs())
         self.post_init()
