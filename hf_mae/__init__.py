@@ -43,6 +43,7 @@ from .processors.image_processing_mae import MAEImageProcessor
 from .processors.processing_tgm import TGMProcessor
 from .processors.image_processing_views import TwoViewImageProcessor
 from .processors.video_processing_mae import MAEVideoProcessor
+from .auto import AutoModelForGraphClassification, AutoModelForNodeClassification, AutoModelForPointCloudClassification
 from .registry import METHODS, create_config, create_model, create_processor, list_models, register_all
 
 __version__ = "0.1.0"
@@ -50,6 +51,9 @@ __version__ = "0.1.0"
 register_all()
 
 __all__ = [
+    "AutoModelForPointCloudClassification",
+    "AutoModelForNodeClassification",
+    "AutoModelForGraphClassification",
     "AudioMAEConfig",
     "AudioMAEFeatureExtractor",
     "AudioMAEForAudioClassification",

@@ -56,6 +56,7 @@ from .modeling.audiomae import (
 from .modeling.birdmae import BirdMAEConfig, BirdMAEForAudioClassification, BirdMAEForPreTraining, BirdMAEModel
 from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
 # -- new methods: one import line each, above this comment --
+from .auto import AutoModelForGraphClassification, AutoModelForNodeClassification, AutoModelForPointCloudClassification
 from .modeling.embeddings import to_2tuple
 from .processors.image_processing_mae import MAEImageProcessor
 from .processors.image_processing_views import TwoViewImageProcessor
@@ -69,6 +70,9 @@ AUTO_CLASSES = {
     "image-classification": AutoModelForImageClassification,
     "video-classification": AutoModelForVideoClassification,
     "audio-classification": AutoModelForAudioClassification,
+    "point-cloud-classification": AutoModelForPointCloudClassification,
+    "node-classification": AutoModelForNodeClassification,
+    "graph-classification": AutoModelForGraphClassification,
 }
 
 
@@ -109,7 +113,7 @@ class Method:
     processor_class: type
     make_processor: Callable  # config -> processor
     presets: dict = field(default_factory=dict)  # preset name -> config kwargs
-    modality: str = "image"
+    modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph
     # "token-drop": the encoder sees only the kept tokens, ``noise`` is per token (MAE);
     # "mask-token": the encoder sees every token, hidden ones as a mask token, ``noise`` is per mask cell (SimMIM)
     # "mixing": groups of mix_group images are mixed into one; ``mask`` is per source image and a fixed ``noise``
@@ -566,7 +570,8 @@ def _register(method: Method) -> None:
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
     elif method.modality == "video-text":  # a ProcessorMixin: video processor + caption tokenizer (TGM)
         AutoProcessor.register(config_class, method.processor_class)
-    elif method.modality in ("embeddings", "audio"):  # embedding sequences (LV-MAE), waveforms -> filterbanks
+    elif method.modality in ("embeddings", "audio", "point-cloud", "graph"):
+        # embedding sequences (LV-MAE), waveforms -> filterbanks, clouds -> normalised points, graphs -> tensors
         AutoFeatureExtractor.register(config_class, method.processor_class)
 
 

@@ -65,3 +65,10 @@ def nt_xent(view_1: torch.Tensor, view_2: torch.Tensor, temperature: float) -> t
     loss = torch.nn.functional.cross_entropy(logits, labels)
     accuracy = (logits.argmax(dim=1) == labels).float().mean()
     return loss, accuracy
+
+
+def chamfer_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Chamfer-L2 between point sets, per set: ``mean_i min_j |p_i - g_j|^2 + mean_j min_i |g_j - p_i|^2`` with
+    squared distances (Point-MAE's ``ChamferDistanceL2``). prediction (sets, P, 3), target (sets, Q, 3) -> (sets,)."""
+    distance = torch.cdist(prediction.float(), target.float()).pow(2)
+    return distance.min(dim=2).values.mean(dim=1) + distance.min(dim=1).values.mean(dim=1)
