@@ -55,6 +55,11 @@ from .modeling.audiomae import (
 )
 from .modeling.birdmae import BirdMAEConfig, BirdMAEForAudioClassification, BirdMAEForPreTraining, BirdMAEModel
 from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
+from .modeling.pointmae import PointMAEConfig, PointMAEForPointCloudClassification, PointMAEForPreTraining, PointMAEModel
+from .processors.point_cloud_processing import PointCloudFeatureExtractor
+from .modeling.i2pmae import I2PMAEConfig, I2PMAEForPointCloudClassification, I2PMAEForPreTraining, I2PMAEModel
+from .modeling.graphmae import GraphMAEConfig, GraphMAEForGraphClassification, GraphMAEForNodeClassification, GraphMAEForPreTraining, GraphMAEModel  # noqa: E501
+from .processors.graph_processing import GraphProcessor
 # -- new methods: one import line each, above this comment --
 from .auto import AutoModelForGraphClassification, AutoModelForNodeClassification, AutoModelForPointCloudClassification
 from .modeling.embeddings import to_2tuple
@@ -121,6 +126,9 @@ class Method:
     # "key-mask": the encoder sees every token in order, hidden ones are masked as attention keys only; ``noise``
     # is per token; logits (batch, L, L) classify positions, at the pre-training grid only (MP3)
     masking: str = "token-drop"
+    # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
+    # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
+    pretrain_lr: float | None = None
 
 
 # CPU-sized ViT for tests and the quick start: 32x32 images, an 8x8 grid of 4x4 patches, 128-d x 4 / 64-d x 2
@@ -507,6 +515,95 @@ METHODS = {
             "birdmae-vit-base-patch16": dict(**_VIT["base"]),
         },
         modality="audio",
+    ),
+    "pointmae": Method(
+        name="pointmae",
+        paper="Masked Autoencoders for Point Cloud Self-supervised Learning (Pang et al., ECCV 2022), arXiv:2203.06604",
+        config_class=PointMAEConfig,
+        model_classes={
+            "base": PointMAEModel,
+            "pretraining": PointMAEForPreTraining,
+            "point-cloud-classification": PointMAEForPointCloudClassification,
+        },
+        processor_class=PointCloudFeatureExtractor,
+        make_processor=lambda config: PointCloudFeatureExtractor(num_points=config.num_points),
+        presets={
+            # CPU-sized: 256 points in 16 groups of 16, a 64-d x 2 encoder, 1 decoder block, a slim mini-PointNet
+            "pointmae-tiny": dict(
+                num_points=256, num_groups=16, group_size=16, embedding_channels=[32, 64, 128], hidden_size=64,
+                num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, position_hidden_size=32,
+                decoder_num_hidden_layers=1, decoder_num_attention_heads=4,
+            ),
+            # the paper's ShapeNet pre-training: 1024 points, 64 x 32 groups, 384-d x 12 (6 heads), decoder x 4, r=0.6
+            "pointmae-shapenet": dict(),
+        },
+        modality="point-cloud",
+        pretrain_lr=1e-3,  # Point-MAE: AdamW 1e-3 at batch 128
+    ),
+    "i2pmae": Method(
+        name="i2pmae",
+        paper=(
+            "Learning 3D Representations from 2D Pre-trained Models via Image-to-Point Masked Autoencoders "
+            "(Zhang et al., CVPR 2023), arXiv:2212.06785"
+        ),
+        config_class=I2PMAEConfig,
+        model_classes={
+            "base": I2PMAEModel,
+            "pretraining": I2PMAEForPreTraining,
+            "point-cloud-classification": I2PMAEForPointCloudClassification,
+        },
+        processor_class=PointCloudFeatureExtractor,
+        make_processor=lambda config: PointCloudFeatureExtractor(num_points=config.num_points),
+        presets={
+            # CPU-sized: 256 points, 3 scales of 64 / 32 / 16 groups, 32/64/96-d x 1 block each; a tiny random ViT
+            # (32-px depth images, 8-px patches, 32-d) is the 2-D teacher, so nothing is downloaded
+            "i2pmae-tiny": dict(
+                num_points=256, group_counts=[64, 32, 16], group_sizes=[8, 4, 4], hidden_sizes=[32, 64, 96],
+                depths=[1, 1, 1], embedding_channels=[32, 64, 128], num_attention_heads=4, decoder_depths=[1, 1],
+                decoder_up_blocks=[1], image_size=32, densify=3, teacher_name_or_path=None, teacher_feature_dim=32,
+                teacher_config=dict(model_type="vit", image_size=32, patch_size=8, hidden_size=32,
+                                    num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+            ),
+            # the paper's ShapeNet-55 pre-training: 2048 points, groups [512, 256, 64] x [16, 8, 8], widths
+            # [96, 192, 384] x 5 blocks, decoder [1, 1], r = 0.8, CLIP ViT-B/16 teacher (512-d projected features)
+            "i2pmae-shapenet": dict(),
+        },
+        modality="point-cloud",
+        pretrain_lr=1e-3,  # I2P-MAE: AdamW 1e-3 at batch 64
+    ),
+    "graphmae": Method(
+        name="graphmae",
+        paper="GraphMAE: Self-Supervised Masked Graph Autoencoders (Hou et al., KDD 2022), arXiv:2205.10803",
+        config_class=GraphMAEConfig,
+        model_classes={
+            "base": GraphMAEModel,
+            "pretraining": GraphMAEForPreTraining,
+            "node-classification": GraphMAEForNodeClassification,
+            "graph-classification": GraphMAEForGraphClassification,
+        },
+        processor_class=GraphProcessor,
+        make_processor=lambda config: GraphProcessor(feature_normalization=config.feature_normalization),
+        presets={
+            # CPU-sized GAT (2 layers, 4 heads x 8); num_features=16 is a placeholder: set it to the data's width,
+            # e.g. --config-overrides num_features=1433 for Cora
+            "graphmae-tiny": dict(num_features=16, hidden_size=32),
+            # the official configs.yml: GAT 2 layers, 4 x 128 heads, PReLU, in_drop 0.2, attn_drop 0.1, mask 0.5,
+            # replace 0.05, SCE alpha 3 (pre-train: Adam 1e-3, wd 2e-4, cosine, 1500 epochs)
+            "graphmae-cora": dict(num_features=1433),
+            # 2 x 256 heads, mask 0.5, replace 0.1, alpha 1 (wd 2e-5, 300 epochs)
+            "graphmae-citeseer": dict(num_features=3703, num_attention_heads=2, replace_rate=0.1, alpha_l=1.0),
+            # 4 x 256 heads, mask 0.75, no replacement, alpha 3 (wd 1e-5, 1000 epochs)
+            "graphmae-pubmed": dict(num_features=500, hidden_size=1024, mask_rate=0.75, replace_rate=0.0),
+            # the official MUTAG graph-classification config: GIN encoder and decoder, 5 layers x 32, batch norm,
+            # mask 0.75, replace 0.1, alpha 2, sum pooling; 7 one-hot atom types, not normalised
+            "graphmae-gin": dict(
+                num_features=7, encoder_type="gin", decoder_type="gin", hidden_size=32, num_hidden_layers=5,
+                norm="batchnorm", mask_rate=0.75, replace_rate=0.1, alpha_l=2.0, pooling="sum",
+                feature_normalization=None,
+            ),
+        },
+        modality="graph",
+        pretrain_lr=1e-3,  # GraphMAE: Adam 1e-3, one graph per step
     ),
     # -- new methods: one Method row each, above this comment --
 }

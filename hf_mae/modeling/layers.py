@@ -217,16 +217,21 @@ def build_encoder_blocks(config, **overrides) -> nn.ModuleList:
     return build_blocks(config, config.num_hidden_layers, **{**kwargs, **overrides})
 
 
-def run_blocks(blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False):
+def run_blocks(
+    blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False, positions=None
+):
     """Runs a stack of TransformerBlocks.
 
+    positions: optional, broadcastable to ``hidden_states``; added to the input of *every* block (Point-MAE's
+    ``x = block(x + pos)``), not only the first.
     Returns ``(hidden_states, all_hidden_states or None, all_attentions or None)``; ``all_hidden_states`` holds the
     input of every block plus the output of the last one (len(blocks) + 1 tensors), as transformers does.
     """
     all_hidden = (hidden_states,) if output_hidden_states else None
     all_attentions = () if output_attentions else None
     for block in blocks:
-        hidden_states, weights = block(hidden_states, attention_mask, output_attentions)
+        block_input = hidden_states if positions is None else hidden_states + positions
+        hidden_states, weights = block(block_input, attention_mask, output_attentions)
         if output_hidden_states:
             all_hidden += (hidden_states,)
         if output_attentions:

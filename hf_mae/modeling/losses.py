@@ -72,3 +72,13 @@ def chamfer_l2(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     squared distances (Point-MAE's ``ChamferDistanceL2``). prediction (sets, P, 3), target (sets, Q, 3) -> (sets,)."""
     distance = torch.cdist(prediction.float(), target.float()).pow(2)
     return distance.min(dim=2).values.mean(dim=1) + distance.min(dim=1).values.mean(dim=1)
+
+
+def scaled_cosine_error(x: torch.Tensor, z: torch.Tensor, alpha: float = 3.0) -> torch.Tensor:
+    """GraphMAE's scaled cosine error: ``mean_i (1 - cos(x_i, z_i))^alpha`` over the rows of x, z (nodes, dim);
+    alpha >= 1 down-weights rows that are already well reconstructed. Rows are L2-normalised as F.normalize does
+    (eps 1e-12, so an all-zero row has cosine 0 with anything)."""
+    x = torch.nn.functional.normalize(x.float(), dim=-1)
+    z = torch.nn.functional.normalize(z.float(), dim=-1)
+    # rounding can push a cosine just above 1; clamp so a fractional alpha never meets a negative base
+    return (1 - (x * z).sum(dim=-1)).clamp_min(0).pow(alpha).mean()

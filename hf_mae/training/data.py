@@ -1,12 +1,16 @@
 """Data sets for pre-training, fine-tuning and probing, and the glue that turns examples into model inputs.
 
 A dataset argument is one of:
-- a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download);
-- a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``), the same tree of video or .wav files (an
-  ``audio`` column of paths; a flat folder of ``<digit>_<anything>.wav`` files, like FSDD, takes its labels from the
-  file-name prefix), or anything else ``datasets`` can read;
+- a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download) or
+  ``shapes`` (procedural point clouds of 3-D shapes, generated on the fly: ``hf_mae.training.shapes``);
+- a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``), the same tree of video, .wav or point-cloud
+  files (.npy/.npz/.ply/.off/.xyz: a ``points`` column of paths; a flat folder of ``<digit>_<anything>.wav`` files,
+  like FSDD, takes its labels from the file-name prefix), a Planetoid folder (``ind.<name>.*`` files as PyG
+  downloads them, directly or in ``raw/`` or ``<Name>/raw/``; ``.../ind.citeseer`` picks one of several) as a
+  one-row data set holding the whole graph, or anything else ``datasets`` can read (graph data sets with
+  ``edge_index`` and ``node_feat``/``x`` columns, like the Hub's ``graphs-datasets``, work as they are);
 - a Hugging Face ``datasets`` id (``org/name``), optionally streamed (``streaming=True``).
-Every loader returns a ``datasets`` object with an image column and, when present, a label column.
+Every loader returns a ``datasets`` object with an input column and, when present, a label column.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ import os
 import numpy as np
 import torch
 
-BUNDLED = ("digits",)
+BUNDLED = ("digits", "shapes")
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")  # paths to video files (or arrays of frames)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
 AUDIO_COLUMNS = ("audio", "audio_path", "path", "file_name")  # paths to .wav files, arrays, or {"array", "sampling_rate"}
 AUDIO_EXTENSIONS = (".wav",)  # read with the standard-library ``wave`` module
+POINT_COLUMNS = ("points", "point_cloud", "pos", "path", "file_name")  # (N, 3+) arrays or paths to point files
+POINT_EXTENSIONS = (".npy", ".npz", ".ply", ".off", ".xyz")  # read by the point-cloud processor
+GRAPH_KEYS = ("node_features", "x", "node_feat", "edge_index", "num_nodes", "edge_attr", "y", "labels", "label",
+              "train_mask", "val_mask", "test_mask")  # the columns a graph example may carry
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "target")
 EMBEDDING_COLUMNS = ("inputs_embeds", "embeddings")  # sequences of segment embeddings (LV-MAE)
 CAPTION_COLUMNS = ("caption", "text", "captions", "sentence")  # for processors with ``takes_captions`` (TGM)
@@ -54,8 +62,19 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     import datasets
 
     if name_or_path in BUNDLED:
-        dataset = _digits(split)
+        if name_or_path == "shapes":
+            from .shapes import shapes_dataset
+
+            dataset = shapes_dataset(split)
+        else:
+            dataset = _digits(split)
         return dataset.to_iterable_dataset() if streaming else dataset
+    planetoid = _planetoid_name(name_or_path)
+    if planetoid is not None:
+        dataset = _planetoid_dataset(*planetoid)
+        return dataset.to_iterable_dataset() if streaming else dataset
+    if os.path.isdir(name_or_path) and _media_files(name_or_path, POINT_EXTENSIONS):
+        return _media_folder(name_or_path, split, streaming, column="points", extensions=POINT_EXTENSIONS)
     if os.path.isdir(name_or_path) and _media_files(name_or_path, VIDEO_EXTENSIONS):
         return _media_folder(name_or_path, split, streaming)
     if os.path.isdir(name_or_path) and _media_files(name_or_path, AUDIO_EXTENSIONS):
@@ -83,6 +102,40 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     if split not in splits:
         raise ValueError(f"split {split!r} does not exist in {name_or_path!r}; available: {sorted(splits)}")
     return splits[split]
+
+
+def _planetoid_name(path: str):
+    """(root, name) when ``path`` is a Planetoid folder (``ind.<name>.x`` in it, its ``raw/`` or ``<Name>/raw/``) or
+    the prefix ``<folder>/ind.<name>`` of its files; None otherwise. Several data sets in one folder: ask for one."""
+    folder, base = os.path.split(path.rstrip("/"))
+    if base.startswith("ind.") and os.path.isfile(os.path.join(folder, base + ".x")):
+        return folder, base[4:]
+    if not os.path.isdir(path):
+        return None
+    candidates = [path, os.path.join(path, "raw")] + [os.path.join(path, d, "raw") for d in sorted(os.listdir(path))]
+    for candidate in candidates:
+        if not os.path.isdir(candidate):
+            continue
+        names = sorted(f[4:-2] for f in os.listdir(candidate) if f.startswith("ind.") and f.endswith(".x"))
+        if len(names) > 1:
+            raise ValueError(
+                f"dataset folder {path!r} holds several Planetoid data sets {names}; pass one as "
+                f"{os.path.join(candidate, 'ind.' + names[0])!r}"
+            )
+        if names:
+            return candidate, names[0]
+    return None
+
+
+def _planetoid_dataset(root: str, name: str):
+    """The whole Planetoid graph as one row (node features, edges, labels, split masks): node-level tasks train on
+    one graph, so every split is that row and the masks say which nodes belong to which split."""
+    import datasets
+
+    from hf_mae.processors.graph_processing import load_planetoid
+
+    graph = load_planetoid(root, name)
+    return datasets.Dataset.from_dict({key: [np.asarray(value).tolist()] for key, value in graph.items()})
 
 
 def _media_files(folder: str, extensions: tuple[str, ...]) -> list[str]:
@@ -159,13 +212,18 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     ``training=True`` calls the processor with its ``training_call_kwargs`` on every access: fresh random views
     (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
     a video processor."""
+    if "edge_index" in getattr(processor, "model_input_names", ()):
+        return _with_graph_inputs(dataset, processor, with_labels)
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
     embeddings = "inputs_embeds" in getattr(processor, "model_input_names", ())  # embedding sequences, as stored
     audio = "input_values" in getattr(processor, "model_input_names", ())  # waveforms -> spectrograms
+    points = "point_values" in getattr(processor, "model_input_names", ())  # point clouds (arrays or file paths)
     if embeddings:
         input_column = find_column(dataset, EMBEDDING_COLUMNS, "embeddings")
     elif audio:
         input_column = find_column(dataset, AUDIO_COLUMNS, "audio")
+    elif points:
+        input_column = find_column(dataset, POINT_COLUMNS, "points")
     else:
         input_column = find_column(dataset, VIDEO_COLUMNS, "video") if video else find_column(dataset, IMAGE_COLUMNS, "image")
     label_column = find_column(dataset, LABEL_COLUMNS, "label", required=with_labels) if with_labels else None
@@ -186,6 +244,11 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
             if label_column is not None:
                 out["labels"] = torch.as_tensor(batch[label_column])
             return out
+        if points:  # one call for the batch; the processor reads paths and (in training) augments
+            out = {"point_values": processor(list(inputs), return_tensors="pt", **call_kwargs)["point_values"]}
+            if label_column is not None:
+                out["labels"] = torch.as_tensor(batch[label_column])
+            return out
         if not (video or embeddings):
             inputs = [image.convert("RGB") if hasattr(image, "convert") else image for image in inputs]
         text = {"text": batch[captions]} if captions is not None else {}
@@ -197,6 +260,22 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     if hasattr(dataset, "with_transform"):  # map-style: processed on access
         return dataset.with_transform(transform)
     return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
+
+
+def _with_graph_inputs(dataset, processor, with_labels: bool):
+    """Graph examples -> the processor's prepared tensors (self loops, symmetric edges, normalised features), one
+    graph per example; ``collate`` makes the disjoint union of a batch."""
+    columns = [key for key in GRAPH_KEYS if key in (getattr(dataset, "column_names", None) or [])]
+    if "edge_index" not in columns:
+        raise ValueError(f"a graph data set needs an 'edge_index' column; the data set has columns {dataset.column_names}")
+
+    def transform(batch):
+        size = len(batch["edge_index"])
+        prepared = [processor.prepare({key: batch[key][i] for key in columns}) for i in range(size)]
+        keys = [key for key in prepared[0] if with_labels or key != "labels"]
+        return {key: [graph[key] for graph in prepared] for key in keys}
+
+    return dataset.with_transform(transform)
 
 
 def _waveform(clip):
@@ -220,7 +299,12 @@ def _waveform(clip):
 
 
 def collate(examples):
-    """Stacks every tensor field (``pixel_values``, a second view ``pixel_values_2``, ...); labels become a long tensor."""
+    """Stacks every tensor field (``pixel_values``, a second view ``pixel_values_2``, ...); labels become a long tensor.
+    Graphs (examples with an ``edge_index``) become one disjoint union with a ``batch`` vector instead."""
+    if "edge_index" in examples[0]:
+        from hf_mae.processors.graph_processing import batch_graphs
+
+        return batch_graphs(examples)
     batch = {key: torch.stack([torch.as_tensor(e[key]) for e in examples]) for key in examples[0] if key != "labels"}
     if "labels" in examples[0]:
         batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])

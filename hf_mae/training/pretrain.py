@@ -5,7 +5,8 @@
 
 One script for one CPU, one GPU or many (``accelerate launch``). What it does:
 - AdamW (betas 0.9, 0.95), no weight decay on norms, biases, position embeddings and tokens;
-  ``lr = base_lr * effective_batch / 256`` unless ``--lr``; linear warm-up, then cosine to 0 (see ``optim.py``);
+  ``lr = base_lr * effective_batch / 256`` unless ``--lr`` (or the method's own absolute lr, ``Method.pretrain_lr``,
+  when neither is given: GraphMAE, Point-MAE, I2P-MAE); linear warm-up, then cosine to 0 (see ``optim.py``);
 - data in a seeded per-epoch order that a resumed run recomputes, skipping the batches already seen;
 - checkpoints ``DIR/checkpoints/step_N`` (``accelerator.save_state``: model, optimiser, scheduler, RNG, plus
   ``trainer_state.json`` with the data position), written to a temporary folder and renamed, the last K kept;
@@ -132,6 +133,20 @@ def check_args(args) -> None:
         raise ValueError("--streaming needs --max-steps (a streamed data set has no length to count epochs by)")
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; give one of them")
+
+
+def resolve_lr(args, effective_batch: int) -> float:
+    """--lr if given; else the method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE) unless
+    --base-lr was changed; else MAE's ``base_lr * effective_batch / 256``."""
+    from .. import registry
+    from .optim import scaled_lr
+
+    if args.lr is not None:
+        return args.lr
+    recipe_lr = registry.get_method(args.model).pretrain_lr
+    if recipe_lr is not None and args.base_lr == build_parser().get_default("base_lr"):
+        return recipe_lr
+    return scaled_lr(args.base_lr, effective_batch)
 
 
 # ----------------------------------------------------------------------------------------- data ordering
@@ -325,7 +340,7 @@ def train(args) -> tuple[Path, dict]:
     from tqdm.auto import tqdm
 
     from .. import registry
-    from .optim import build_adamw, scaled_lr, warmup_cosine_schedule
+    from .optim import build_adamw, warmup_cosine_schedule
     from .visualize import save_reconstruction_grid
 
     check_args(args)
@@ -344,14 +359,17 @@ def train(args) -> tuple[Path, dict]:
         log_with="tensorboard" if use_tensorboard else None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir)),
     )
+    processor = registry.processor_for_config(config)
+    loader, raw_dataset = build_dataloader(args, processor)
+    if "num_features" in config.__dataclass_fields__ and "num_features" not in overrides and not args.streaming:
+        # graph models size their input layer to the data set's node features unless told otherwise
+        config.num_features = int(loader.dataset[0]["node_features"].shape[-1])
     set_seed(args.seed)
     model = registry.get_method(args.model).model_classes["pretraining"](config)
     if args.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
     model.train()
-    processor = registry.processor_for_config(config)
-    loader, raw_dataset = build_dataloader(args, processor)
 
     # The folder is touched only now, once the model and data are known to be fine.
     is_main = accelerator.is_main_process
@@ -364,7 +382,7 @@ def train(args) -> tuple[Path, dict]:
     accelerator.wait_for_everyone()
 
     effective_batch = args.batch_size * args.grad_accum * accelerator.num_processes
-    lr = args.lr if args.lr is not None else scaled_lr(args.base_lr, effective_batch)
+    lr = resolve_lr(args, effective_batch)
     optimizer = build_adamw(model, lr, args.weight_decay)
     raw_optimizer = optimizer
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)

@@ -1,0 +1,669 @@
+"""GraphMAE: Self-Supervised Masked Graph Autoencoders (Hou et al., KDD 2022), arXiv:2205.10803.
+
+The method, as in the official ``graphmae/models/edcoder.py`` (``PreModel``):
+1. mask: ``int(mask_rate * N)`` random nodes are masked; of those, ``int(replace_rate * n)`` get the features of
+   other random nodes and the rest get a learnable ``enc_mask_token`` (size num_features) in place of their
+   features. The edges are kept;
+2. a GNN encoder (GAT or GIN) encodes the whole graph with the corrupted features;
+3. ``encoder_to_decoder`` (Linear, no bias) maps the codes to the decoder, and the masked nodes' codes are set to
+   zero again ("re-mask") before a GNN decoder (a one-layer GAT or GIN; MLP / linear decoders skip the re-mask);
+4. the loss is the scaled cosine error (SCE) between the reconstructed and original features of the masked nodes.
+
+Graphs come as a disjoint union: ``node_features`` (N, F), ``edge_index`` (2, E) with ``edge_index[0]`` the source
+and ``edge_index[1]`` the target of each message, and ``batch`` (N,) the graph of every node (``None``: one graph).
+Message passing is plain torch (``index_add_`` / ``scatter_reduce_``): no DGL or PyG. The processor
+(``graph_processing.GraphProcessor``) adds the self loops and symmetric edges the official code works on.
+
+Departures from the official code: the masked nodes and the replaced ones are drawn from a ``noise`` vector (so a
+fixed noise fixes them, see :func:`graph_mask`), and replacement features come from the nodes with the smallest
+noise (distinct from the replaced nodes) instead of ``randperm(N)``; the official split ``int((1 - r) n)`` /
+``int(r n)`` can leave one masked node with its own features, here every masked node is either replaced or
+tokenised. ``drop_edge_rate`` and ``concat_hidden`` are not implemented (0 / False in the node-level configs).
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPooling,
+    SequenceClassifierOutput,
+    TokenClassifierOutput,
+)
+
+from .losses import classification_loss, scaled_cosine_error
+from .outputs import MaskedPreTrainingOutput
+
+ENCODER_TYPES = ("gat", "gin")
+DECODER_TYPES = ("gat", "gin", "mlp", "linear")
+ACTIVATIONS = ("prelu", "relu", "elu", "gelu", None)
+NORMS = ("batchnorm", "layernorm", None)
+POOLINGS = ("mean", "sum", "max")
+LOSSES = ("sce", "mse")
+FEATURE_NORMALIZATIONS = ("row", "standard", None)
+# fields a collated graph batch may carry besides the model inputs; forwards accept and ignore them
+DATA_FIELDS = ("labels", "label_mask", "train_mask", "val_mask", "test_mask", "num_nodes", "num_graphs")
+
+
+class GraphMAEConfig(PreTrainedConfig):
+    r"""Configuration of a GraphMAE model. Defaults: the official Cora config (``configs.yml``).
+
+    num_features: node feature size F (``in_dim``; Cora 1433). Set it to your data's width (the graphmae-tiny
+        preset uses 16; ``hf-mae pretrain --config-overrides num_features=1433`` for Cora).
+    hidden_size: encoder output width (``num_hidden``); a GAT encoder concatenates ``num_attention_heads`` heads of
+        ``hidden_size // num_attention_heads`` features.
+    num_hidden_layers: encoder depth (``num_layers``).
+    num_attention_heads, num_out_heads: GAT heads of the encoder and of the decoder (``nhead``, ``nhead_out``).
+    encoder_type: "gat" | "gin"; decoder_type: "gat" | "gin" | "mlp" | "linear".
+    hidden_act: "prelu" | "relu" | "elu" | "gelu" | None (``activation``), also on the last encoder layer.
+    in_drop, attn_drop: dropout of every layer's input features and of GAT attention weights.
+    negative_slope: LeakyReLU slope of GAT attention logits.
+    residual: residual connections in the encoder; norm: None | "batchnorm" | "layernorm" after each encoder layer.
+    mask_rate: share of nodes masked, in (0, 1); replace_rate: share of the masked nodes that get another node's
+        features instead of the mask token, in [0, 1).
+    loss_fn: "sce" (scaled cosine error with exponent ``alpha_l``) or "mse".
+    pooling: "mean" | "sum" | "max" node pooling for graph-level outputs (``pooler_output``).
+    feature_normalization: what the processor does to node features: "row" (rows sum to 1, citation graphs),
+        "standard" (zero mean, unit variance per feature) or None.
+    """
+
+    model_type = "graphmae"
+
+    num_features: int = 1433
+    hidden_size: int = 512
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_out_heads: int = 1
+    encoder_type: str = "gat"
+    decoder_type: str = "gat"
+    hidden_act: str | None = "prelu"
+    in_drop: float = 0.2
+    attn_drop: float = 0.1
+    negative_slope: float = 0.2
+    residual: bool = False
+    norm: str | None = None
+    mask_rate: float = 0.5
+    replace_rate: float = 0.05
+    loss_fn: str = "sce"
+    alpha_l: float = 3.0
+    pooling: str = "mean"
+    feature_normalization: str | None = "row"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name in ("num_features", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_out_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name, allowed in (
+            ("encoder_type", ENCODER_TYPES), ("decoder_type", DECODER_TYPES), ("hidden_act", ACTIVATIONS),
+            ("norm", NORMS), ("loss_fn", LOSSES), ("pooling", POOLINGS),
+            ("feature_normalization", FEATURE_NORMALIZATIONS),
+        ):  # fmt: skip
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.encoder_type == "gat" and self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads} "
+                "(a GAT encoder concatenates its heads)"
+            )
+        _check_rate("mask_rate", self.mask_rate, allow_zero=False)
+        _check_rate("replace_rate", self.replace_rate, allow_zero=True)
+        _check_rate("in_drop", self.in_drop, allow_zero=True)
+        _check_rate("attn_drop", self.attn_drop, allow_zero=True)
+        if isinstance(self.alpha_l, bool) or not isinstance(self.alpha_l, (int, float)) or self.alpha_l <= 0:
+            raise ValueError(f"alpha_l must be a number > 0, got {self.alpha_l!r}")
+
+
+def _check_rate(name: str, value, allow_zero: bool) -> None:
+    interval = "[0, 1)" if allow_zero else "(0, 1)"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a float in {interval}, got {value!r}")
+    if not (0.0 <= value < 1.0) or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be in {interval}, got {value}")
+
+
+# ------------------------------------------------------------------------------------------ input checks
+
+
+def check_graph_inputs(node_features, edge_index, batch=None, num_features: int | None = None) -> torch.Tensor:
+    """Validates a (union of) graph(s) and returns ``edge_index`` as long. Raises TypeError/ValueError naming the
+    argument: node_features (N, F) float, edge_index (2, E) integer ids in [0, N), batch (N,) integer ids >= 0."""
+    if not isinstance(node_features, torch.Tensor):
+        raise TypeError(f"node_features must be a torch.Tensor (num_nodes, num_features), got {type(node_features).__name__}")
+    if not node_features.is_floating_point():
+        raise TypeError(f"node_features must be a floating-point tensor, got dtype {node_features.dtype}")
+    if node_features.ndim != 2 or node_features.shape[0] == 0:
+        raise ValueError(f"node_features must have shape (num_nodes >= 1, num_features), got {tuple(node_features.shape)}")
+    num_nodes, width = node_features.shape
+    if num_features is not None and width != num_features:
+        raise ValueError(f"node_features has {width} features per node but the model expects num_features={num_features}")
+    if not isinstance(edge_index, torch.Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor (2, num_edges), got {type(edge_index).__name__}")
+    if edge_index.is_floating_point() or edge_index.is_complex() or edge_index.dtype == torch.bool:
+        raise TypeError(f"edge_index must be an integer tensor (torch.long), got dtype {edge_index.dtype}")
+    if edge_index.ndim != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
+    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
+        raise ValueError(
+            f"edge_index holds node ids in [{int(edge_index.min())}, {int(edge_index.max())}] but node_features has "
+            f"{num_nodes} nodes (ids must be in [0, {num_nodes - 1}])"
+        )
+    if batch is not None:
+        if not isinstance(batch, torch.Tensor) or batch.is_floating_point() or batch.dtype == torch.bool:
+            raise TypeError(f"batch must be an integer tensor (num_nodes,) of graph ids, got {_describe(batch)}")
+        if batch.shape != (num_nodes,):
+            raise ValueError(f"batch must have shape ({num_nodes},) (one graph id per node), got {tuple(batch.shape)}")
+        if batch.min() < 0:
+            raise ValueError(f"batch holds negative graph ids (min {int(batch.min())}); ids must be >= 0")
+    return edge_index.long()
+
+
+def _describe(value) -> str:
+    return f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _reject_unknown_inputs(kwargs: dict, method: str) -> None:
+    unknown = sorted(set(kwargs) - set(DATA_FIELDS))
+    if unknown:
+        raise TypeError(f"{method}() got unexpected argument(s) {unknown}; besides the model inputs it accepts "
+                        f"(and ignores) the data fields {list(DATA_FIELDS)}")
+
+
+# ------------------------------------------------------------------------------------------ message passing
+
+
+def edge_softmax(scores: torch.Tensor, target: torch.Tensor, num_nodes: int) -> torch.Tensor:
+    """Softmax of edge scores (E, heads) over the incoming edges of each target node (``target`` (E,))."""
+    index = target[:, None].expand_as(scores)
+    with torch.no_grad():  # the shift only keeps exp() finite; softmax does not depend on it
+        shift = scores.new_full((num_nodes, scores.shape[1]), -math.inf).scatter_reduce_(0, index, scores, "amax")
+    weights = (scores - shift[target]).exp()
+    total = weights.new_zeros(num_nodes, scores.shape[1]).index_add_(0, target, weights)
+    return weights / total[target]
+
+
+def pool_nodes(hidden: torch.Tensor, batch: torch.Tensor | None, mode: str, num_graphs: int | None = None) -> torch.Tensor:
+    """Node states (N, d) -> one vector per graph (num_graphs, d) by "mean", "sum" or "max" (``batch`` None: one
+    graph). A graph id without nodes pools to zeros."""
+    if batch is None:
+        reduce = {"mean": torch.mean, "sum": torch.sum, "max": torch.amax}[mode]
+        return reduce(hidden, dim=0, keepdim=True)
+    num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+    out = hidden.new_zeros(num_graphs, hidden.shape[1])
+    if mode == "max":
+        return out.scatter_reduce_(0, batch[:, None].expand_as(hidden), hidden, "amax", include_self=False)
+    out = out.index_add_(0, batch, hidden)
+    if mode == "mean":
+        counts = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(hidden.dtype)
+        out = out / counts[:, None]
+    return out
+
+
+def make_activation(name: str | None) -> nn.Module:
+    return {"prelu": nn.PReLU, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU, None: nn.Identity}[name]()
+
+
+def make_norm(name: str | None, width: int) -> nn.Module:
+    return {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}[name](width) if name else nn.Identity()
+
+
+class GATLayer(nn.Module):
+    """Graph attention (the official DGL ``GATConv``): per head h,
+    ``out_i = sum_{j -> i} softmax_j(LeakyReLU(a_l . W x_j + a_r . W x_i)) W x_j + bias`` over the incoming edges of
+    i, then (optional) residual, heads concatenated (or averaged), norm, activation. Dropout on the input features
+    (``feat_drop``) and the attention weights (``attn_drop``).
+
+    x (N, in_dim), edge_index (2, E) -> (N, num_heads * out_dim) when ``concat`` else (N, out_dim).
+    """
+
+    def __init__(self, in_dim, out_dim, num_heads, feat_drop=0.0, attn_drop=0.0, negative_slope=0.2, residual=False,
+                 activation=None, norm=None, concat=True):  # fmt: skip
+        super().__init__()
+        self.in_dim, self.out_dim, self.num_heads, self.concat = in_dim, out_dim, num_heads, concat
+        width = num_heads * out_dim
+        self.weight = nn.Parameter(torch.empty(width, in_dim))  # W of every head, stacked
+        self.attn_l = nn.Parameter(torch.empty(1, num_heads, out_dim))  # a_l: scores the source (neighbour)
+        self.attn_r = nn.Parameter(torch.empty(1, num_heads, out_dim))  # a_r: scores the target
+        self.bias = nn.Parameter(torch.zeros(width))
+        # residual: identity when the widths match, else a bias-free projection (as the official layer)
+        self.res_weight = nn.Parameter(torch.empty(width, in_dim)) if residual and in_dim != width else None
+        self.residual = residual
+        self.feat_drop = nn.Dropout(feat_drop)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.negative_slope = negative_slope
+        self.norm = make_norm(norm, width if concat else out_dim)
+        self.activation = make_activation(activation)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        num_nodes = x.shape[0]
+        source, target = edge_index
+        heads, out_dim = self.num_heads, self.out_dim
+        h = self.feat_drop(x)
+        weight = self.weight.view(heads, out_dim, self.in_dim)
+        if self.in_dim < out_dim:
+            # Narrow input (the decoder: 512 -> 1433): aggregate the inputs, then project, W sum(a x) = sum(a W x),
+            # and score with (W^T a) . x; fewer numbers move along the edges. Same result as the branch below.
+            score_l = h @ torch.einsum("hdi,hd->ih", weight, self.attn_l[0])
+            score_r = h @ torch.einsum("hdi,hd->ih", weight, self.attn_r[0])
+            attention = self._attention(score_l, score_r, source, target, num_nodes)  # (E, heads)
+            messages = h[source, None, :] * attention[..., None]  # (E, heads, in_dim)
+            summed = h.new_zeros(num_nodes, heads, self.in_dim).index_add_(0, target, messages)
+            out = torch.einsum("nhi,hdi->nhd", summed, weight)
+        else:
+            feat = nn.functional.linear(h, self.weight).view(num_nodes, heads, out_dim)
+            score_l, score_r = (feat * self.attn_l).sum(-1), (feat * self.attn_r).sum(-1)  # (N, heads)
+            attention = self._attention(score_l, score_r, source, target, num_nodes)
+            messages = feat[source] * attention[..., None]  # (E, heads, out_dim)
+            out = feat.new_zeros(num_nodes, heads, out_dim).index_add_(0, target, messages)
+        out = out + self.bias.view(1, heads, out_dim)
+        if self.residual:
+            skip = h if self.res_weight is None else nn.functional.linear(h, self.res_weight)
+            out = out + skip.view(num_nodes, -1, out_dim)
+        out = out.flatten(1) if self.concat else out.mean(dim=1)
+        return self.activation(self.norm(out))
+
+    def _attention(self, score_l, score_r, source, target, num_nodes) -> torch.Tensor:
+        scores = nn.functional.leaky_relu(score_l[source] + score_r[target], self.negative_slope)
+        return self.attn_drop(edge_softmax(scores, target, num_nodes))
+
+
+class GINMLP(nn.Sequential):
+    """GIN's two-layer MLP: Linear -> norm -> activation -> Linear (the official ``MLP(2, ...)``)."""
+
+    def __init__(self, in_dim, hidden_dim, out_dim, activation, norm):
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim), make_norm(norm, hidden_dim), make_activation(activation),
+            nn.Linear(hidden_dim, out_dim),
+        )  # fmt: skip
+
+
+class GINLayer(nn.Module):
+    """Graph isomorphism layer (the official ``GINConv`` with eps = 0, sum aggregation):
+    ``out_i = f(x_i + sum_{j -> i} x_j)`` (+ a residual), with ``f`` an MLP, optionally followed by norm and
+    activation (``post_norm``). With self loops in ``edge_index`` the sum includes x_i itself once more, as in the
+    official code (DGL graphs with ``add_self_loop``).
+
+    x (N, in_dim), edge_index (2, E) -> (N, out_dim).
+    """
+
+    def __init__(self, in_dim, hidden_dim, out_dim, feat_drop=0.0, activation="relu", norm=None, post_norm=False,
+                 residual=False):  # fmt: skip
+        super().__init__()
+        self.feat_drop = nn.Dropout(feat_drop)
+        self.mlp = GINMLP(in_dim, hidden_dim, out_dim, activation, norm)
+        # the official ApplyNodeFunc: norm + activation after the MLP
+        self.post = nn.Sequential(make_norm(norm, out_dim), make_activation(activation)) if post_norm else nn.Identity()
+        self.res_fc = (nn.Linear(in_dim, out_dim, bias=False) if in_dim != out_dim else nn.Identity()) if residual else None
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+        source, target = edge_index
+        h = self.feat_drop(x)
+        summed = h.index_add(0, target, h[source])
+        out = self.post(self.mlp(summed))
+        return out if self.res_fc is None else out + self.res_fc(h)
+
+
+class GraphEncoder(nn.Module):
+    """The official ``GAT`` / ``GIN`` stacks, for the encoder (``encoding=True``) and the one-layer GNN decoders.
+
+    encoding=True: every layer but the first gets in and out width ``hidden_size``; the last layer has the
+    residual, norm and activation of the others (the official ``encoding`` flag). Decoders have none of them.
+    forward: x (N, in_dim), edge_index (2, E) -> (N, out_dim) and the tuple of every layer's output.
+    """
+
+    def __init__(self, config: GraphMAEConfig, layer_type: str, in_dim: int, out_dim: int, num_layers: int,
+                 encoding: bool):  # fmt: skip
+        super().__init__()
+        c = config
+        self.layers = nn.ModuleList()
+        if layer_type == "gat":
+            heads = c.num_attention_heads if encoding else c.num_out_heads
+            per_head = c.hidden_size // c.num_attention_heads
+            common = dict(feat_drop=c.in_drop, attn_drop=c.attn_drop, negative_slope=c.negative_slope)
+            for index in range(num_layers - 1):
+                width_in = in_dim if index == 0 else c.hidden_size
+                self.layers.append(GATLayer(width_in, per_head, c.num_attention_heads, residual=c.residual,
+                                            activation=c.hidden_act, norm=c.norm, **common))  # fmt: skip
+            width_in = in_dim if num_layers == 1 else c.hidden_size
+            last_dim = per_head if encoding else out_dim
+            # the official one-layer stack passes no activation, even to an encoder
+            last_act = c.hidden_act if encoding and num_layers > 1 else None
+            self.layers.append(GATLayer(
+                width_in, last_dim, heads, residual=encoding and c.residual, activation=last_act,
+                norm=c.norm if encoding else None, concat=encoding or heads == 1, **common,
+            ))  # fmt: skip
+        else:
+            for index in range(num_layers - 1):
+                width_in = in_dim if index == 0 else c.hidden_size
+                self.layers.append(GINLayer(width_in, c.hidden_size, c.hidden_size, c.in_drop, c.hidden_act, c.norm,
+                                            post_norm=True, residual=c.residual))  # fmt: skip
+            width_in = in_dim if num_layers == 1 else c.hidden_size
+            # the official last GIN layer gets norm + activation only in an encoder with a norm configured
+            self.layers.append(GINLayer(
+                width_in, c.hidden_size, out_dim, c.in_drop, c.hidden_act, c.norm,
+                post_norm=encoding and c.norm is not None, residual=encoding and c.residual,
+            ))  # fmt: skip
+
+    def forward(self, x, edge_index) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        hidden = []
+        for layer in self.layers:
+            x = layer(x, edge_index)
+            hidden.append(x)
+        return x, tuple(hidden)
+
+
+class FeatureDecoder(nn.Module):
+    """Codes (N, hidden_size) -> reconstructed features (N, num_features): a one-layer GAT / GIN on the graph, or
+    the official "mlp" (Linear, PReLU, Dropout 0.2, Linear) / "linear" decoders, which ignore the edges."""
+
+    def __init__(self, config: GraphMAEConfig):
+        super().__init__()
+        self.decoder_type = config.decoder_type
+        hidden, features = config.hidden_size, config.num_features
+        if config.decoder_type in ("gat", "gin"):
+            self.net = GraphEncoder(config, config.decoder_type, hidden, features, num_layers=1, encoding=False)
+        elif config.decoder_type == "mlp":
+            self.net = nn.Sequential(nn.Linear(hidden, hidden), nn.PReLU(), nn.Dropout(0.2), nn.Linear(hidden, features))
+        else:
+            self.net = nn.Linear(hidden, features)
+
+    @property
+    def uses_graph(self) -> bool:
+        return self.decoder_type in ("gat", "gin")
+
+    def forward(self, codes, edge_index) -> torch.Tensor:
+        return self.net(codes, edge_index)[0] if self.uses_graph else self.net(codes)
+
+
+# ------------------------------------------------------------------------------------------ masking
+
+
+def graph_mask(num_nodes: int, mask_rate: float, replace_rate: float, noise: torch.Tensor | None = None,
+               mask: torch.Tensor | None = None, device=None):  # fmt: skip
+    """GraphMAE's node masking, made deterministic by ``noise``.
+
+    Nodes are ranked by descending noise. Without ``mask``, the ``int(mask_rate * N)`` nodes with the largest
+    noise are masked. Of the n masked nodes, the ``int(replace_rate * n)`` with the largest noise are *replaced*:
+    the k-th of them gets the features of the node with the k-th smallest noise (a visible node whenever there are
+    enough); the other masked nodes get the mask token. ``noise`` None draws ``torch.rand(N)`` (torch's global
+    generator, so ``torch.manual_seed`` repeats it).
+
+    noise: (N,) floats; mask: (N,) bool, True = masked (given: only the replaced nodes are drawn from the noise).
+    Returns (mask (N,) bool, replaced (R,) long, sources (R,) long): node ``replaced[k]`` takes ``sources[k]``'s
+    features.
+    """
+    if noise is None:
+        noise = torch.rand(num_nodes, device=device)
+    elif not isinstance(noise, torch.Tensor) or noise.shape != (num_nodes,):
+        shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a tensor of shape ({num_nodes},) (one value per node), got {shape}")
+    order = torch.argsort(noise, descending=True, stable=True)
+    if mask is None:
+        masked = order[: int(mask_rate * num_nodes)]
+        mask = torch.zeros(num_nodes, dtype=torch.bool, device=noise.device)
+        mask[masked] = True
+    else:
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != (num_nodes,):
+            raise ValueError(f"mask must be a bool tensor of shape ({num_nodes},), got {_shape_and_dtype(mask)}")
+        masked = order[mask[order]]
+    num_replaced = int(replace_rate * masked.numel())
+    return mask, masked[:num_replaced], order.flip(0)[:num_replaced]
+
+
+def _shape_and_dtype(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"shape {tuple(value.shape)}, dtype {value.dtype}"
+    return type(value).__name__
+
+
+def corrupt_features(x, mask_token, mask, replaced, sources) -> torch.Tensor:
+    """x (N, F) with the masked nodes' features swapped: ``mask_token`` (1, F) on the masked nodes, except that node
+    ``replaced[k]`` gets ``x[sources[k]]``. Out of place, so gradients reach ``mask_token``."""
+    token_nodes = mask.clone()
+    token_nodes[replaced] = False
+    corrupted = torch.where(token_nodes[:, None], mask_token.to(x.dtype), x)
+    return corrupted.index_put((replaced,), x[sources])
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class GraphMAEPreTrainedModel(PreTrainedModel):
+    config_class = GraphMAEConfig
+    base_model_prefix = "graphmae"
+    main_input_name = "node_features"
+    input_modalities = ("graph",)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """The official initialisation: GAT weights and attention vectors xavier-normal with ReLU gain, zero biases;
+        other linears PyTorch's default (kaiming-uniform, a = sqrt(5)); PReLU slope 0.25; a zero mask token."""
+        if isinstance(module, GATLayer):
+            gain = math.sqrt(2.0)  # nn.init.calculate_gain("relu")
+            for param in (module.weight, module.attn_l, module.attn_r, module.res_weight):
+                if param is not None:
+                    init.xavier_normal_(param, gain=gain)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1 / math.sqrt(module.weight.shape[1])
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.PReLU):
+            init.constant_(module.weight, 0.25)
+        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+            if isinstance(module, nn.BatchNorm1d):
+                init.zeros_(module.running_mean)
+                init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
+        elif isinstance(module, GraphMAEForPreTraining):
+            init.zeros_(module.enc_mask_token)
+
+
+class GraphMAEModel(GraphMAEPreTrainedModel):
+    """The GraphMAE encoder (GAT or GIN) without masking: node embeddings and a pooled embedding per graph."""
+
+    def __init__(self, config: GraphMAEConfig):
+        super().__init__(config)
+        self.encoder = GraphEncoder(config, config.encoder_type, config.num_features, config.hidden_size,
+                                    config.num_hidden_layers, encoding=True)  # fmt: skip
+        self.post_init()
+
+    def forward(
+        self,
+        node_features: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **data_fields,
+    ):
+        """
+        node_features: (N, num_features) float; edge_index: (2, E) long, row 0 sources, row 1 targets (the
+            processor adds self loops and both directions); batch: (N,) graph id of each node, None for one graph.
+        data_fields: other fields of a collated batch (labels, train_mask, ...) are accepted and ignored.
+        Returns BaseModelOutputWithPooling: last_hidden_state (N, hidden_size), pooler_output (num_graphs,
+        hidden_size) pooled by ``config.pooling``, hidden_states (every layer's (N, width)) when asked.
+        """
+        _reject_unknown_inputs(data_fields, "GraphMAEModel.forward")
+        if node_features is None or edge_index is None:
+            raise ValueError("node_features and edge_index are required")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        edge_index = check_graph_inputs(node_features, edge_index, batch, self.config.num_features)
+        hidden, layers = self.encoder(node_features, edge_index)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=hidden,
+            pooler_output=pool_nodes(hidden, batch, self.config.pooling),
+            hidden_states=layers if output_hidden_states else None,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
+    """GraphMAE: mask node features, encode, re-mask, decode, scaled cosine error on the masked nodes."""
+
+    def __init__(self, config: GraphMAEConfig):
+        super().__init__(config)
+        self.graphmae = GraphMAEModel(config)
+        self.enc_mask_token = nn.Parameter(torch.zeros(1, config.num_features))
+        self.encoder_to_decoder = nn.Linear(config.hidden_size, config.hidden_size, bias=False)
+        self.decoder = FeatureDecoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        node_features: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        noise: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **data_fields,
+    ):
+        """
+        node_features, edge_index, batch: as in :meth:`GraphMAEModel.forward` (a batch is masked as one union).
+        noise: (N,) floats fixing the masking (see :func:`graph_mask`): the ``int(mask_rate * N)`` nodes with the
+            largest noise are masked; of those, the ``int(replace_rate * n)`` with the largest noise take the
+            features of the nodes with the smallest noise, the rest the mask token. None: ``torch.rand(N)``.
+        mask: (N,) bool, True = masked; overrides the noise's choice of masked nodes.
+        Returns MaskedPreTrainingOutput: loss (SCE or MSE over the masked nodes), logits (N, num_features) the
+        reconstructed features of every node, mask (N,) bool, hidden_states of the encoder when asked.
+        """
+        _reject_unknown_inputs(data_fields, "GraphMAEForPreTraining.forward")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        if node_features is None:
+            raise ValueError("node_features is required")
+        edge_index = check_graph_inputs(node_features, edge_index, batch, self.config.num_features)
+        mask, replaced, sources = graph_mask(node_features.shape[0], self.config.mask_rate, self.config.replace_rate,
+                                             noise, mask, device=node_features.device)  # fmt: skip
+        if not mask.any():
+            raise ValueError(
+                f"no node is masked (mask_rate={self.config.mask_rate} of {node_features.shape[0]} nodes rounds down "
+                "to 0, or the given mask is all False): the loss would be empty"
+            )
+        corrupted = corrupt_features(node_features, self.enc_mask_token, mask, replaced, sources)
+        encoded = self.graphmae(corrupted, edge_index, batch, output_hidden_states=output_hidden_states, return_dict=True)
+        codes = self.encoder_to_decoder(encoded.last_hidden_state)
+        if self.decoder.uses_graph:  # re-mask: the decoder must rebuild masked nodes from their neighbours' codes
+            codes = codes.masked_fill(mask[:, None], 0.0)
+        logits = self.decoder(codes, edge_index)
+        target, prediction = node_features[mask].float(), logits[mask].float()
+        if self.config.loss_fn == "sce":
+            loss = scaled_cosine_error(prediction, target, self.config.alpha_l)
+        else:
+            loss = nn.functional.mse_loss(prediction, target)
+        output = MaskedPreTrainingOutput(loss=loss, logits=logits, mask=mask, hidden_states=encoded.hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+class GraphMAEForNodeClassification(GraphMAEPreTrainedModel):
+    """The encoder + a linear classifier on every node's embedding (the linear probe, when the encoder is frozen)."""
+
+    def __init__(self, config: GraphMAEConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.graphmae = GraphMAEModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        node_features: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        label_mask: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **data_fields,
+    ):
+        """
+        labels: (N,) class ids (float (N,) or (N, k) targets follow ``config.problem_type``).
+        label_mask: (N,) bool, the nodes whose labels count in the loss. None: the batch's ``train_mask`` if it
+            carries one (a Planetoid split: validation and test labels never reach the loss), else every node.
+        Returns TokenClassifierOutput: loss, logits (N, num_labels), hidden_states.
+        """
+        _reject_unknown_inputs(data_fields, "GraphMAEForNodeClassification.forward")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.graphmae(node_features, edge_index, batch, output_hidden_states=output_hidden_states,
+                                return_dict=True)  # fmt: skip
+        logits = self.classifier(encoded.last_hidden_state)
+        loss = None
+        if labels is not None:
+            if label_mask is None:
+                label_mask = data_fields.get("train_mask")
+            if labels.shape[0] != logits.shape[0]:
+                raise ValueError(f"labels must hold one label per node ({logits.shape[0]}), got shape {tuple(labels.shape)}")
+            if label_mask is not None:
+                if not isinstance(label_mask, torch.Tensor) or label_mask.shape != (logits.shape[0],):
+                    raise ValueError(f"label_mask must be a bool tensor of shape ({logits.shape[0]},), "
+                                     f"got {_shape_and_dtype(label_mask)}")  # fmt: skip
+                label_mask = label_mask.bool()
+                logits_used, labels = logits[label_mask], labels[label_mask]
+            else:
+                logits_used = logits
+            loss = classification_loss(logits_used, labels, self.config)
+        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+class GraphMAEForGraphClassification(GraphMAEPreTrainedModel):
+    """The encoder, node embeddings pooled per graph (``config.pooling``), then a linear classifier."""
+
+    def __init__(self, config: GraphMAEConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.graphmae = GraphMAEModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        node_features: torch.Tensor | None = None,
+        edge_index: torch.Tensor | None = None,
+        batch: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **data_fields,
+    ):
+        """
+        batch: (N,) graph id of every node (None: one graph); labels: (num_graphs,) class ids.
+        Returns SequenceClassifierOutput: loss, logits (num_graphs, num_labels), hidden_states.
+        """
+        _reject_unknown_inputs(data_fields, "GraphMAEForGraphClassification.forward")
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        encoded = self.graphmae(node_features, edge_index, batch, output_hidden_states=output_hidden_states,
+                                return_dict=True)  # fmt: skip
+        logits = self.classifier(encoded.pooler_output)
+        loss = None
+        if labels is not None:
+            if labels.shape[0] != logits.shape[0]:
+                raise ValueError(
+                    f"labels must hold one label per graph ({logits.shape[0]} graphs in batch), got shape "
+                    f"{tuple(labels.shape)}"
+                )
+            loss = classification_loss(logits, labels, self.config)
+        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "GraphMAEConfig",
+    "GraphMAEPreTrainedModel",
+    "GraphMAEModel",
+    "GraphMAEForPreTraining",
+    "GraphMAEForNodeClassification",
+    "GraphMAEForGraphClassification",
+]
