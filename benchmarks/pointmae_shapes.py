@@ -116,8 +116,8 @@ def main(argv=None) -> int:
     random_accuracy = svm_accuracy(random_init, train, y_train, test, y_test)
     pretrained_accuracy = svm_accuracy(model, train, y_train, test, y_test)
     print()
-    print(f"| dataset | preset | steps | held-out Chamfer-L2 (init -> trained) | linear SVM, random init | "
-          f"linear SVM, pretrained | chance | pretrain time |")  # fmt: skip
+    print("| dataset | preset | steps | held-out Chamfer-L2 (init -> trained) | linear SVM, random init | "
+          "linear SVM, pretrained | chance | pretrain time |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     print(f"| {args.dataset} | {args.preset} | {args.steps} | {loss_before:.4f} -> {loss_after:.4f} | "
           f"{random_accuracy:.3f} | {pretrained_accuracy:.3f} | {1 / len(classes):.3f} | "

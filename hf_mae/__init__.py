@@ -38,7 +38,18 @@ from .modeling.crossvideomae import (
 )
 from .modeling.lvmae import LVMAEConfig, LVMAEFeatureExtractor, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
 from .modeling.tgm import TGMConfig, TGMForPreTraining, TGMForVideoClassification, TGMModel
+from .modeling.graphmae import (
+    GraphMAEConfig,
+    GraphMAEForGraphClassification,
+    GraphMAEForNodeClassification,
+    GraphMAEForPreTraining,
+    GraphMAEModel,
+)
+from .modeling.i2pmae import I2PMAEConfig, I2PMAEForPointCloudClassification, I2PMAEForPreTraining, I2PMAEModel
+from .modeling.pointmae import PointMAEConfig, PointMAEForPointCloudClassification, PointMAEForPreTraining, PointMAEModel
 from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
+from .processors.graph_processing import GraphProcessor
+from .processors.point_cloud_processing import PointCloudFeatureExtractor
 from .processors.image_processing_mae import MAEImageProcessor
 from .processors.processing_tgm import TGMProcessor
 from .processors.image_processing_views import TwoViewImageProcessor
@@ -127,6 +138,21 @@ __all__ = [
     "VideoMAEV2ForPreTraining",
     "VideoMAEV2ForVideoClassification",
     "VideoMAEV2Model",
+    "GraphMAEConfig",
+    "GraphMAEForGraphClassification",
+    "GraphMAEForNodeClassification",
+    "GraphMAEForPreTraining",
+    "GraphMAEModel",
+    "GraphProcessor",
+    "I2PMAEConfig",
+    "I2PMAEForPointCloudClassification",
+    "I2PMAEForPreTraining",
+    "I2PMAEModel",
+    "PointCloudFeatureExtractor",
+    "PointMAEConfig",
+    "PointMAEForPointCloudClassification",
+    "PointMAEForPreTraining",
+    "PointMAEModel",
     "METHODS",
     "create_config",
     "create_model",

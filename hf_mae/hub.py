@@ -278,7 +278,11 @@ def model_card(
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
     setup = "" if with_code else "import hf_mae  # registers the hf-mae classes with transformers\n"
-    inputs = "images" if method.modality == "image" else "inputs"
+    inputs = {"image": "images", "point-cloud": "clouds", "graph": "graphs"}.get(method.modality, "inputs")
+    if method.modality == "graph":  # a GNN encoder masks nothing: every node gets an embedding
+        features = "features = encoder(**inputs).last_hidden_state  # (nodes, hidden_size); pooler_output per graph"
+    else:
+        features = "features = encoder(**inputs, mask_ratio=0.0).last_hidden_state  # (batch, tokens, hidden_size)"
     lines += [
         "",
         "## Usage",
@@ -293,7 +297,7 @@ def model_card(
         "",
         "# features: the encoder alone, nothing masked, tokens in their original order",
         f'encoder = AutoModel.from_pretrained("{repo_id}"{remote})',
-        "features = encoder(**inputs, mask_ratio=0.0).last_hidden_state  # (batch, tokens, hidden_size)",
+        features,
         "```",
         "",
     ]

@@ -584,8 +584,8 @@ METHODS = {
         processor_class=GraphProcessor,
         make_processor=lambda config: GraphProcessor(feature_normalization=config.feature_normalization),
         presets={
-            # CPU-sized GAT (2 layers, 4 heads x 8); num_features=16 is a placeholder: set it to the data's width,
-            # e.g. --config-overrides num_features=1433 for Cora
+            # CPU-sized GAT (2 layers, 4 heads x 8); num_features=16 is a placeholder: hf-mae pretrain sets it to
+            # the data's width (or give num_features=<F> as a config override)
             "graphmae-tiny": dict(num_features=16, hidden_size=32),
             # the official configs.yml: GAT 2 layers, 4 x 128 heads, PReLU, in_drop 0.2, attn_drop 0.1, mask 0.5,
             # replace 0.05, SCE alpha 3 (pre-train: Adam 1e-3, wd 2e-4, cosine, 1500 epochs)

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 import hf_mae
 from hf_mae.modeling.losses import chamfer_l2
 from hf_mae.modeling.point_groups import group_points
-from hf_mae.modeling.pointmae import PointMAEConfig, PointMAEForPreTraining, PointMAEModel, point_mask_from_noise
+from hf_mae.modeling.pointmae import PointMAEForPreTraining, PointMAEModel, point_mask_from_noise
 from hf_mae.training.shapes import SHAPE_CLASSES, make_shapes
 
 

@@ -55,7 +55,7 @@ class GraphMAEConfig(PreTrainedConfig):
     r"""Configuration of a GraphMAE model. Defaults: the official Cora config (``configs.yml``).
 
     num_features: node feature size F (``in_dim``; Cora 1433). Set it to your data's width (the graphmae-tiny
-        preset uses 16; ``hf-mae pretrain --config-overrides num_features=1433`` for Cora).
+        preset uses 16; ``hf-mae pretrain`` sizes it from the data unless ``--config-overrides num_features=F``).
     hidden_size: encoder output width (``num_hidden``); a GAT encoder concatenates ``num_attention_heads`` heads of
         ``hidden_size // num_attention_heads`` features.
     num_hidden_layers: encoder depth (``num_layers``).
