@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
+from tqdm import tqdm
 
 import hf_mae
 from hf_mae.training.shapes import MODELNET10_CLASSES, SHAPE_CLASSES, make_shapes, modelnet10_points
@@ -97,7 +98,8 @@ def main(argv=None) -> int:
     generator = torch.Generator().manual_seed(0)
     raw = train
     start = time.time()
-    for step in range(args.steps):
+    bar = tqdm(range(args.steps), desc="pretrain", dynamic_ncols=True)
+    for step in bar:
         model.train()
         index = torch.randint(0, len(raw), (args.batch_size,), generator=generator)
         batch = raw[index]
@@ -108,8 +110,7 @@ def main(argv=None) -> int:
         loss.backward()
         optimizer.step()
         schedule.step()
-        if (step + 1) % max(args.steps // 5, 1) == 0:
-            print(f"  step {step + 1:5d}  train Chamfer-L2 {loss.item():.4f}")
+        bar.set_postfix(chamfer=f"{loss.item():.4f}")
     seconds = time.time() - start
     loss_after = chamfer(model, test, noise)
 
