@@ -1,4 +1,5 @@
-"""Checkpoint conversion between hf-mae, transformers' ViTMAE and the official facebookresearch/mae layout.
+"""Checkpoint conversion between hf-mae, transformers' ViTMAE / ViT-MIM / VideoMAE and the official
+facebookresearch/mae and Pang-Yatian/Point-MAE layouts.
 
 ```
 hf-mae convert vit-mae      SRC_DIR  DST_DIR   # transformers ViTMAEForPreTraining folder -> hf-mae MAEForPreTraining
@@ -9,9 +10,11 @@ hf-mae convert vit-mim      SRC_DIR  DST_DIR   # transformers ViTForMaskedImageM
 hf-mae convert --to vit-mim SRC_DIR  DST_DIR   # hf-mae SimMIMForPreTraining folder -> ViTForMaskedImageModeling
 hf-mae convert videomae     SRC_DIR  DST_DIR   # transformers VideoMAEForPreTraining folder -> hf-mae VideoMAE
 hf-mae convert --to videomae SRC_DIR DST_DIR   # hf-mae VideoMAEForPreTraining folder -> VideoMAEForPreTraining
+hf-mae convert pointmae-official SRC.pth DST_DIR   # Pang-Yatian/Point-MAE checkpoint -> hf-mae Point-MAE folder
+hf-mae convert --to pointmae-official SRC_DIR DST.pth   # hf-mae Point-MAE folder -> {"base_model": state_dict}
 ```
 
-All three layouts hold the same numbers under different names (one table, ``_NAMES``); the only reshaping is
+The three MAE layouts hold the same numbers under different names (one table, ``_NAMES``); the only reshaping is
 ViTMAE's separate q/k/v projections, which hf-mae and the official code fuse into one ``qkv`` Linear (q, k, v
 stacked along the output dimension). The sin-cos position tables are copied as stored, never recomputed, so a
 converted model gives the same outputs as its source for the same ``noise``.
@@ -26,6 +29,14 @@ Official checkpoints:
   models). The official sin-cos table is width-first (its meshgrid swaps h and w); a table in another layout is
   reported (warning, or ValueError with ``strict``) and still copied as stored.
 
+Official Point-MAE checkpoints (``{"base_model": state_dict}``; ``{"model": ...}``, bare and ``module.``-prefixed
+ones too): ``Point_MAE`` (pre-training: ``MAE_encoder.*``, ``MAE_decoder.*``, ``mask_token``, ``decoder_pos_embed``,
+``increase_dim``) -> ``PointMAEForPreTraining``; ``PointTransformer`` (fine-tuned: ``encoder.*``, ``blocks.*``,
+``cls_token``, ``cls_pos``, ``pos_embed``, ``norm``, ``cls_head_finetune``) -> ``PointMAEForPointCloudClassification``.
+The names map 1:1 (``_POINTMAE_NAMES``), BatchNorm statistics included. Shapes give the widths, depths, qkv bias,
+``group_size`` (pre-training head) and ``num_labels``; heads default to the paper's 6, and ``num_points`` /
+``num_groups`` (and a fine-tuned model's ``group_size``) come from the config defaults (1024, 64, 32) or arguments.
+
 To ViTMAE: ViTMAEConfig has one int for image and patch size and no LayerScale, so non-square sizes and
 ``layer_scale_init_value`` are refused; ``drop_path_rate`` and ``mask_generator`` only act in training and are
 dropped with a warning.
@@ -34,6 +45,7 @@ dropped with a warning.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import pickle
@@ -47,10 +59,12 @@ import torch
 from .files import replace_atomically
 from .modeling.embeddings import sincos_2d, to_2tuple
 from .modeling.mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
+from .modeling.pointmae import PointMAEConfig, PointMAEForPointCloudClassification, PointMAEForPreTraining
 from .modeling.simmim import SimMIMConfig, SimMIMForPreTraining
 from .registry import processor_for_config
 
-FORMATS = ("mae", "vit-mae", "mae-official", "vit-mim", "videomae")  # "mae" is hf-mae's own folder layout
+# "mae" is hf-mae's own folder layout
+FORMATS = ("mae", "vit-mae", "mae-official", "vit-mim", "videomae", "pointmae-official")
 
 # One row per weight group: (hf-mae name, transformers ViTMAE name, facebookresearch/mae name).
 # "#" stands for a block index; None: that layout has no such weight.
@@ -129,6 +143,17 @@ def _rename(key: str, source: int, target: int, rows=_NAMES, block_rows=_BLOCK_N
     raise KeyError(key)
 
 
+def _rename_all(state_dict: dict, source: int, target: int, rows, block_rows) -> tuple[dict, list]:
+    """(the state dict renamed from column ``source`` to ``target`` of ``rows``, the keys that have no counterpart)."""
+    renamed, unknown = {}, []
+    for key, tensor in state_dict.items():
+        try:
+            renamed[_rename(key, source, target, rows, block_rows)] = tensor
+        except KeyError:
+            unknown.append(key)
+    return renamed, unknown
+
+
 def rename_keys(state_dict: dict, source: str, target: str) -> dict:
     """Renames a state dict from layout ``source`` to ``target`` (each one of "mae", "vit-mae", "mae-official"; or
     SimMIM's "mae" <-> "vit-mim").
@@ -136,13 +161,8 @@ def rename_keys(state_dict: dict, source: str, target: str) -> dict:
     The qkv projection stays fused (``attention.qkv`` under ViTMAE names): see :func:`fuse_qkv` / :func:`split_qkv`.
     Raises ValueError listing every weight that has no counterpart.
     """
-    renamed, unknown = {}, []
     rows = _SIMMIM_NAMES if "vit-mim" in (source, target) else _NAMES
-    for key, tensor in state_dict.items():
-        try:
-            renamed[_rename(key, _COLUMN[source], _COLUMN[target], rows)] = tensor
-        except KeyError:
-            unknown.append(key)
+    renamed, unknown = _rename_all(state_dict, _COLUMN[source], _COLUMN[target], rows, _BLOCK_NAMES)
     if unknown:
         raise ValueError(f"{len(unknown)} weight(s) of the {source} checkpoint have no {target} counterpart: {unknown}")
     return renamed
@@ -351,20 +371,25 @@ def convert_to_vit_mim(model: SimMIMForPreTraining):
 # facebookresearch/mae <-> hf-mae
 
 
-def load_mae_official(path) -> dict:
-    """The state dict of a facebookresearch/mae ``.pth`` (``{"model": state_dict, ...}`` or a bare state dict).
-
-    Loaded with ``torch.load(weights_only=True)``; training checkpoints also pickle their ``argparse.Namespace``
-    arguments, which is allowed as a safe global.
-    """
+def _load_checkpoint(path):
+    """``torch.load(path, weights_only=True)`` on CPU; training checkpoints also pickle their
+    ``argparse.Namespace`` arguments, which is allowed as a safe global. ValueError if the file cannot be read."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
         raise ValueError(
             f"SRC {str(path)!r} cannot be read by torch.load(weights_only=True): {error}. If you trust the file, "
             "re-save it as torch.save({'model': state_dict}, path) and convert that"
         ) from None
+
+
+def load_mae_official(path) -> dict:
+    """The state dict of a facebookresearch/mae ``.pth`` (``{"model": state_dict, ...}`` or a bare state dict).
+
+    Loaded with ``torch.load(weights_only=True)`` (see :func:`_load_checkpoint`).
+    """
+    checkpoint = _load_checkpoint(path)
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "patch_embed.proj.weight" not in state:
         found = sorted(state)[:8] if isinstance(state, dict) else type(checkpoint).__name__
@@ -509,12 +534,7 @@ TRANSFORMERS_VIDEOMAE_DECODER_NORM_EPS = 1e-5  # transformers' VideoMAEDecoder.n
 
 
 def _videomae_rename(state_dict: dict, source: int, target: int) -> dict:
-    renamed, unknown = {}, []
-    for key, tensor in state_dict.items():
-        try:
-            renamed[_rename(key, source, target, _VIDEOMAE_NAMES, _VIDEOMAE_BLOCK_NAMES)] = tensor
-        except KeyError:
-            unknown.append(key)
+    renamed, unknown = _rename_all(state_dict, source, target, _VIDEOMAE_NAMES, _VIDEOMAE_BLOCK_NAMES)
     if unknown:
         raise ValueError(f"{len(unknown)} weight(s) have no counterpart in the other VideoMAE layout: {unknown}")
     return renamed
@@ -579,6 +599,189 @@ def convert_to_videomae(model):
         for name, part in zip(("query", "key", "value"), state.pop(key).chunk(3, dim=0)):
             state[f"{start}{name}.weight"] = part.clone()
     return _build(TransformersVideoMAE, target, state, "the hf-mae VideoMAE model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pang-Yatian/Point-MAE <-> hf-mae Point-MAE
+
+# One row per weight group: (hf-mae name, official ``Point_MAE`` (pre-training) name, official ``PointTransformer``
+# (fine-tuning) name); "#" is a block index, None: that model has no such weight. The official encoders nest their
+# blocks twice (``TransformerEncoder.blocks``), the decoder once; ``MAE_decoder.head`` is an Identity (no weights).
+_POINTMAE_NAMES = (
+    ("pointmae.group_embedding.first", "MAE_encoder.encoder.first_conv", "encoder.first_conv"),
+    ("pointmae.group_embedding.second", "MAE_encoder.encoder.second_conv", "encoder.second_conv"),
+    ("pointmae.position_embedding", "MAE_encoder.pos_embed", "pos_embed"),
+    ("pointmae.layers.#", "MAE_encoder.blocks.blocks.#", "blocks.blocks.#"),
+    ("pointmae.layernorm", "MAE_encoder.norm", "norm"),
+    ("decoder.mask_token", "mask_token", None),
+    ("decoder.position_embedding", "decoder_pos_embed", None),
+    ("decoder.layers.#", "MAE_decoder.blocks.#", None),
+    ("decoder.norm", "MAE_decoder.norm", None),
+    ("decoder.head", "increase_dim.0", None),
+    ("cls_token", None, "cls_token"),
+    ("cls_position", None, "cls_pos"),
+    ("classifier", None, "cls_head_finetune"),
+)
+_POINTMAE_BLOCK_NAMES = tuple((ours, theirs, theirs) for ours, theirs in (
+    ("norm1", "norm1"), ("attention.qkv", "attn.qkv"), ("attention.proj", "attn.proj"), ("norm2", "norm2"),
+    ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2"),
+))  # fmt: skip
+_POINTMAE_PRETRAINING, _POINTMAE_FINETUNED = 1, 2  # columns of the table
+_POINTMAE_CLASSES = {
+    _POINTMAE_PRETRAINING: PointMAEForPreTraining, _POINTMAE_FINETUNED: PointMAEForPointCloudClassification
+}  # fmt: skip
+POINTMAE_PAPER_NUM_HEADS = 6  # encoder and decoder (cfgs/pretrain.yaml, cfgs/finetune_*.yaml)
+POINTMAE_OFFICIAL_LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
+# What the official modules hard-code, as hf-mae config fields: Encoder 3 -> 128 -> 256, 512 -> 512 -> width, the
+# position MLPs 3 -> 128 -> width, Block(mlp_ratio=4, qkv_bias=False, nn.GELU), the fine-tuning head's 256 units.
+_POINTMAE_OFFICIAL_FIXED = dict(embedding_channels=[128, 256, 512], position_hidden_size=128, qkv_bias=False,
+                                hidden_act="gelu", classifier_hidden_size=256)  # fmt: skip
+
+
+def unwrap_pointmae_official(checkpoint) -> dict:
+    """The state dict of an official Point-MAE checkpoint: ``{"base_model": state_dict, ...}`` (what the repo saves),
+    ``{"model": state_dict}`` or a bare state dict, with the ``module.`` prefix of DataParallel/DDP removed."""
+    if not isinstance(checkpoint, dict):
+        raise TypeError(
+            f"checkpoint must be a dict (a state dict or {{'base_model': state_dict}}), got {type(checkpoint).__name__}"
+        )
+    for key in ("model", "base_model"):  # the order of the official tools/builder.load_model
+        if isinstance(checkpoint.get(key), dict):
+            checkpoint = checkpoint[key]
+            break
+    return {key.removeprefix("module."): value for key, value in checkpoint.items()}
+
+
+def _pointmae_official_column(state_dict: dict) -> int:
+    """Which official model a (unwrapped) state dict holds: ``Point_MAE`` or ``PointTransformer``; else ValueError."""
+    if "MAE_encoder.encoder.first_conv.0.weight" in state_dict:
+        return _POINTMAE_PRETRAINING
+    if "encoder.first_conv.0.weight" in state_dict:
+        return _POINTMAE_FINETUNED
+    raise ValueError(
+        "the checkpoint is not an official Point-MAE state dict: expected 'MAE_encoder.encoder.first_conv.0.weight' "
+        f"(Point_MAE) or 'encoder.first_conv.0.weight' (PointTransformer); found {sorted(state_dict)[:8]}"
+    )
+
+
+def pointmae_official_config(state_dict: dict, num_heads: int | None = None, decoder_num_heads: int | None = None,
+                             **overrides):  # fmt: skip
+    """PointMAEConfig of an official Point-MAE state dict, read from its shapes: widths, depths, qkv bias, the
+    mini-PointNet and position-MLP widths, ``group_size`` (pre-training: the head's outputs / 3) or ``num_labels``
+    and the head's width (fine-tuned). Head counts default to the paper's 6.
+
+    ``overrides``: config fields the weights do not hold (``num_points``, ``num_groups``, ``group_size`` of a
+    fine-tuned model, ``mask_ratio``, ``mask_type``, ``drop_path_rate``, ...); the defaults are the paper's
+    (1024 points, 64 groups of 32). A field that the weights give is refused unless it agrees.
+    """
+    state = unwrap_pointmae_official(state_dict)
+    column = _pointmae_official_column(state)
+    prefix = "MAE_encoder." if column == _POINTMAE_PRETRAINING else ""
+
+    def shape(name: str) -> torch.Size:
+        if name not in state:
+            raise ValueError(f"the checkpoint is not a complete official Point-MAE state dict: it lacks {name!r}")
+        return state[name].shape
+
+    hidden = shape(f"{prefix}norm.weight")[0]
+    inferred = dict(
+        hidden_size=hidden,
+        embedding_channels=[shape(f"{prefix}encoder.{name}.weight")[0]
+                            for name in ("first_conv.0", "first_conv.3", "second_conv.0")],  # fmt: skip
+        position_hidden_size=shape(f"{prefix}pos_embed.0.weight")[0],
+        num_hidden_layers=_num_blocks(state, f"{prefix}blocks.blocks"),
+        intermediate_size=shape(f"{prefix}blocks.blocks.0.mlp.fc1.weight")[0],
+        qkv_bias=f"{prefix}blocks.blocks.0.attn.qkv.bias" in state,
+        hidden_act="gelu",  # nn.GELU: the exact (erf) GELU
+        layer_norm_eps=POINTMAE_OFFICIAL_LAYER_NORM_EPS,
+    )
+    if column == _POINTMAE_PRETRAINING:
+        outputs = shape("increase_dim.0.weight")[0]
+        if outputs % 3:
+            raise ValueError(f"increase_dim.0 has {outputs} outputs, not 3 coordinates x group_size points")
+        inferred.update(group_size=outputs // 3, decoder_num_hidden_layers=_num_blocks(state, "MAE_decoder.blocks"))
+    else:
+        inferred.update(
+            num_labels=shape("cls_head_finetune.8.weight")[0],
+            classifier_hidden_size=shape("cls_head_finetune.0.weight")[0],
+        )
+    head_fields = {"num_attention_heads", "decoder_num_attention_heads"}  # given as num_heads / decoder_num_heads
+    allowed = {field.name for field in dataclasses.fields(PointMAEConfig)} - set(inferred) - head_fields
+    unknown = sorted(name for name in overrides if name not in allowed and name not in inferred)
+    if unknown:
+        raise ValueError(
+            f"unknown PointMAEConfig field(s) {unknown}; allowed: {sorted(allowed)} (and the head counts as "
+            "num_heads / decoder_num_heads)"
+        )
+    clashes = {name: (value, inferred[name]) for name, value in overrides.items()
+               if name in inferred and value is not None and value != inferred[name]}  # fmt: skip
+    if clashes:
+        details = "; ".join(f"{name}={given!r} but the weights give {read!r}"
+                            for name, (given, read) in clashes.items())  # fmt: skip
+        raise ValueError(f"the checkpoint's weights fix these fields: {details}")
+    heads = {}
+    for name, given in (("num_attention_heads", num_heads), ("decoder_num_attention_heads", decoder_num_heads)):
+        if given is None and hidden % POINTMAE_PAPER_NUM_HEADS:
+            flag = "--num-heads" if name == "num_attention_heads" else "--decoder-num-heads"
+            raise ValueError(
+                f"{name} ({flag}) is required: width {hidden} is not divisible by the paper's "
+                f"{POINTMAE_PAPER_NUM_HEADS} heads"
+            )
+        heads[name] = POINTMAE_PAPER_NUM_HEADS if given is None else given
+    settings = {name: value for name, value in overrides.items() if value is not None}
+    return PointMAEConfig(**{**settings, **inferred, **heads})
+
+
+def convert_pointmae_official(state_dict: dict, num_heads: int | None = None, decoder_num_heads: int | None = None,
+                              **overrides):  # fmt: skip
+    """An official Point-MAE state dict (or checkpoint) -> ``PointMAEForPreTraining`` (from ``Point_MAE``) or
+    ``PointMAEForPointCloudClassification`` (from ``PointTransformer``), every weight and BatchNorm statistic
+    copied; ValueError naming every missing or unexpected official key. Options as :func:`pointmae_official_config`."""
+    state = unwrap_pointmae_official(state_dict)
+    config = pointmae_official_config(state, num_heads, decoder_num_heads, **overrides)
+    column = _pointmae_official_column(state)
+    model_class = _POINTMAE_CLASSES[column]
+    # the official names of every weight the hf-mae model holds, to report problems in the checkpoint's own names
+    expected, _ = _rename_all(model_class(config).state_dict(), 0, column, _POINTMAE_NAMES, _POINTMAE_BLOCK_NAMES)
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        official = "Point_MAE" if column == _POINTMAE_PRETRAINING else "PointTransformer"
+        raise ValueError(
+            f"the checkpoint does not fit the official {official} of its own shapes: missing {missing}, "
+            f"unexpected {unexpected}"
+        )
+    renamed, _ = _rename_all(state, column, 0, _POINTMAE_NAMES, _POINTMAE_BLOCK_NAMES)
+    return _build(model_class, config, renamed, "the official Point-MAE checkpoint")
+
+
+def to_pointmae_official_state_dict(model) -> dict:
+    """The state dict of an hf-mae ``PointMAEForPreTraining`` / ``PointMAEForPointCloudClassification`` under the
+    official ``Point_MAE`` / ``PointTransformer`` names; ValueError for what the official modules cannot hold.
+
+    Head counts, ``num_groups``, ``num_points`` and the masking settings are not weights: give them to the official
+    yaml config (``num_heads``, ``num_group``, ``npoints``, ``mask_ratio``) yourself.
+    """
+    columns = {model_class: column for column, model_class in _POINTMAE_CLASSES.items()}
+    column = columns.get(type(model))
+    if column is None:
+        allowed = sorted(model_class.__name__ for model_class in columns)
+        raise TypeError(f"model must be one of {allowed}, got {type(model).__name__}")
+    config = model.config
+    fixed = dict(_POINTMAE_OFFICIAL_FIXED, intermediate_size=4 * config.hidden_size)
+    if column == _POINTMAE_PRETRAINING:
+        del fixed["classifier_hidden_size"]  # the pre-training model has no classifier
+    problems = [f"{name}={getattr(config, name)!r} (official: {value!r})"
+                for name, value in fixed.items() if getattr(config, name) != value]  # fmt: skip
+    if problems:
+        raise ValueError(
+            f"the model cannot be converted to pointmae-official, whose modules fix: {'; '.join(problems)}"
+        )
+    if config.layer_norm_eps != POINTMAE_OFFICIAL_LAYER_NORM_EPS:
+        warnings.warn(f"layer_norm_eps={config.layer_norm_eps}; the official code uses 1e-5", stacklevel=2)
+    state, unknown = _rename_all(model.state_dict(), 0, column, _POINTMAE_NAMES, _POINTMAE_BLOCK_NAMES)
+    if unknown:
+        raise ValueError(f"{len(unknown)} weight(s) have no counterpart in the official Point-MAE: {unknown}")
+    return state
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -743,6 +946,37 @@ def convert_to_mae_official_file(src, dst, overwrite: bool = False) -> Path:
     return write_atomically(dst, lambda path: torch.save({"model": state}, path), overwrite)
 
 
+def load_pointmae_official(path) -> dict:
+    """The state dict of an official Point-MAE ``.pth`` (``{"base_model": state_dict, ...}``, ``{"model": ...}`` or
+    bare; ``module.`` prefixes removed), read with ``torch.load(weights_only=True)``; ValueError if it is none."""
+    checkpoint = _load_checkpoint(path)
+    try:
+        state = unwrap_pointmae_official(checkpoint)
+        _pointmae_official_column(state)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"SRC {str(path)!r}: {error}") from None
+    return state
+
+
+def convert_pointmae_official_file(src, dst, overwrite: bool = False, **options) -> Path:
+    """An official Point-MAE ``.pth`` -> an hf-mae folder (model + processor); ``options`` go to
+    :func:`convert_pointmae_official` (``num_heads``, ``num_groups``, ``num_points``, ...)."""
+    model = convert_pointmae_official(load_pointmae_official(src), **options)
+    return write_atomically(dst, _save_hf_mae(model, {}), overwrite)
+
+
+def convert_to_pointmae_official_file(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae Point-MAE folder (pre-training or classification) -> ``{"base_model": state_dict}`` ``.pth``, the
+    layout the official ``tools/builder.load_model`` and ``PointTransformer.load_model_from_ckpt`` read."""
+    src = Path(src)
+    classes = {cls.__name__: cls for cls in _POINTMAE_CLASSES.values()}
+    architecture = (_read_config(src, PointMAEConfig.model_type).get("architectures") or ["PointMAEForPreTraining"])[0]
+    if architecture not in classes:
+        raise ValueError(f"SRC {str(src)!r} holds a {architecture}; --to pointmae-official reads {sorted(classes)}")
+    state = to_pointmae_official_state_dict(_load_folder(classes[architecture], src, PointMAEConfig.model_type))
+    return write_atomically(dst, lambda path: torch.save({"base_model": state}, path), overwrite)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # command line
 
@@ -753,17 +987,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "paths", nargs="+", metavar="[FORMAT] SRC DST",
         help="FORMAT of SRC: vit-mae (transformers ViTMAEForPreTraining folder), mae-official (facebookresearch/mae "
         ".pth), vit-mim (transformers ViTForMaskedImageModeling folder, to SimMIM), videomae (transformers "
-        "VideoMAEForPreTraining folder) or mae (an hf-mae folder, the default with --to)",
+        "VideoMAEForPreTraining folder), pointmae-official (Pang-Yatian/Point-MAE .pth, pre-trained or fine-tuned) "
+        "or mae (an hf-mae folder, the default with --to)",
     )  # fmt: skip
-    parser.add_argument("--to", metavar="FORMAT", help="target format: mae (default), vit-mae, mae-official, vit-mim, videomae")
+    parser.add_argument(
+        "--to", metavar="FORMAT",
+        help="target format: mae (default), vit-mae, mae-official, vit-mim, videomae, pointmae-official",
+    )  # fmt: skip
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
     parser.add_argument("--strict", action="store_true", help="fail (not warn) when a sin-cos table is not MAE's")
-    official = parser.add_argument_group("mae-official (head counts are not stored in the checkpoint)")
-    official.add_argument("--num-heads", type=int, help="encoder heads (default: 12 for 768, 16 for 1024/1280)")
-    official.add_argument("--decoder-num-heads", type=int, help="decoder heads (default 16)")
+    official = parser.add_argument_group(
+        "mae-official and pointmae-official (head counts are not stored in the checkpoint)"
+    )
+    official.add_argument(
+        "--num-heads", type=int,
+        help="encoder heads (mae-official default: 12 for 768, 16 for 1024/1280; pointmae-official: 6)",
+    )  # fmt: skip
+    official.add_argument(
+        "--decoder-num-heads", type=int, help="decoder heads (mae-official default 16; pointmae-official 6)"
+    )
     official.add_argument(
         "--norm-pix-loss", action=argparse.BooleanOptionalAction, default=True,
         help="whether the checkpoint was trained on normalised pixels (default: yes, as the released models)",
+    )  # fmt: skip
+    point = parser.add_argument_group("pointmae-official (the yaml settings that are not weights)")
+    point.add_argument("--num-points", type=int, help="points per cloud, the yaml's npoints (default 1024)")
+    point.add_argument("--num-groups", type=int, help="groups per cloud, the yaml's num_group (default 64)")
+    point.add_argument(
+        "--group-size", type=int,
+        help="points per group of a fine-tuned checkpoint (default 32; pre-training ones give it in their head)",
     )  # fmt: skip
 
 
@@ -790,9 +1042,16 @@ def run(args) -> int:
     if not src.exists():
         raise ValueError(f"SRC {str(src)!r} does not exist")
     check_destination(dst, args.overwrite)  # before the (possibly long) conversion
-    official_flags = args.num_heads is not None or args.decoder_num_heads is not None or not args.norm_pix_loss
-    if official_flags and source != "mae-official":
-        raise ValueError("--num-heads, --decoder-num-heads and --no-norm-pix-loss apply only to FORMAT mae-official")
+    if (args.num_heads is not None or args.decoder_num_heads is not None) and source not in (
+        "mae-official", "pointmae-official"
+    ):
+        raise ValueError("--num-heads and --decoder-num-heads apply only to FORMAT mae-official and pointmae-official")
+    if not args.norm_pix_loss and source != "mae-official":
+        raise ValueError("--no-norm-pix-loss applies only to FORMAT mae-official")
+    point_settings = {name: getattr(args, name) for name in ("num_points", "num_groups", "group_size")
+                      if getattr(args, name) is not None}  # fmt: skip
+    if point_settings and source != "pointmae-official":
+        raise ValueError("--num-points, --num-groups and --group-size apply only to FORMAT pointmae-official")
     if source == "vit-mae":
         convert_vit_mae_folder(src, dst, args.overwrite, args.strict)
     elif source == "vit-mim":
@@ -806,6 +1065,13 @@ def run(args) -> int:
             src, dst, args.overwrite, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
             norm_pix_loss=args.norm_pix_loss, strict=args.strict,
         )  # fmt: skip
+    elif source == "pointmae-official":
+        convert_pointmae_official_file(
+            src, dst, args.overwrite, num_heads=args.num_heads, decoder_num_heads=args.decoder_num_heads,
+            **point_settings,
+        )  # fmt: skip
+    elif target == "pointmae-official":
+        convert_to_pointmae_official_file(src, dst, args.overwrite)
     elif target == "vit-mae":
         convert_to_vit_mae_folder(src, dst, args.overwrite)
     elif target == "vit-mim":
@@ -821,6 +1087,9 @@ __all__ = [
     "check_position_tables",
     "convert_mae_official",
     "convert_mae_official_file",
+    "convert_pointmae_official",
+    "convert_pointmae_official_file",
+    "convert_to_pointmae_official_file",
     "convert_to_mae_official_file",
     "convert_to_vit_mae",
     "convert_to_vit_mae_folder",
@@ -836,13 +1105,17 @@ __all__ = [
     "convert_vit_mim_folder",
     "fuse_qkv",
     "load_mae_official",
+    "load_pointmae_official",
     "mae_config_from_vit_mae",
     "mae_official_config",
+    "pointmae_official_config",
     "pos_embed_layout",
     "rename_keys",
     "simmim_config_from_vit",
     "split_qkv",
     "to_mae_official_state_dict",
+    "to_pointmae_official_state_dict",
+    "unwrap_pointmae_official",
     "vit_config_from_simmim",
     "vit_mae_config_from_mae",
     "write_atomically",
