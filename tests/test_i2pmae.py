@@ -44,15 +44,15 @@ def test_projection_of_a_known_cloud():
     expected = torch.zeros(19, 19, dtype=torch.float64)
     expected[0, 0], expected[16, 0], expected[0, 16] = 0.75, 1.0, -2.0
     assert torch.allclose(depth[0], expected, atol=1e-5)
-    # view 1 (y, z | x): pixel 3/16 (z spans 3); only (1, 0, 1) has depth x != 0; rows shift +5, cols -1 -> (6, 16)
+    # view 2 (y, z | x): pixel 3/16 (z spans 3); only (1, 0, 1) has depth x != 0; rows shift +5, cols -1 -> (6, 16)
     expected = torch.zeros(19, 19, dtype=torch.float64)
     expected[6, 16] = 1.0
-    assert torch.allclose(depth[1], expected, atol=1e-5)
+    assert torch.allclose(depth[2], expected, atol=1e-5)
     # empty pixels are sigmoid(0) = 0.5; point_pixels finds each point where it was drawn
     assert images[0, 0, 0, 5, 5].item() == 0.5
     pixels = point_pixels(KNOWN, grid)
     assert pixels[0, 0].tolist() == [[0, 0], [16, 0], [0, 16], [0, 0]]
-    assert pixels[0, 1, 1].tolist() == [6, 16]
+    assert pixels[0, 2, 1].tolist() == [6, 16]
     # the default normalisation is ImageNet's, per channel
     normalised = project_to_depth_maps(KNOWN, image_size=19, densify=1)
     value = torch.sigmoid(torch.tensor(1.0))

@@ -5,7 +5,7 @@ A hierarchical point-cloud MAE (Point-M2AE's backbone) taught by a frozen 2-D im
 1. tokens at several scales: FPS + kNN groups of the points (scale 0), then groups of the scale-0 centres (scale 1),
    and so on; scale 0 embeds raw neighbourhoods with a mini-PointNet, every later scale merges the features of its
    members with another mini-PointNet;
-2. each cloud is projected to 3 depth-like images (one per axis permutation xyz / yzx / zxy) that a frozen 2-D
+2. each cloud is projected to 3 depth-like images (one per axis permutation xyz / zxy / yzx) that a frozen 2-D
    encoder (CLIP ViT-B/16 by default, any Hugging Face ViT-like ``AutoModel``) turns into patch features and a
    last-layer CLS->patch attention map;
 3. **2-D-guided masking**: every top-scale centre gets the attention at its pixel (mean over the views); the visible
@@ -45,8 +45,8 @@ from .pointmae import PointPositionEmbedding, point_mask_from_noise
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-# the three projections: image rows, image columns, depth (official: xyz, zxy, yzx; the same three views)
-VIEW_AXES = ((0, 1, 2), (1, 2, 0), (2, 0, 1))
+# the three projections, in the official order (xyz, zxy, yzx): image rows, image columns, depth
+VIEW_AXES = ((0, 1, 2), (2, 0, 1), (1, 2, 0))
 MASKINGS = ("guided", "topk", "random")
 
 
