@@ -647,12 +647,17 @@ def create_processor(name: str, **config_overrides):
     return method.make_processor(create_config(name, **config_overrides))
 
 
+def method_for_config(config) -> Method:
+    """The registry row of a config (by exact class: ColorMAEConfig is also an MAEConfig)."""
+    for method in METHODS.values():
+        if type(config) is method.config_class:
+            return method
+    raise ValueError(f"no hf-mae method uses {type(config).__name__}")
+
+
 def processor_for_config(config):
     """The default processor of any registered config (used when a run folder has none)."""
-    for method in METHODS.values():  # the exact class: ColorMAEConfig is also an MAEConfig
-        if type(config) is method.config_class:
-            return method.make_processor(config)
-    raise ValueError(f"no hf-mae method uses {type(config).__name__}")
+    return method_for_config(config).make_processor(config)
 
 
 def _register(method: Method) -> None:

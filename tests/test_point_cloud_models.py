@@ -89,7 +89,8 @@ def test_auto_round_trip(preset, tmp_path):
     assert info["missing_keys"] and not set(info["missing_keys"]) & encoder_keys, info["missing_keys"]
     for key, value in model.base_model.state_dict().items():
         assert torch.equal(classifier.state_dict()[f"{prefix}.{key}"], value), key
-    assert classifier.eval()(point_values=points).logits.shape == (BATCH, 3)
+    logits = classifier.eval()(point_values=points).logits  # eval: the new head's BatchNorm statistics are used
+    assert logits.shape == (BATCH, 3) and torch.isfinite(logits).all()
     processor = AutoFeatureExtractor.from_pretrained(tmp_path)
     assert type(processor) is type(hf_mae.create_processor(preset)) and processor.num_points == model.config.num_points
 

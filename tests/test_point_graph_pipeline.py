@@ -97,3 +97,33 @@ def test_methods_with_their_own_lr_ignore_batch_scaling():
     assert lr("graphmae-tiny", "--lr", "0.01") == 0.01
     assert lr("graphmae-tiny", "--base-lr", "0.256", "--batch-size", "1") == 0.001  # an explicit base lr is scaled
     assert lr("mae-tiny", "--batch-size", "128") == 1.5e-4 * 128 / 256
+
+
+def test_finetune_a_pretrained_point_mae_with_trainer(tmp_path, one_thread):
+    """hf-mae finetune on a Point-MAE run: Trainer, AutoModelForPointCloudClassification and the run's processor."""
+    from hf_mae.training.finetune import finetune
+    from hf_mae.training.pretrain import pretrain
+
+    run, _ = pretrain(model="pointmae-tiny", dataset="shapes", output_dir=tmp_path / "run", batch_size=32,
+                      max_steps=150, save_steps=0, log_steps=50)  # fmt: skip
+    metrics = finetune(run, "shapes", tmp_path / "ft", max_steps=80, batch_size=32, lr=1e-3, drop_path=0.0,
+                       disable_tqdm=True)  # fmt: skip
+    print(f"Point-MAE fine-tuned on shapes: eval accuracy {metrics['eval_accuracy']:.3f} (chance 0.125)")
+    assert metrics["eval_accuracy"] > 0.6  # measured 0.785
+    classifier = hf_mae.AutoModelForPointCloudClassification.from_pretrained(tmp_path / "ft")
+    assert type(classifier).__name__ == "PointMAEForPointCloudClassification" and classifier.config.num_labels == 8
+    assert type(AutoFeatureExtractor.from_pretrained(tmp_path / "ft")).__name__ == "PointCloudFeatureExtractor"
+
+
+def test_finetune_refuses_what_it_cannot_do(tmp_path):
+    from hf_mae.training.finetune import finetune
+
+    graph_run = tmp_path / "graph"
+    hf_mae.create_model("graphmae-tiny").save_pretrained(graph_run)
+    with pytest.raises(ValueError, match="graphmae .graph. has the tasks"):
+        finetune(graph_run, "shapes", tmp_path / "a")
+    i2p_run = tmp_path / "i2p"
+    hf_mae.create_model("i2pmae-tiny").save_pretrained(i2p_run)
+    with pytest.raises(ValueError, match="layer_decay=0.75 needs an encoder with one stack of blocks"):
+        finetune(i2p_run, "shapes", tmp_path / "b", max_steps=1)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

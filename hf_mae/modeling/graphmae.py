@@ -37,6 +37,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
+from .layers import init_norm
 from .losses import classification_loss, scaled_cosine_error
 from .outputs import MaskedPreTrainingOutput
 
@@ -459,12 +460,7 @@ class GraphMAEPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
         elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if isinstance(module, nn.BatchNorm1d):
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
+            init_norm(module)
         elif isinstance(module, GraphMAEForPreTraining):
             init.zeros_(module.enc_mask_token)
 

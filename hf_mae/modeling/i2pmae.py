@@ -37,7 +37,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .layers import DropPath, build_blocks, run_blocks
+from .layers import DropPath, build_blocks, init_norm, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import check_mask_ratio, gather_tokens, restore_tokens
 from .point_groups import PointGroupEmbedding, PointGroups, gather_points, group_points, knn_indices
@@ -459,8 +459,7 @@ class I2PMAEPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_norm(module)
         elif isinstance(module, I2PMAEDecoder):
             init.trunc_normal_(module.mask_token, std=std)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -237,3 +238,16 @@ def run_blocks(
         if output_attentions:
             all_attentions += (weights,)
     return hidden_states, all_hidden, all_attentions
+
+
+def init_norm(module: nn.Module) -> None:
+    """A fresh LayerNorm / BatchNorm: unit weight, zero bias and, for BatchNorm, zero mean, unit variance and no
+    batches tracked. Every ``_init_weights`` must reset the running statistics too: a head loaded with
+    ``from_pretrained`` gets its missing buffers from ``_init_weights`` alone, and uninitialised memory there makes
+    eval-mode outputs NaN."""
+    init.ones_(module.weight)
+    init.zeros_(module.bias)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        init.zeros_(module.running_mean)
+        init.ones_(module.running_var)
+        init.zeros_(module.num_batches_tracked)

@@ -34,7 +34,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .layers import build_blocks, build_encoder_blocks, run_blocks
+from .layers import build_blocks, build_encoder_blocks, init_norm, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import TokenMask, check_mask_ratio, gather_tokens, keep_all, mask_from_bool
 from .point_groups import PointGroupEmbedding, PointGroups, group_points
@@ -270,8 +270,7 @@ class PointMAEPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 init.zeros_(module.bias)
         elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
+            init_norm(module)
         elif isinstance(module, PointMAEForPointCloudClassification):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.cls_position, std=std)

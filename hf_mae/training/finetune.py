@@ -1,4 +1,5 @@
-"""``hf-mae finetune``: fine-tune a pretrained folder for image classification with ``transformers.Trainer``.
+"""``hf-mae finetune``: fine-tune a pretrained folder for classification with ``transformers.Trainer``: images,
+and any method whose registry row has a classification task over examples (point clouds, audio clips).
 
 The recipe is MAE's end-to-end fine-tuning (He et al., 2021, Appendix A.2): AdamW with layer-wise learning-rate
 decay (0.75), weight decay 0.05 except on norms, biases and tokens, label smoothing 0.1, drop path, warmup then
@@ -46,7 +47,14 @@ def layer_decay_param_groups(model, lr: float, weight_decay: float, layer_decay:
     Trainer's scheduler multiplies each group's own lr, so the ratios hold throughout training."""
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
-    num_layers = model.config.num_hidden_layers
+    num_layers = getattr(model.config, "num_hidden_layers", None)
+    if num_layers is None:  # a hierarchical encoder (I2P-MAE) has no single block index to decay by
+        if layer_decay != 1.0:
+            raise ValueError(
+                f"layer_decay={layer_decay} needs an encoder with one stack of blocks (config.num_hidden_layers); "
+                f"{type(model.config).__name__} has none: pass layer_decay=1.0 (--layer-decay 1)"
+            )
+        return param_groups(model, weight_decay, lr)
     return param_groups(
         model, weight_decay, lr, lr_scale=lambda name: layer_decay ** (num_layers + 1 - layer_id(name, num_layers))
     )
@@ -74,13 +82,30 @@ def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
 
 
 def _load_processor(pretrained: str, config):
-    from transformers import AutoImageProcessor
+    from transformers import AutoFeatureExtractor, AutoImageProcessor
 
-    from hf_mae.registry import processor_for_config
+    from hf_mae.registry import method_for_config, processor_for_config
 
     if os.path.isdir(pretrained) and not os.path.isfile(os.path.join(pretrained, "preprocessor_config.json")):
         return processor_for_config(config)
-    return AutoImageProcessor.from_pretrained(pretrained)
+    if method_for_config(config).modality in ("image", "video"):
+        return AutoImageProcessor.from_pretrained(pretrained)
+    return AutoFeatureExtractor.from_pretrained(pretrained)  # filterbanks, point clouds
+
+
+def classification_auto_class(config):
+    """The Auto class that loads ``config``'s classifier over whole examples: image / video / audio /
+    point-cloud classification (graph models classify nodes or graphs: see ``hf_mae.training.graph_eval``)."""
+    from hf_mae.registry import AUTO_CLASSES, method_for_config
+
+    method = method_for_config(config)
+    tasks = [task for task in method.model_classes if task.endswith("-classification")]
+    if method.modality == "graph" or not tasks:
+        raise ValueError(
+            f"hf-mae finetune classifies whole images, clips or clouds; {method.name} ({method.modality}) has the "
+            f"tasks {sorted(method.model_classes)}: fine-tune it from Python (see the README)"
+        )
+    return AUTO_CLASSES[tasks[0]]
 
 
 def _eval_split(dataset: str, eval_split: str | None):
@@ -124,7 +149,7 @@ def build_trainer(
     """A ready ``transformers.Trainer`` that fine-tunes ``pretrained_dir`` on ``dataset`` (checkpoints go to
     ``output_dir``); :func:`finetune` runs it. Arguments as in :func:`finetune`."""
     import transformers
-    from transformers import AutoConfig, AutoModelForImageClassification, Trainer, TrainingArguments
+    from transformers import AutoConfig, Trainer, TrainingArguments
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
 
@@ -132,6 +157,7 @@ def build_trainer(
 
     pretrained_dir = str(pretrained_dir)
     _check_pretrained(pretrained_dir, from_scratch)
+    auto_class = classification_auto_class(AutoConfig.from_pretrained(pretrained_dir))  # before loading any data
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for name, limit in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
@@ -153,9 +179,9 @@ def build_trainer(
     transformers.set_seed(seed)  # the new head (and, from scratch, every weight) is drawn from this seed
     overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path)
     if from_scratch:
-        model = AutoModelForImageClassification.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
+        model = auto_class.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
     else:
-        model = AutoModelForImageClassification.from_pretrained(pretrained_dir, **overrides)
+        model = auto_class.from_pretrained(pretrained_dir, **overrides)
     processor = _load_processor(pretrained_dir, model.config)
 
     lr = scaled_lr(base_lr, batch_size * int(os.environ.get("WORLD_SIZE", "1"))) if lr is None else lr
@@ -178,7 +204,7 @@ def build_trainer(
         save_only_model=True,  # checkpoints only serve to keep the best model; finetune() removes them
         load_best_model_at_end=True,
         metric_for_best_model="accuracy",
-        remove_unused_columns=False,  # the lazy transform needs the raw image column
+        remove_unused_columns=False,  # the lazy transform needs the raw input column
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
         report_to=report_to,
@@ -237,7 +263,7 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pretrained_dir", help="pretraining folder (config.json, model.safetensors, preprocessor)")
-    parser.add_argument("--dataset", required=True, help="digits, a local image folder, or a Hugging Face dataset id")
+    parser.add_argument("--dataset", required=True, help="digits, shapes, a local folder, or a Hugging Face dataset id")
     parser.add_argument("--output-dir", required=True, help="where the best model, processor and eval_results.json go")
     parser.add_argument("--from-scratch", action="store_true", help="random init of the same config (a baseline)")
     parser.add_argument("--epochs", type=float, default=10.0)
