@@ -45,13 +45,18 @@ def check_methods(methods) -> list[str]:
 
 @torch.no_grad()
 def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Frozen encoder tokens. pixel_values (n, C, H, W) -> (n, 1 + num_patches, hidden), cls first, in order."""
+    """Frozen encoder tokens. pixel_values (n, C, H, W) (or filterbanks, or point clouds (n, points, 3)) ->
+    (n, 1 + num_patches, hidden), cls first, in order. Point-cloud encoders have no cls token: the max over their
+    group tokens takes its place (Point-BERT / Point-MAE's global feature), so ``pooling="cls"`` is max pooling."""
     encoder.eval()
     device = next(encoder.parameters()).device
     chunks = []
     for start in range(0, len(pixel_values), batch_size):
         batch = pixel_values[start : start + batch_size].to(device)
-        chunks.append(encoder(batch, mask_ratio=0.0).last_hidden_state.float().cpu())
+        tokens = encoder(batch, mask_ratio=0.0).last_hidden_state.float()
+        if encoder.main_input_name == "point_values":
+            tokens = torch.cat([tokens.max(dim=1, keepdim=True).values, tokens], dim=1)
+        chunks.append(tokens.cpu())
     return torch.cat(chunks)
 
 
@@ -213,7 +218,7 @@ def _pixels(dataset: str, split: str, processor):
 
     data = with_model_inputs(load_image_dataset(dataset, split), processor)
     batch = collate([data[i] for i in range(len(data))])
-    key = "input_values" if "input_values" in batch else "pixel_values"  # audio spectrograms or images
+    key = next(k for k in ("input_values", "point_values", "pixel_values") if k in batch)  # audio, clouds or images
     return batch[key], batch["labels"]
 
 
@@ -257,8 +262,8 @@ def _load_encoder(model_dir_or_model, processor):
         encoder = _load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
-            # audio models read filterbanks from a feature extractor, image models pixels from an image processor
-            auto = AutoFeatureExtractor if encoder.main_input_name == "input_values" else AutoImageProcessor
+            # audio / point-cloud models read a feature extractor's output, image models an image processor's
+            auto = AutoFeatureExtractor if encoder.main_input_name in ("input_values", "point_values") else AutoImageProcessor
             processor = auto.from_pretrained(path) if has_json else processor_for_config(encoder.config)
     elif isinstance(model_dir_or_model, nn.Module) and hasattr(model_dir_or_model, "config"):
         encoder = model_dir_or_model.base_model  # the encoder inside a pre-training or classification model
