@@ -37,7 +37,7 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .layers import init_norm
+from .layers import init_norm, init_torch_default
 from .losses import classification_loss, scaled_cosine_error
 from .outputs import MaskedPreTrainingOutput
 
@@ -453,10 +453,7 @@ class GraphMAEPreTrainedModel(PreTrainedModel):
                     init.xavier_normal_(param, gain=gain)
             init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
-            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
-            if module.bias is not None:
-                bound = 1 / math.sqrt(module.weight.shape[1])
-                init.uniform_(module.bias, -bound, bound)
+            init_torch_default(module)
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
         elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):

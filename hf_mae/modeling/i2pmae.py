@@ -40,7 +40,15 @@ from transformers.utils import ModelOutput
 from .layers import DropPath, build_blocks, init_norm, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import check_mask_ratio, gather_tokens, restore_tokens
-from .point_groups import PointGroupEmbedding, PointGroups, gather_points, group_points, knn_indices
+from .point_groups import (
+    PointGroupEmbedding,
+    PointGroups,
+    check_point_values,
+    gather_points,
+    group_points,
+    knn_indices,
+    point_classifier_head,
+)
 from .pointmae import PointPositionEmbedding, point_mask_from_noise
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -416,25 +424,9 @@ class I2PMAEPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def check_point_values(point_values, config: I2PMAEConfig) -> None:
-    """TypeError/ValueError naming ``point_values`` unless it is a float (batch, N, 3) tensor, N large enough for
-    the scale-0 groups, without NaN (the same messages as Point-MAE's)."""
-    if not isinstance(point_values, torch.Tensor):
-        raise TypeError(f"point_values must be a torch.Tensor (batch, num_points, 3), got {type(point_values).__name__}")
-    if not point_values.is_floating_point():
-        raise TypeError(f"point_values must be a floating-point tensor, got dtype {point_values.dtype}; use the processor")
-    if point_values.ndim != 3:
-        raise ValueError(f"point_values must have 3 dimensions (batch, num_points, 3), got shape {tuple(point_values.shape)}")
-    if point_values.shape[-1] != 3:
-        raise ValueError(f"point_values must have x, y, z in its last dimension (size 3), got size {point_values.shape[-1]}")
-    if point_values.shape[0] == 0:
-        raise ValueError("point_values is an empty batch (batch size 0)")
-    needed = max(config.group_counts[0], config.group_sizes[0])
-    if point_values.shape[1] < needed:
-        raise ValueError(f"point_values has {point_values.shape[1]} points per cloud; group_counts[0] and "
-                         f"group_sizes[0] need at least {needed}")
-    if not bool(torch.isfinite(point_values).all()):
-        raise ValueError("point_values contains NaN or infinite coordinates")
+def check_scale0_points(point_values, config: I2PMAEConfig) -> None:
+    """The shared input check, with enough points for the scale-0 grouping."""
+    check_point_values(point_values, config.group_counts[0], config.group_sizes[0], "group_counts[0] and group_sizes[0]")
 
 
 class I2PMAEPreTrainedModel(PreTrainedModel):
@@ -582,7 +574,7 @@ class I2PMAEModel(I2PMAEPreTrainedModel):
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
-        check_point_values(point_values, self.config)
+        check_scale0_points(point_values, self.config)
         mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
         scales = self.tokenize(point_values)
         top_mask = self.top_mask(point_values.shape[0], mask_ratio, noise, saliency, device=point_values.device)
@@ -695,7 +687,7 @@ class I2PMAEForPreTraining(I2PMAEPreTrainedModel):
         """
         config = self.config
         return_dict = config.return_dict if return_dict is None else return_dict
-        check_point_values(point_values, config)
+        check_scale0_points(point_values, config)
         ratio = check_mask_ratio(config.mask_ratio if mask_ratio is None else mask_ratio)
         if ratio == 0.0:
             raise ValueError("pre-training needs masked groups: mask_ratio must be > 0")
@@ -798,12 +790,8 @@ class I2PMAEForPointCloudClassification(I2PMAEPreTrainedModel):
         super().__init__(config)
         self.num_labels = config.num_labels
         self.i2pmae = I2PMAEModel(config)
-        width, hidden = config.hidden_sizes[-1], config.classifier_hidden_size
-        self.classifier = nn.Sequential(
-            nn.Linear(2 * width, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(config.classifier_dropout),
-            nn.Linear(hidden, config.num_labels),
-        )
+        self.classifier = point_classifier_head(2 * config.hidden_sizes[-1], config.classifier_hidden_size,
+                                                config.num_labels, config.classifier_dropout)
         self.post_init()
 
     def forward(

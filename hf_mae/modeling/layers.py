@@ -9,6 +9,8 @@ Remote-code rule: this file imports only torch and transformers (see DESIGN.md).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from transformers import initialization as init
@@ -251,3 +253,12 @@ def init_norm(module: nn.Module) -> None:
         init.zeros_(module.running_mean)
         init.ones_(module.running_var)
         init.zeros_(module.num_batches_tracked)
+
+
+def init_torch_default(layer: nn.Module) -> None:
+    """PyTorch's own Linear / Conv initialisation (kaiming-uniform with a = sqrt(5), biases U(+-1/sqrt(fan_in))), for
+    layers the official code leaves as built; transformers' loading would otherwise leave them to ``_init_weights``."""
+    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
+    if layer.bias is not None:
+        bound = 1 / math.sqrt(layer.weight[0].numel())
+        init.uniform_(layer.bias, -bound, bound)

@@ -94,4 +94,37 @@ class PointGroupEmbedding(nn.Module):
         return x.max(dim=2).values.reshape(batch, num_groups, -1)
 
 
-__all__ = ["farthest_point_sample", "gather_points", "knn_indices", "PointGroups", "group_points", "PointGroupEmbedding"]
+def check_point_values(point_values, num_groups: int, group_size: int, fields: str) -> None:
+    """Raises TypeError/ValueError naming ``point_values`` unless it is a float tensor (batch, N, 3) without NaN and
+    with N >= max(num_groups, group_size), the points the first grouping needs (``fields`` names the config values
+    that ask for them, for the message)."""
+    if not isinstance(point_values, torch.Tensor):
+        raise TypeError(f"point_values must be a torch.Tensor (batch, num_points, 3), got {type(point_values).__name__}")
+    if not point_values.is_floating_point():
+        raise TypeError(f"point_values must be a floating-point tensor, got dtype {point_values.dtype}; use the processor")
+    if point_values.ndim != 3:
+        raise ValueError(f"point_values must have 3 dimensions (batch, num_points, 3), got shape {tuple(point_values.shape)}")
+    batch, count, channels = point_values.shape
+    if channels != 3:
+        raise ValueError(f"point_values must have x, y, z in its last dimension (size 3), got size {channels}")
+    if batch == 0:
+        raise ValueError("point_values is an empty batch (batch size 0)")
+    needed = max(num_groups, group_size)
+    if count < needed:
+        raise ValueError(f"point_values has {count} points per cloud; {fields} need at least {needed}")
+    if not torch.isfinite(point_values).all():
+        raise ValueError("point_values contains NaN or infinite coordinates")
+
+
+def point_classifier_head(in_features: int, hidden_size: int, num_labels: int, dropout: float) -> nn.Sequential:
+    """Point-MAE's / I2P-MAE's fine-tuning MLP: in -> hidden -> hidden -> labels, BatchNorm, ReLU and dropout after
+    each hidden layer (the official ``cls_head_finetune``; layer indices 0, 1, 4, 5, 8 as its state dict)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden_size, hidden_size), nn.BatchNorm1d(hidden_size), nn.ReLU(), nn.Dropout(dropout),
+        nn.Linear(hidden_size, num_labels),
+    )
+
+
+__all__ = ["farthest_point_sample", "gather_points", "knn_indices", "PointGroups", "group_points", "PointGroupEmbedding", "check_point_values",
+           "point_classifier_head"]

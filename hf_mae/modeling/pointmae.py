@@ -24,7 +24,6 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -34,10 +33,10 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .layers import build_blocks, build_encoder_blocks, init_norm, run_blocks
+from .layers import build_blocks, build_encoder_blocks, init_norm, init_torch_default, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import TokenMask, check_mask_ratio, gather_tokens, keep_all, mask_from_bool
-from .point_groups import PointGroupEmbedding, PointGroups, group_points
+from .point_groups import PointGroupEmbedding, PointGroups, check_point_values, group_points, point_classifier_head
 
 MASK_TYPES = ("rand", "block")
 
@@ -149,30 +148,6 @@ class PointMAEForPreTrainingOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-def check_point_values(point_values, config) -> None:
-    """Raises TypeError/ValueError naming ``point_values`` unless it is a float tensor (batch, N, 3) with enough
-    points for the groups and no NaN."""
-    if not isinstance(point_values, torch.Tensor):
-        raise TypeError(f"point_values must be a torch.Tensor (batch, num_points, 3), got {type(point_values).__name__}")
-    if not point_values.is_floating_point():
-        raise TypeError(f"point_values must be a floating-point tensor, got dtype {point_values.dtype}; use the processor")
-    if point_values.ndim != 3:
-        raise ValueError(f"point_values must have 3 dimensions (batch, num_points, 3), got shape {tuple(point_values.shape)}")
-    batch, count, channels = point_values.shape
-    if channels != 3:
-        raise ValueError(f"point_values must have x, y, z in its last dimension (size 3), got size {channels}")
-    if batch == 0:
-        raise ValueError("point_values is an empty batch (batch size 0)")
-    needed = max(config.num_groups, config.group_size)
-    if count < needed:
-        raise ValueError(
-            f"point_values has {count} points per cloud; num_groups={config.num_groups} and "
-            f"group_size={config.group_size} need at least {needed}"
-        )
-    if not torch.isfinite(point_values).all():
-        raise ValueError("point_values contains NaN or infinite coordinates")
-
-
 def point_mask_from_noise(noise: torch.Tensor, mask_ratio: float, centers: torch.Tensor, mask_type: str = "rand") -> TokenMask:
     """Point-MAE's group mask from ``noise`` (batch, G): ``int(mask_ratio * G)`` groups hidden per cloud.
 
@@ -256,7 +231,7 @@ class PointMAEPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.mask_token, std=std)
             for layer in [*module.position_embedding, module.head]:
                 if hasattr(layer, "weight"):
-                    _torch_default_init(layer)
+                    init_torch_default(layer)
             for layer in module.layers.modules():
                 if isinstance(layer, nn.Linear):
                     init.xavier_uniform_(layer.weight)
@@ -274,14 +249,6 @@ class PointMAEPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PointMAEForPointCloudClassification):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.cls_position, std=std)
-
-
-def _torch_default_init(layer: nn.Module) -> None:
-    """PyTorch's own Linear/Conv init (kaiming-uniform(a=sqrt 5) weights, U(+-1/sqrt(fan_in)) biases)."""
-    init.kaiming_uniform_(layer.weight, a=math.sqrt(5))
-    if layer.bias is not None:
-        bound = 1 / math.sqrt(layer.weight[0].numel())
-        init.uniform_(layer.bias, -bound, bound)
 
 
 class PointMAEModel(PointMAEPreTrainedModel):
@@ -304,9 +271,11 @@ class PointMAEModel(PointMAEPreTrainedModel):
         """Checks the input, groups it, masks and embeds the visible groups.
 
         Returns (tokens (batch, kept, hidden), positions (batch, kept, hidden), token_mask, groups)."""
-        check_point_values(point_values, self.config)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
-        groups = group_points(point_values, self.config.num_groups, self.config.group_size)
+        config = self.config
+        check_point_values(point_values, config.num_groups, config.group_size,
+                           f"num_groups={config.num_groups} and group_size={config.group_size}")
+        mask_ratio = check_mask_ratio(config.mask_ratio if mask_ratio is None else mask_ratio)
+        groups = group_points(point_values, config.num_groups, config.group_size)
         batch, num_groups = groups.centers.shape[:2]
         if noise is not None:
             if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch, num_groups):
@@ -420,12 +389,8 @@ class PointMAEForPointCloudClassification(PointMAEPreTrainedModel):
         self.pointmae = PointMAEModel(config)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
         self.cls_position = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
-        width, dropout = config.classifier_hidden_size, config.classifier_dropout
-        self.classifier = nn.Sequential(
-            nn.Linear(2 * config.hidden_size, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(width, config.num_labels),
-        )
+        self.classifier = point_classifier_head(2 * config.hidden_size, config.classifier_hidden_size, config.num_labels,
+                                                config.classifier_dropout)
         self.post_init()
 
     def forward(
@@ -462,5 +427,4 @@ __all__ = [
     "PointMAEModelOutput",
     "PointMAEForPreTrainingOutput",
     "point_mask_from_noise",
-    "check_point_values",
 ]
