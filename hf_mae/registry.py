@@ -609,6 +609,7 @@ METHODS = {
 }
 
 PRESETS = {preset: method for method in METHODS.values() for preset in method.presets}
+METHOD_BY_CONFIG = {method.config_class: method for method in METHODS.values()}
 
 
 def list_models() -> list[str]:
@@ -649,10 +650,24 @@ def create_processor(name: str, **config_overrides):
 
 def method_for_config(config) -> Method:
     """The registry row of a config (by exact class: ColorMAEConfig is also an MAEConfig)."""
-    for method in METHODS.values():
-        if type(config) is method.config_class:
-            return method
-    raise ValueError(f"no hf-mae method uses {type(config).__name__}")
+    if type(config) not in METHOD_BY_CONFIG:
+        raise ValueError(f"no hf-mae method uses {type(config).__name__}")
+    return METHOD_BY_CONFIG[type(config)]
+
+
+# modality -> the Auto class its processor is registered with (``_register``) and loads back with
+PROCESSOR_AUTO_CLASSES = {
+    "image": AutoImageProcessor, "video": AutoImageProcessor, "video-text": AutoProcessor,
+    "embeddings": AutoFeatureExtractor, "audio": AutoFeatureExtractor, "point-cloud": AutoFeatureExtractor,
+    "graph": AutoFeatureExtractor,
+}
+
+
+def processor_auto_class(config):
+    """The Auto class that loads the processor saved beside a model of ``config`` (AutoImageProcessor for a config
+    hf-mae does not know: a transformers image model)."""
+    method = METHOD_BY_CONFIG.get(type(config))
+    return AutoImageProcessor if method is None else PROCESSOR_AUTO_CLASSES[method.modality]
 
 
 def processor_for_config(config):
@@ -668,13 +683,12 @@ def _register(method: Method) -> None:
     AutoConfig.register(config_class.model_type, config_class)
     for task, model_class in method.model_classes.items():
         AUTO_CLASSES[task].register(config_class, model_class)
-    if method.modality in ("image", "video"):  # the video processor is a Pillow-backed image processor too
+    auto_class = PROCESSOR_AUTO_CLASSES[method.modality]
+    if auto_class is AutoImageProcessor:  # the video processor is a Pillow-backed image processor too
         AutoImageProcessor.register(config_class, image_processor_classes={"pil": method.processor_class})
-    elif method.modality == "video-text":  # a ProcessorMixin: video processor + caption tokenizer (TGM)
-        AutoProcessor.register(config_class, method.processor_class)
-    elif method.modality in ("embeddings", "audio", "point-cloud", "graph"):
-        # embedding sequences (LV-MAE), waveforms -> filterbanks, clouds -> normalised points, graphs -> tensors
-        AutoFeatureExtractor.register(config_class, method.processor_class)
+    else:  # TGM's ProcessorMixin (video processor + caption tokenizer); feature extractors for embedding sequences
+        # (LV-MAE), waveforms -> filterbanks, clouds -> normalised points, graphs -> tensors
+        auto_class.register(config_class, method.processor_class)
 
 
 def register_all() -> None:

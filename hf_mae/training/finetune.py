@@ -82,15 +82,11 @@ def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
 
 
 def _load_processor(pretrained: str, config):
-    from transformers import AutoFeatureExtractor, AutoImageProcessor
-
-    from hf_mae.registry import method_for_config, processor_for_config
+    from hf_mae.registry import processor_auto_class, processor_for_config
 
     if os.path.isdir(pretrained) and not os.path.isfile(os.path.join(pretrained, "preprocessor_config.json")):
         return processor_for_config(config)
-    if method_for_config(config).modality in ("image", "video"):
-        return AutoImageProcessor.from_pretrained(pretrained)
-    return AutoFeatureExtractor.from_pretrained(pretrained)  # filterbanks, point clouds
+    return processor_auto_class(config).from_pretrained(pretrained)
 
 
 def classification_auto_class(config):

@@ -250,10 +250,10 @@ def _load_quietly(auto_class, path):
 
 def _load_encoder(model_dir_or_model, processor):
     """(encoder, processor) from a folder / Hub id or a model instance (its base model is used)."""
-    from transformers import AutoFeatureExtractor, AutoImageProcessor, AutoModel
+    from transformers import AutoModel
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
-    from hf_mae.registry import processor_for_config
+    from hf_mae.registry import processor_auto_class, processor_for_config
 
     if isinstance(model_dir_or_model, (str, os.PathLike)):
         path = str(model_dir_or_model)
@@ -262,8 +262,7 @@ def _load_encoder(model_dir_or_model, processor):
         encoder = _load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
-            # audio / point-cloud models read a feature extractor's output, image models an image processor's
-            auto = AutoFeatureExtractor if encoder.main_input_name in ("input_values", "point_values") else AutoImageProcessor
+            auto = processor_auto_class(encoder.config)  # an image processor, or a feature extractor (audio, clouds)
             processor = auto.from_pretrained(path) if has_json else processor_for_config(encoder.config)
     elif isinstance(model_dir_or_model, nn.Module) and hasattr(model_dir_or_model, "config"):
         encoder = model_dir_or_model.base_model  # the encoder inside a pre-training or classification model
