@@ -134,3 +134,19 @@ def test_finetune_refuses_what_it_cannot_do(tmp_path):
     with pytest.raises(ValueError, match="layer_decay=0.75 needs an encoder with one stack of blocks"):
         finetune(i2p_run, "shapes", tmp_path / "b", max_steps=1)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_planetoid_folders_are_recognised(tmp_path):
+    """A folder with several Planetoid data sets asks for one; ``<folder>/ind.<name>`` picks it; the graph is one row."""
+    import shutil
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for path in shared_data("planetoid").joinpath("raw").glob("ind.cora.*"):
+        shutil.copy(path, raw / path.name)
+    (raw / "ind.citeseer.x").write_bytes(b"")  # a second data set, named by its first file
+    several = r"several Planetoid data sets \['citeseer', 'cora'\]; pass one as .*raw/ind\.cora'"
+    with pytest.raises(ValueError, match=several):
+        load_image_dataset(str(tmp_path))
+    dataset = load_image_dataset(str(raw / "ind.cora"), "test")  # every split is the whole graph
+    assert len(dataset) == 1 and len(dataset[0]["labels"]) == 2708 and sum(dataset[0]["test_mask"]) == 1000

@@ -232,13 +232,30 @@ def batch_graphs(examples: list[dict]) -> dict:
 # ------------------------------------------------------------------------------------------ Planetoid
 
 
+def _planetoid_candidates(root, name: str) -> tuple[str, ...]:
+    """Where the ``ind.<name>.*`` files may lie: ``root``, ``root/raw``, ``root/<Name>/raw`` (PyG), ``root/<name>/raw``."""
+    return (root, os.path.join(root, "raw"), os.path.join(root, PLANETOID_NAMES[name], "raw"),
+            os.path.join(root, name, "raw"))  # fmt: skip
+
+
 def _planetoid_folder(root, name: str) -> str | None:
-    """The first of ``root``, ``root/raw``, ``root/<Name>/raw`` holding every ``ind.<name>.*`` file, else None."""
-    pretty = PLANETOID_NAMES[name]
-    for folder in (root, os.path.join(root, "raw"), os.path.join(root, pretty, "raw"), os.path.join(root, name, "raw")):
+    """The first candidate folder holding every ``ind.<name>.*`` file, else None."""
+    for folder in _planetoid_candidates(root, name):
         if all(os.path.isfile(os.path.join(folder, f"ind.{name}.{suffix}")) for suffix in PLANETOID_SUFFIXES):
             return folder
     return None
+
+
+def find_planetoid(root) -> dict[str, str]:
+    """The Planetoid data sets whose files (at least ``ind.<name>.x``) lie in ``root`` or its raw sub-folders, as
+    ``{name: folder}``: how ``load_planetoid`` searches, used to recognise a Planetoid folder."""
+    found = {}
+    for name in PLANETOID_NAMES:
+        folder = next((f for f in _planetoid_candidates(os.fspath(root), name)
+                       if os.path.isfile(os.path.join(f, f"ind.{name}.x"))), None)  # fmt: skip
+        if folder is not None:
+            found[name] = folder
+    return found
 
 
 def _download_planetoid(root, name: str) -> str:

@@ -107,24 +107,21 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
 def _planetoid_name(path: str):
     """(root, name) when ``path`` is a Planetoid folder (``ind.<name>.x`` in it, its ``raw/`` or ``<Name>/raw/``) or
     the prefix ``<folder>/ind.<name>`` of its files; None otherwise. Several data sets in one folder: ask for one."""
+    from hf_mae.processors.graph_processing import find_planetoid
+
     folder, base = os.path.split(path.rstrip("/"))
     if base.startswith("ind.") and os.path.isfile(os.path.join(folder, base + ".x")):
         return folder, base[4:]
     if not os.path.isdir(path):
         return None
-    candidates = [path, os.path.join(path, "raw")] + [os.path.join(path, d, "raw") for d in sorted(os.listdir(path))]
-    for candidate in candidates:
-        if not os.path.isdir(candidate):
-            continue
-        names = sorted(f[4:-2] for f in os.listdir(candidate) if f.startswith("ind.") and f.endswith(".x"))
-        if len(names) > 1:
-            raise ValueError(
-                f"dataset folder {path!r} holds several Planetoid data sets {names}; pass one as "
-                f"{os.path.join(candidate, 'ind.' + names[0])!r}"
-            )
-        if names:
-            return candidate, names[0]
-    return None
+    found = find_planetoid(path)
+    if len(found) > 1:
+        name, where = next(iter(found.items()))
+        raise ValueError(
+            f"dataset folder {path!r} holds several Planetoid data sets {sorted(found)}; pass one as "
+            f"{os.path.join(where, 'ind.' + name)!r}"
+        )
+    return (path, next(iter(found))) if found else None
 
 
 def _planetoid_dataset(root: str, name: str):
