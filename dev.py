@@ -5,8 +5,10 @@
     python3 dev.py test    # set up, then the whole test suite
     python3 dev.py setup   # set up only
 
-torch is taken as it is where it already imports (the venv sees the system's site-packages); otherwise
-``torch==2.13.0`` is installed, which on hf-mae's build machines is a CPU wheel on local disk.
+The venv is isolated (no system site-packages), so the tests see only what the project installs: a package
+installed by hand elsewhere cannot make a test pass here and fail on a fresh machine. torch is pinned to
+``torch==2.13.0``, which on hf-mae's build machines is a CPU wheel on local disk (another release would download
+a multi-GB CUDA build).
 """
 
 import os
@@ -32,7 +34,7 @@ def imports(module: str) -> bool:
 
 def setup() -> None:
     if not PYTHON.exists():
-        venv.EnvBuilder(with_pip=True, system_site_packages=True).create(VENV)
+        venv.EnvBuilder(with_pip=True, system_site_packages=False).create(VENV)
     if not imports("torch"):
         sh(PYTHON, "-m", "pip", "install", "-q", TORCH)
     if not imports("hf_mae") or os.environ.get("HF_MAE_REINSTALL"):
