@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
+from .layers import build_blocks, build_encoder_blocks, run_blocks
 from .losses import masked_mse
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -179,17 +180,11 @@ class MAEDecoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
 
-class MAEPreTrainedModel(PreTrainedModel):
+class MAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = MAEConfig
     base_model_prefix = "mae"
-    main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "MAEEmbeddings"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -199,13 +194,6 @@ class MAEPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, PatchEmbedding2D):
-            weight = module.projection.weight  # initialised as the Linear it is
-            init.xavier_uniform_(weight.view(weight.shape[0], -1))
-            init.zeros_(module.projection.bias)
         elif isinstance(module, MAEEmbeddings):
             init.normal_(module.cls_token, std=std)
             grid = module.patch_embeddings.grid_size
@@ -214,10 +202,8 @@ class MAEPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
             table = sincos_2d(module.grid_size, module.mask_token.shape[-1], cls_token=True)
             init.copy_(module.decoder_pos_embed, table[None])
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale, the patch projection
 
 
 class MAEModel(MAEPreTrainedModel):
