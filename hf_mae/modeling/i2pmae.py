@@ -353,6 +353,7 @@ class FeaturePropagation(nn.Module):
         weights = 1.0 / (distance + 1e-8)
         weights = weights / weights.sum(dim=-1, keepdim=True)
         interpolated = (gather_points(coarse_features, neighbours) * weights.unsqueeze(-1)).sum(dim=2)
+        interpolated = interpolated.to(fine_features.dtype)  # float32 distances, possibly half features
         x = torch.cat([fine_features, interpolated], dim=-1).transpose(1, 2)
         return self.extraction(self.fuse(x)).transpose(1, 2)
 

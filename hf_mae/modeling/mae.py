@@ -115,11 +115,12 @@ class MAEEmbeddings(nn.Module):
 
     def positions(self, grid) -> torch.Tensor:
         """Position table (1, 1 + rows*cols, hidden) for a patch grid, interpolated if it is not the native one."""
+        # in the weights' dtype: the fixed table stays float32 when a model is loaded in half precision
+        table = self.position_embeddings.to(self.cls_token.dtype)
         if tuple(grid) == self.patch_embeddings.grid_size:
-            return self.position_embeddings
-        cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
-        patch_pos = interpolate_pos_embed(patch_pos, self.patch_embeddings.grid_size, grid)
-        return torch.cat([cls_pos, patch_pos], dim=1)
+            return table
+        patch_pos = interpolate_pos_embed(table[:, 1:], self.patch_embeddings.grid_size, grid)
+        return torch.cat([table[:, :1], patch_pos], dim=1)
 
     def forward(self, pixel_values, grid) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (patch tokens (batch, N, hidden) with positions, cls token (batch, 1, hidden) with position)."""
@@ -156,7 +157,7 @@ class MAEDecoder(nn.Module):
 
     def positions(self, grid) -> torch.Tensor:
         """Decoder position table (1, 1 + rows*cols, decoder_hidden), interpolated if ``grid`` is not the native one."""
-        positions = self.decoder_pos_embed
+        positions = self.decoder_pos_embed.to(self.mask_token.dtype)  # float32 table, half-precision weights
         if tuple(grid) != tuple(self.grid_size):
             patch_pos = interpolate_pos_embed(positions[:, 1:], self.grid_size, grid)
             positions = torch.cat([positions[:, :1], patch_pos], dim=1)

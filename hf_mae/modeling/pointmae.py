@@ -173,6 +173,9 @@ class PointPositionEmbedding(nn.Sequential):
     def __init__(self, hidden_size: int, position_hidden_size: int = 128):
         super().__init__(nn.Linear(3, position_hidden_size), nn.GELU(), nn.Linear(position_hidden_size, hidden_size))
 
+    def forward(self, centers: torch.Tensor) -> torch.Tensor:
+        return super().forward(centers.to(self[0].weight.dtype))  # float32 geometry, possibly half weights
+
 
 class PointMAEDecoder(nn.Module):
     """Shared mask token + own position MLP + transformer blocks; predicts the points of the hidden groups."""
