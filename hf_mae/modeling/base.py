@@ -5,9 +5,11 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
 from .embeddings import PatchProjection, TubeletProjection
@@ -51,6 +53,11 @@ def check_heads(name: str, width: int, heads: int, prefix: str = "") -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # The PreTrainedModel base.
 
+# transformers model types that an ``hf-mae convert`` route reads (model_type -> the route's FORMAT). Loaded directly
+# into an hf-mae class their weights would not match a single key, and transformers would initialise everything.
+CONVERTIBLE_MODEL_TYPES = {"vit_mae": "vit-mae", "vit": "vit-mim", "videomae": "videomae"}
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
 
 class MaskedModelPreTrainedModel(PreTrainedModel):
     """The base of every hf-mae ``*PreTrainedModel``: attention-backend flags and the init every method shares.
@@ -78,6 +85,13 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (PatchProjection, TubeletProjection)):
             init_flat_xavier(module)  # the ViT / MAE rule: the projection is a Linear on flattened patches
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            refuse_convertible_folder(cls, config if config is not None else pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
     @torch.no_grad()
     def initialize_weights(self):
         # A nested transformers model (TGM's text tower) is initialised by its own rules first. Left to transformers'
@@ -87,3 +101,26 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
             if module is not self and isinstance(module, PreTrainedModel) and not module.is_custom_code():
                 module.initialize_weights()
         super().initialize_weights()
+
+
+def refuse_convertible_folder(model_class, name_or_path, kwargs) -> None:
+    """Raises ValueError when ``name_or_path`` holds a transformers model that ``hf-mae convert`` reads (e.g. a
+    ``vit_mae`` folder) instead of an hf-mae one, naming the command that converts it."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(
+            name_or_path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        )
+    except (OSError, ValueError):
+        return  # no readable config: transformers' own loading reports it
+    model_type = config.get("model_type")
+    route = CONVERTIBLE_MODEL_TYPES.get(model_type)
+    if route is None or model_type == model_class.config_class.model_type:
+        return
+    raise ValueError(
+        f"{str(name_or_path)!r} holds a transformers {model_type!r} model, not an hf-mae "
+        f"{model_class.config_class.model_type!r} one: loaded into {model_class.__name__} none of its weights would "
+        f"match and the model would be random. Convert it first: hf-mae convert {route} {name_or_path} OUTPUT_DIR, "
+        f"then load OUTPUT_DIR."
+    )
