@@ -102,19 +102,38 @@ def _window_ids(size: int, window: int, shift: int) -> torch.Tensor:
     return (position // window) * 3 + region
 
 
+def window_ids(grid, window_size, shift_size) -> torch.Tensor:
+    """(N,) id of the (shifted) window of every token of a row-major (rows, cols) grid of N = rows * cols tokens:
+    two tokens attend to each other when their ids are equal."""
+    rows, cols = to_2tuple(grid)
+    (window_r, window_c), (shift_r, shift_c) = window_and_shift(grid, window_size, shift_size)
+    row_ids, col_ids = _window_ids(rows, window_r, shift_r), _window_ids(cols, window_c, shift_c)
+    return (row_ids[:, None] * (3 * cols) + col_ids[None, :]).flatten()  # one id per (row window, column window)
+
+
 def window_attention_mask(grid, window_size, shift_size, dtype=torch.float32, device=None) -> torch.Tensor:
     """Additive attention mask (1, 1, N, N) of (shifted) window attention over a row-major (rows, cols) grid of
     N = rows * cols tokens: 0 where two tokens share a window, the dtype's most negative (finite) value elsewhere.
 
     Equivalent to Swin's roll -> window partition -> region mask -> roll back, without moving any token.
     """
-    rows, cols = to_2tuple(grid)
-    (window_r, window_c), (shift_r, shift_c) = window_and_shift(grid, window_size, shift_size)
-    row_ids, col_ids = _window_ids(rows, window_r, shift_r), _window_ids(cols, window_c, shift_c)
-    ids = (row_ids[:, None] * (3 * cols) + col_ids[None, :]).flatten()  # one id per (row window, column window)
+    ids = window_ids(grid, window_size, shift_size)
     same_window = ids[:, None] == ids[None, :]
     mask = torch.zeros(same_window.shape, dtype=dtype).masked_fill(~same_window, torch.finfo(dtype).min)
     return mask[None, None].to(device)
+
+
+def window_block_mask(grid, window_size, shift_size, device=None):
+    """The same windows as a flex-attention ``BlockMask``: flex attention reads an additive mask tensor through a
+    score function, which crashes the process on CPU (torch 2.13); a mask function over window ids does not."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    ids = window_ids(grid, window_size, shift_size).to(device)
+
+    def same_window(batch, head, query, key):
+        return ids[query] == ids[key]
+
+    return create_block_mask(same_window, None, None, ids.numel(), ids.numel(), device=ids.device.type)
 
 
 def audio_to_pixels(input_values, config: AudioMAEConfig, allow_other_length: bool = False) -> torch.Tensor:
@@ -156,7 +175,10 @@ class AudioMAEDecoder(MAEDecoder):
             return self.predict(decoder_input)
         hidden = decoder_input[:, 1:]  # the Swin decoder works on the token grid only
         window, shift = self.config.decoder_window_size, self.config.decoder_shift_size
-        masks = [window_attention_mask(grid, window, s, hidden.dtype, hidden.device) for s in ((0, 0), shift)]
+        if self.config._attn_implementation == "flex_attention":
+            masks = [window_block_mask(grid, window, s, hidden.device) for s in ((0, 0), shift)]
+        else:
+            masks = [window_attention_mask(grid, window, s, hidden.dtype, hidden.device) for s in ((0, 0), shift)]
         for index, block in enumerate(self.decoder_layers):
             hidden, _ = block(hidden, masks[index % 2])
         return self.decoder_pred(self.decoder_norm(hidden))
@@ -300,4 +322,6 @@ __all__ = [
     "AudioMAEForPreTraining",
     "AudioMAEForAudioClassification",
     "window_attention_mask",
+    "window_block_mask",
+    "window_ids",
 ]

@@ -171,10 +171,6 @@ class DMJDForPreTrainingOutput(MaskedPreTrainingOutput):
 class DMJDPreTrainedModel(MAEPreTrainedModel):
     config_class = DMJDConfig
 
-    def _init_weights(self, module):
-        if isinstance(module, nn.LayerNorm) and module.weight is None:
-            return  # the projector's last LayerNorm has no affine parameters
-        super()._init_weights(module)
 
 
 class DMJDModel(MAEModel):

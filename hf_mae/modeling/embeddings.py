@@ -60,6 +60,15 @@ def interpolate_pos_embed(patch_table: torch.Tensor, old_grid, new_grid) -> torc
     return grid.to(patch_table.dtype).permute(0, 2, 3, 1).reshape(1, new_grid[0] * new_grid[1], dim)
 
 
+class PatchProjection(nn.Conv2d):
+    """The Conv2d of :class:`PatchEmbedding2D`. A class of its own so that ``_init_weights`` meets the patch projection
+    on the module that owns its weights (transformers skips a parent without parameters of its own)."""
+
+
+class TubeletProjection(nn.Conv3d):
+    """The Conv3d of :class:`TubeletEmbedding`, a class of its own for the same reason as :class:`PatchProjection`."""
+
+
 class PatchEmbedding2D(nn.Module):
     """Splits (batch, channels, height, width) images into non-overlapping patches and projects each one.
 
@@ -77,7 +86,7 @@ class PatchEmbedding2D(nn.Module):
         self.num_channels = num_channels
         self.grid_size = (self.image_size[0] // self.patch_size[0], self.image_size[1] // self.patch_size[1])
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        self.projection = nn.Conv2d(num_channels, hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
+        self.projection = PatchProjection(num_channels, hidden_size, kernel_size=self.patch_size, stride=self.patch_size)
 
     def grid_for(self, pixel_values: torch.Tensor, allow_other_size: bool = False) -> tuple[int, int]:
         """Checks ``pixel_values`` and returns its patch grid (rows, cols); raises ValueError/TypeError naming it."""
@@ -139,7 +148,7 @@ class TubeletEmbedding(nn.Module):
         self.image_size, self.patch_size = to_2tuple(image_size), to_2tuple(patch_size)
         self.tubelet_size, self.num_channels = int(tubelet_size), num_channels
         kernel = (self.tubelet_size, *self.patch_size)
-        self.projection = nn.Conv3d(num_channels, hidden_size, kernel_size=kernel, stride=kernel)
+        self.projection = TubeletProjection(num_channels, hidden_size, kernel_size=kernel, stride=kernel)
 
     def check(self, pixel_values, num_frames: int) -> None:
         """Clear errors for clips of the wrong type, rank, channel count, frame count or size."""

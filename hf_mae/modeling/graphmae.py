@@ -29,7 +29,7 @@ import math
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import (
     BaseModelOutputWithPooling,
@@ -37,7 +37,8 @@ from transformers.modeling_outputs import (
     TokenClassifierOutput,
 )
 
-from .layers import init_norm, init_torch_default
+from .base import MaskedModelPreTrainedModel
+from .layers import init_torch_default
 from .losses import classification_loss, scaled_cosine_error
 from .outputs import MaskedPreTrainingOutput
 
@@ -436,11 +437,14 @@ def corrupt_features(x, mask_token, mask, replaced, sources) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------ models
 
 
-class GraphMAEPreTrainedModel(PreTrainedModel):
+class GraphMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = GraphMAEConfig
     base_model_prefix = "graphmae"
     main_input_name = "node_features"
     input_modalities = ("graph",)
+    # message passing, no attention backend and no gradient checkpointing (as before the shared base)
+    supports_gradient_checkpointing = False
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -456,10 +460,10 @@ class GraphMAEPreTrainedModel(PreTrainedModel):
             init_torch_default(module)
         elif isinstance(module, nn.PReLU):
             init.constant_(module.weight, 0.25)
-        elif isinstance(module, (nn.BatchNorm1d, nn.LayerNorm)):
-            init_norm(module)
         elif isinstance(module, GraphMAEForPreTraining):
             init.zeros_(module.enc_mask_token)
+        else:
+            super()._init_weights(module)  # norms (BatchNorm statistics too)
 
 
 class GraphMAEModel(GraphMAEPreTrainedModel):

@@ -32,12 +32,13 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig, PreTrainedModel
+from transformers import AutoConfig, AutoModel, PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .layers import DropPath, build_blocks, init_norm, run_blocks
+from .base import MaskedModelPreTrainedModel
+from .layers import DropPath, build_blocks, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import check_mask_ratio, gather_tokens, restore_tokens
 from .point_groups import (
@@ -352,6 +353,7 @@ class FeaturePropagation(nn.Module):
         weights = 1.0 / (distance + 1e-8)
         weights = weights / weights.sum(dim=-1, keepdim=True)
         interpolated = (gather_points(coarse_features, neighbours) * weights.unsqueeze(-1)).sum(dim=2)
+        interpolated = interpolated.to(fine_features.dtype)  # float32 distances, possibly half features
         x = torch.cat([fine_features, interpolated], dim=-1).transpose(1, 2)
         return self.extraction(self.fuse(x)).transpose(1, 2)
 
@@ -429,17 +431,13 @@ def check_scale0_points(point_values, config: I2PMAEConfig) -> None:
     check_point_values(point_values, config.group_counts[0], config.group_sizes[0], "group_counts[0] and group_sizes[0]")
 
 
-class I2PMAEPreTrainedModel(PreTrainedModel):
+class I2PMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = I2PMAEConfig
     base_model_prefix = "i2pmae"
     main_input_name = "point_values"
     input_modalities = ("point-cloud",)
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["TransformerBlock"]
-    _supports_sdpa = True
     _supports_flash_attn = False  # padded visible sets need an attention mask
     _supports_flex_attn = False
-    _supports_attention_backend = True
     _keys_to_ignore_on_load_unexpected = [r"^teacher\."]  # never saved; ignore it if someone saved it by hand
 
     @torch.no_grad()
@@ -450,10 +448,10 @@ class I2PMAEPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init_norm(module)
         elif isinstance(module, I2PMAEDecoder):
             init.trunc_normal_(module.mask_token, std=std)
+        else:
+            super()._init_weights(module)  # norms (BatchNorm statistics too)
 
 
 class I2PMAEModel(I2PMAEPreTrainedModel):

@@ -246,13 +246,27 @@ def init_norm(module: nn.Module) -> None:
     """A fresh LayerNorm / BatchNorm: unit weight, zero bias and, for BatchNorm, zero mean, unit variance and no
     batches tracked. Every ``_init_weights`` must reset the running statistics too: a head loaded with
     ``from_pretrained`` gets its missing buffers from ``_init_weights`` alone, and uninitialised memory there makes
-    eval-mode outputs NaN."""
-    init.ones_(module.weight)
-    init.zeros_(module.bias)
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    eval-mode outputs NaN. Norms without affine parameters keep only their statistics."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+    if getattr(module, "running_mean", None) is not None:
         init.zeros_(module.running_mean)
         init.ones_(module.running_var)
         init.zeros_(module.num_batches_tracked)
+
+
+def init_flat_xavier(layer: nn.Module) -> None:
+    """Xavier-uniform on a patch projection's kernel seen as a (out, in * kernel) matrix, as the Linear it is (MAE,
+    VideoMAE), and a zero bias. Written on the parameter itself, not a view, so a loaded weight (flagged
+    ``_is_hf_initialized``) is never overwritten."""
+    weight = layer.weight
+    fan_out, fan_in = weight.shape[0], weight[0].numel()
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    init.uniform_(weight, -bound, bound)
+    if layer.bias is not None:
+        init.zeros_(layer.bias)
 
 
 def init_torch_default(layer: nn.Module) -> None:

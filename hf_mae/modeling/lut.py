@@ -197,15 +197,8 @@ class LUTPreTrainedModel(MAEPreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        super()._init_weights(module)
-        if isinstance(module, nn.BatchNorm1d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if module.track_running_stats:
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, LUTForPreTraining):
+        super()._init_weights(module)  # MAE's rules; the base's cover the projector's BatchNorm
+        if isinstance(module, LUTForPreTraining):
             init.zeros_(module.lut_step)
 
 

@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.feature_extraction_utils import BatchFeature, FeatureExtractionMixin
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import sincos_1d
-from .layers import TransformerBlock, build_blocks, run_blocks
+from .layers import build_blocks, run_blocks
 from .losses import classification_loss, masked_mse
 from .masking import check_mask_ratio, gather_tokens, num_kept, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -168,15 +169,13 @@ class LVMAEEncoderOutput(MaskedEncoderOutput):
     attention_mask: torch.Tensor | None = None
 
 
-class LVMAEPreTrainedModel(PreTrainedModel):
+class LVMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = LVMAEConfig
     base_model_prefix = "lvmae"
     main_input_name = "inputs_embeds"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["TransformerBlock"]
-    _supports_sdpa = True
-    _supports_attention_backend = True  # no flash / flex attention: padding needs an additive attention mask
+    _supports_flash_attn = False  # no flash / flex attention: padding needs an additive attention mask
+    _supports_flex_attn = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -186,9 +185,6 @@ class LVMAEPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, LVMAEModel):
             init.normal_(module.cls_token, std=std)
             init.copy_(module.position_embeddings, position_table(self.config.max_segments, self.config.hidden_size))
@@ -196,10 +192,8 @@ class LVMAEPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
             table = position_table(self.config.max_segments, self.config.decoder_hidden_size)
             init.copy_(module.position_embeddings, table)
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale
 
 
 def _blocks(config, depth, width, heads, intermediate, drop_path_rate=0.0, dropout=0.0, attention_dropout=0.0):

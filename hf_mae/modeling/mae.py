@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
+from .layers import build_blocks, build_encoder_blocks, run_blocks
 from .losses import masked_mse
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -114,11 +115,12 @@ class MAEEmbeddings(nn.Module):
 
     def positions(self, grid) -> torch.Tensor:
         """Position table (1, 1 + rows*cols, hidden) for a patch grid, interpolated if it is not the native one."""
+        # in the weights' dtype: the fixed table stays float32 when a model is loaded in half precision
+        table = self.position_embeddings.to(self.cls_token.dtype)
         if tuple(grid) == self.patch_embeddings.grid_size:
-            return self.position_embeddings
-        cls_pos, patch_pos = self.position_embeddings[:, :1], self.position_embeddings[:, 1:]
-        patch_pos = interpolate_pos_embed(patch_pos, self.patch_embeddings.grid_size, grid)
-        return torch.cat([cls_pos, patch_pos], dim=1)
+            return table
+        patch_pos = interpolate_pos_embed(table[:, 1:], self.patch_embeddings.grid_size, grid)
+        return torch.cat([table[:, :1], patch_pos], dim=1)
 
     def forward(self, pixel_values, grid) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (patch tokens (batch, N, hidden) with positions, cls token (batch, 1, hidden) with position)."""
@@ -155,7 +157,7 @@ class MAEDecoder(nn.Module):
 
     def positions(self, grid) -> torch.Tensor:
         """Decoder position table (1, 1 + rows*cols, decoder_hidden), interpolated if ``grid`` is not the native one."""
-        positions = self.decoder_pos_embed
+        positions = self.decoder_pos_embed.to(self.mask_token.dtype)  # float32 table, half-precision weights
         if tuple(grid) != tuple(self.grid_size):
             patch_pos = interpolate_pos_embed(positions[:, 1:], self.grid_size, grid)
             positions = torch.cat([positions[:, :1], patch_pos], dim=1)
@@ -179,17 +181,11 @@ class MAEDecoder(nn.Module):
         return self.decoder_pred(self.decoder_norm(hidden))[:, 1:]
 
 
-class MAEPreTrainedModel(PreTrainedModel):
+class MAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = MAEConfig
     base_model_prefix = "mae"
-    main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "MAEEmbeddings"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -199,13 +195,6 @@ class MAEPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, PatchEmbedding2D):
-            weight = module.projection.weight  # initialised as the Linear it is
-            init.xavier_uniform_(weight.view(weight.shape[0], -1))
-            init.zeros_(module.projection.bias)
         elif isinstance(module, MAEEmbeddings):
             init.normal_(module.cls_token, std=std)
             grid = module.patch_embeddings.grid_size
@@ -214,10 +203,8 @@ class MAEPreTrainedModel(PreTrainedModel):
             init.normal_(module.mask_token, std=std)
             table = sincos_2d(module.grid_size, module.mask_token.shape[-1], cls_token=True)
             init.copy_(module.decoder_pos_embed, table[None])
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale, the patch projection
 
 
 class MAEModel(MAEPreTrainedModel):

@@ -29,12 +29,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_encoder_blocks, run_blocks
+from .layers import build_encoder_blocks, run_blocks
 from .masking import RandomMaskGenerator, check_mask_ratio, mask_from_noise
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 
@@ -161,16 +162,13 @@ class MP3Embeddings(nn.Module):
         return self.dropout(tokens)
 
 
-class MP3PreTrainedModel(PreTrainedModel):
+class MP3PreTrainedModel(MaskedModelPreTrainedModel):
     config_class = MP3Config
     base_model_prefix = "mp3"
-    main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "MP3Embeddings"]
-    _supports_sdpa = True
-    _supports_attention_backend = True
-    # no flash attention: its kernels take no additive attention mask, which key masking needs
+    _supports_flash_attn = False  # its kernels take no additive attention mask, which key masking needs
+    _supports_flex_attn = False
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -181,17 +179,12 @@ class MP3PreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, MP3Embeddings):
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
             if module.position_embeddings is not None:
                 init.zeros_(module.position_embeddings)
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale
 
 
 class MP3Model(MP3PreTrainedModel):

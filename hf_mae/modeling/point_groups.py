@@ -88,6 +88,7 @@ class PointGroupEmbedding(nn.Module):
     def forward(self, groups: torch.Tensor) -> torch.Tensor:
         batch, num_groups, size, channels = groups.shape
         x = groups.reshape(batch * num_groups, size, channels).transpose(1, 2)  # (B*G, C, k): Conv1d over points
+        x = x.to(self.first[0].weight.dtype)  # the grouping geometry runs in float32; the weights may be half
         x = self.first(x)
         pooled = x.max(dim=2, keepdim=True).values
         x = self.second(torch.cat([pooled.expand(-1, -1, size), x], dim=1))

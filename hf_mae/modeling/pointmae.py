@@ -28,12 +28,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
 
-from .layers import build_blocks, build_encoder_blocks, init_norm, init_torch_default, run_blocks
+from .base import MaskedModelPreTrainedModel
+from .layers import build_blocks, build_encoder_blocks, init_torch_default, run_blocks
 from .losses import chamfer_l2, classification_loss
 from .masking import TokenMask, check_mask_ratio, gather_tokens, keep_all, mask_from_bool
 from .point_groups import PointGroupEmbedding, PointGroups, check_point_values, group_points, point_classifier_head
@@ -172,6 +173,9 @@ class PointPositionEmbedding(nn.Sequential):
     def __init__(self, hidden_size: int, position_hidden_size: int = 128):
         super().__init__(nn.Linear(3, position_hidden_size), nn.GELU(), nn.Linear(position_hidden_size, hidden_size))
 
+    def forward(self, centers: torch.Tensor) -> torch.Tensor:
+        return super().forward(centers.to(self[0].weight.dtype))  # float32 geometry, possibly half weights
+
 
 class PointMAEDecoder(nn.Module):
     """Shared mask token + own position MLP + transformer blocks; predicts the points of the hidden groups."""
@@ -210,16 +214,10 @@ class PointMAEDecoder(nn.Module):
         return points.reshape(batch, num_masked, self.config.group_size, 3)
 
 
-class PointMAEPreTrainedModel(PreTrainedModel):
+class PointMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = PointMAEConfig
     base_model_prefix = "pointmae"
     main_input_name = "point_values"
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["TransformerBlock"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -244,11 +242,11 @@ class PointMAEPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, (nn.LayerNorm, nn.BatchNorm1d)):
-            init_norm(module)
         elif isinstance(module, PointMAEForPointCloudClassification):
             init.trunc_normal_(module.cls_token, std=std)
             init.trunc_normal_(module.cls_position, std=std)
+        else:
+            super()._init_weights(module)  # norms (BatchNorm statistics too)
 
 
 class PointMAEModel(PointMAEPreTrainedModel):

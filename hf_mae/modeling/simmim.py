@@ -21,12 +21,13 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import TransformerBlock, build_encoder_blocks, run_blocks
+from .layers import build_encoder_blocks, run_blocks
 from .masking import GroupedRandomMaskGenerator, check_mask_ratio, upsample_grid_mask
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 
@@ -164,37 +165,27 @@ class SimMIMEmbeddings(nn.Module):
         return self.dropout(torch.cat([cls, patches], dim=1) + self.positions(grid))
 
 
-class SimMIMPreTrainedModel(PreTrainedModel):
+class SimMIMPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = SimMIMConfig
     base_model_prefix = "simmim"
-    main_input_name = "pixel_values"
     input_modalities = ("image",)
-    supports_gradient_checkpointing = True
     _no_split_modules = ["TransformerBlock", "SimMIMEmbeddings"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module):
-        """SimMIM's (and ViT's) initialisation: truncated N(0, 0.02) for linears, convs and tokens."""
+        """SimMIM's (and ViT's) initialisation: truncated N(0, 0.02) for linears, convs (the patch projection too)
+        and tokens."""
         std = self.config.initializer_range
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             init.trunc_normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, SimMIMEmbeddings):
             for token in (module.cls_token, module.mask_token, module.position_embeddings):
                 if token is not None:
                     init.trunc_normal_(token, mean=0.0, std=std)
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale
 
 
 class SimMIMModel(SimMIMPreTrainedModel):

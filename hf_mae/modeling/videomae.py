@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 
+from .base import MaskedModelPreTrainedModel
 from .embeddings import TubeletEmbedding, sinusoid_table, to_2tuple
-from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
+from .layers import build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss
 from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_bool, mask_from_noise
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
@@ -114,17 +115,10 @@ class HfVideoMAEConfig(PreTrainedConfig):
         return {}
 
 
-class VideoMAEPreTrainedModel(PreTrainedModel):
+class VideoMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = HfVideoMAEConfig
     base_model_prefix = "videomae"
-    main_input_name = "pixel_values"
     input_modalities = ("video",)
-    supports_gradient_checkpointing = True
-    _no_split_modules = ["TransformerBlock"]
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -133,13 +127,6 @@ class VideoMAEPreTrainedModel(PreTrainedModel):
             init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-        elif isinstance(module, TubeletEmbedding):
-            weight = module.projection.weight
-            init.xavier_uniform_(weight.view(weight.shape[0], -1))
-            init.zeros_(module.projection.bias)
         elif isinstance(module, VideoMAEModel):
             init.copy_(module.position_embeddings, sinusoid_table(module.config.num_tokens, module.config.hidden_size)[None])
         elif isinstance(module, VideoMAEDecoder):
@@ -149,10 +136,8 @@ class VideoMAEPreTrainedModel(PreTrainedModel):
         elif getattr(module, "q_bias", None) is not None:  # attention with VideoMAE's query / value biases
             init.zeros_(module.q_bias)
             init.zeros_(module.v_bias)
-        elif isinstance(module, TransformerBlock):
-            for scale in (module.layer_scale1, module.layer_scale2):
-                if hasattr(scale, "gamma"):
-                    init.constant_(scale.gamma, scale.init_value)
+        else:
+            super()._init_weights(module)  # norms, LayerScale, the tubelet projection
 
 
 def token_mask_for(config, batch, device, mask_generator, noise=None, bool_masked_pos=None, mask_ratio=None):

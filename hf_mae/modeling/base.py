@@ -1,0 +1,126 @@
+"""What every hf-mae model shares: config validators and the ``PreTrainedModel`` base with the common init.
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers import PreTrainedConfig, PreTrainedModel
+from transformers import initialization as init
+
+from .embeddings import PatchProjection, TubeletProjection
+from .layers import LayerScale, init_flat_xavier, init_norm
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config validators: each raises ValueError naming the field, the value given and what is allowed.
+
+
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """An int (not a bool) >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def check_rate(name: str, value, closed: bool = False) -> float:
+    """A number in [0, 1) (``closed=False``: a fraction that must leave something, e.g. a mask ratio) or [0, 1]."""
+    upper_ok = value <= 1.0 if closed else value < 1.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value and upper_ok):
+        allowed = "[0, 1]" if closed else "[0, 1)"
+        raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value, choices) -> object:
+    """One of ``choices``."""
+    if value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def check_heads(name: str, width: int, heads: int, prefix: str = "") -> None:
+    """The attention width must split evenly into heads; ``name`` is the model part, for the message."""
+    if width % heads:
+        raise ValueError(
+            f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads} ({name})"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The PreTrainedModel base.
+
+# transformers model types that an ``hf-mae convert`` route reads (model_type -> the route's FORMAT). Loaded directly
+# into an hf-mae class their weights would not match a single key, and transformers would initialise everything.
+CONVERTIBLE_MODEL_TYPES = {"vit_mae": "vit-mae", "vit": "vit-mim", "videomae": "videomae"}
+_HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
+
+
+class MaskedModelPreTrainedModel(PreTrainedModel):
+    """The base of every hf-mae ``*PreTrainedModel``: attention-backend flags and the init every method shares.
+
+    A method's ``_init_weights`` applies its own rules (its linears, tokens, position tables) and hands every other
+    module to ``super()._init_weights``, which initialises norms (running statistics included), LayerScale and
+    patch / tubelet projections. Every rule is keyed on the module that *owns* the tensors: transformers calls
+    ``_init_weights`` on each module, children first, and skips a module without parameters or buffers of its own.
+    """
+
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TransformerBlock"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        if isinstance(module, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+            init_norm(module)
+        elif isinstance(module, LayerScale):
+            init.constant_(module.gamma, module.init_value)
+        elif isinstance(module, (PatchProjection, TubeletProjection)):
+            init_flat_xavier(module)  # the ViT / MAE rule: the projection is a Linear on flattened patches
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        config = kwargs.get("config")
+        if not isinstance(config, PreTrainedConfig):
+            refuse_convertible_folder(cls, config if config is not None else pretrained_model_name_or_path, kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        # A nested transformers model (TGM's text tower) is initialised by its own rules first. Left to transformers'
+        # recursion it would get this model's "custom code" flag, which skips its parameter-less modules (CLIP's
+        # attention, whose q/k/v/out init lives there) and leaves those weights to the generic Linear rule.
+        for module in self.modules():
+            if module is not self and isinstance(module, PreTrainedModel) and not module.is_custom_code():
+                module.initialize_weights()
+        super().initialize_weights()
+
+
+def refuse_convertible_folder(model_class, name_or_path, kwargs) -> None:
+    """Raises ValueError when ``name_or_path`` holds a transformers model that ``hf-mae convert`` reads (e.g. a
+    ``vit_mae`` folder) instead of an hf-mae one, naming the command that converts it."""
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        return
+    try:
+        config, _ = PreTrainedConfig.get_config_dict(
+            name_or_path, **{k: kwargs[k] for k in _HUB_KWARGS if k in kwargs}
+        )
+    except (OSError, ValueError):
+        return  # no readable config: transformers' own loading reports it
+    model_type = config.get("model_type")
+    route = CONVERTIBLE_MODEL_TYPES.get(model_type)
+    if route is None or model_type == model_class.config_class.model_type:
+        return
+    raise ValueError(
+        f"{str(name_or_path)!r} holds a transformers {model_type!r} model, not an hf-mae "
+        f"{model_class.config_class.model_type!r} one: loaded into {model_class.__name__} none of its weights would "
+        f"match and the model would be random. Convert it first: hf-mae convert {route} {name_or_path} OUTPUT_DIR, "
+        f"then load OUTPUT_DIR."
+    )
