@@ -54,16 +54,43 @@ def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     return TokenMask(ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore))
 
 
+def check_tensor_condition(condition: torch.Tensor, message) -> None:
+    """ValueError(message()) unless the 0-d bool tensor ``condition`` holds.
+
+    Under ``torch.export`` / ``torch.compile`` the value is data the tracer cannot read, so the check becomes a
+    runtime assertion of the graph (``torch._check``) instead of a Python ``bool`` that would break the trace."""
+    if torch.compiler.is_compiling():
+        torch._check(condition.item(), message)
+    elif not bool(condition):
+        raise ValueError(message())
+
+
+def data_dependent_count(count: torch.Tensor, upper: int) -> int:
+    """``int(count)`` of a 0-d integer tensor in [0, upper]; a symbolic size under ``torch.export`` /
+    ``torch.compile`` (hinted to be > 1, so attention kernels need not specialise on a 1-token sequence)."""
+    if not torch.compiler.is_compiling():
+        return int(count)
+    count = count.item()
+    torch._check(count >= 0)
+    torch._check(count <= upper)
+    torch._check(count > 1)
+    return count
+
+
 def mask_from_bool(mask: torch.Tensor) -> TokenMask:
     """The TokenMask of a given mask (batch, num_tokens), True / 1 = removed, keeping the visible tokens in their
     original order (``ids_keep``), then the removed ones (``ids_restore`` undoes that). Every row must remove the
     same number of tokens (a batch is one tensor)."""
     mask = mask.float()
-    removed = mask.sum(dim=1)
-    if mask.shape[0] and not bool((removed == removed[0]).all()):
-        raise ValueError(f"every sample must mask the same number of tokens, got {removed.long().tolist()}")
     ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible tokens first, each group in order
-    kept = mask.shape[1] - int(removed[0].item()) if mask.shape[0] else 0
+    kept = 0
+    if mask.shape[0]:
+        removed = mask.sum(dim=1)
+        check_tensor_condition(
+            (removed == removed[0]).all(),
+            lambda: f"every sample must mask the same number of tokens, got {removed.long().tolist()}",
+        )
+        kept = data_dependent_count((mask[0] == 0).sum(), mask.shape[1])
     return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)
 
 

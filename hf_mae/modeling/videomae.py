@@ -32,7 +32,15 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from .embeddings import TubeletEmbedding, sinusoid_table, to_2tuple
 from .layers import TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss
-from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_bool, mask_from_noise
+from .masking import (
+    build_mask_generator,
+    check_mask_ratio,
+    check_tensor_condition,
+    data_dependent_count,
+    gather_tokens,
+    mask_from_bool,
+    mask_from_noise,
+)
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 from .targets import tubelet_target
 
@@ -230,7 +238,7 @@ class VideoMAEModel(VideoMAEPreTrainedModel):
         token_mask = token_mask_for(
             self.config, tokens.shape[0], tokens.device, self.mask_generator, noise, bool_masked_pos, mask_ratio
         )
-        if token_mask.ids_keep.shape[1] < tokens.shape[1]:
+        if mask_ratio > 0.0 or noise is not None or bool_masked_pos is not None:  # else every token, in order
             tokens = gather_tokens(tokens, token_mask.ids_keep)
         hidden, all_hidden, all_attentions = run_blocks(self.layers, tokens, None, output_hidden_states, output_attentions)
         output = MaskedEncoderOutput(
@@ -277,7 +285,7 @@ class VideoMAEDecoder(nn.Module):
         patch_w * channels) for the decoded positions in original order."""
         batch, kept = latent.shape[:2]
         decode = mask.bool() if decode is None else decode
-        num_decoded = int(decode[0].sum())
+        num_decoded = data_dependent_count(decode[0].sum(), decode.shape[1])
         visible = torch.argsort(mask.float(), dim=1, stable=True)[:, :kept]  # visible positions, in order
         decoded = torch.argsort((~decode).float(), dim=1, stable=True)[:, :num_decoded]
         table = self.position_embeddings.expand(batch, -1, -1).to(latent.dtype)
@@ -319,8 +327,10 @@ class VideoMAEForPreTraining(VideoMAEPreTrainedModel):
             output_attentions=output_attentions,
             return_dict=True,
         )
-        if encoded.mask.sum() == 0:
-            raise ValueError("pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any")
+        check_tensor_condition(
+            encoded.mask.sum() > 0,
+            lambda: "pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any",
+        )
         logits = self.decoder(encoded.last_hidden_state, encoded.mask)
         target = self.target(pixel_values)[encoded.mask.bool()].reshape(logits.shape)
         output = MaskedPreTrainingOutput(
