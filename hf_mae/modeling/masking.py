@@ -40,6 +40,19 @@ def check_mask_ratio(mask_ratio) -> float:
     return float(mask_ratio)
 
 
+def feature_mask_ratio(mask_ratio, config, *fixed_masks) -> float:
+    """The mask ratio of a base model's (``<Method>Model``) forward.
+
+    ``mask_ratio`` when given; else ``config.mask_ratio`` when an input (``noise``, ``bool_masked_pos``) fixes a
+    mask, and 0.0 otherwise: a plain call to a base model (``AutoModel``, feature-extraction pipelines, export) gives
+    features of every token, in order, the same on every call. ``<Method>ForPreTraining`` passes
+    ``config.mask_ratio`` down explicitly, so pre-training masks as configured.
+    """
+    if mask_ratio is None:
+        mask_ratio = config.mask_ratio if any(fixed is not None for fixed in fixed_masks) else 0.0
+    return check_mask_ratio(mask_ratio)
+
+
 def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     """Keeps, per sample, the ``int(L * (1 - mask_ratio))`` tokens with the smallest noise (argsort ascending).
 
