@@ -25,7 +25,6 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
-
 from typing import Unpack
 
 import torch
