@@ -67,15 +67,16 @@ def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     return TokenMask(ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore))
 
 
-def check_tensor_condition(condition: torch.Tensor, message) -> None:
-    """ValueError(message()) unless the 0-d bool tensor ``condition`` holds.
+def check_tensor_condition(condition: torch.Tensor, message: str, details=None) -> None:
+    """ValueError(message + details()) unless the 0-d bool tensor ``condition`` holds.
 
     Under ``torch.export`` / ``torch.compile`` the value is data the tracer cannot read, so the check becomes a
-    runtime assertion of the graph (``torch._check``) instead of a Python ``bool`` that would break the trace."""
+    runtime assertion of the graph (``torch._check``, with ``message`` alone: ``details`` may read tensors) instead
+    of a Python ``bool`` that would break the trace."""
     if torch.compiler.is_compiling():
-        torch._check(condition.item(), message)
+        torch._check(condition.item(), lambda: message)
     elif not bool(condition):
-        raise ValueError(message())
+        raise ValueError(message + (details() if details is not None else ""))
 
 
 def data_dependent_count(count: torch.Tensor, upper: int) -> int:
@@ -101,7 +102,8 @@ def mask_from_bool(mask: torch.Tensor) -> TokenMask:
         removed = mask.sum(dim=1)
         check_tensor_condition(
             (removed == removed[0]).all(),
-            lambda: f"every sample must mask the same number of tokens, got {removed.long().tolist()}",
+            "every sample must mask the same number of tokens",
+            lambda: f", got {removed.long().tolist()}",
         )
         kept = data_dependent_count((mask[0] == 0).sum(), mask.shape[1])
     return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)

@@ -334,7 +334,7 @@ class VideoMAEForPreTraining(VideoMAEPreTrainedModel):
         )
         check_tensor_condition(
             encoded.mask.sum() > 0,
-            lambda: "pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any",
+            "pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any",
         )
         logits = self.decoder(encoded.last_hidden_state, encoded.mask)
         target = self.target(pixel_values)[encoded.mask.bool()].reshape(logits.shape)
