@@ -50,7 +50,8 @@ def test_two_patches_stay_visible_at_the_presets_ratios():
     pixel_values = torch.randn(2, 3, 224, 224)
     out = model(pixel_values, pixel_values_2=torch.randn(2, 3, 224, 224))
     assert (1 - out.mask).sum(1).tolist() == [2.0, 2.0] and out.logits.shape == (2, 196, 16 * 16 * 3)
-    assert model.mae(pixel_values).last_hidden_state.shape == (2, 1 + 2, 384)
+    assert model.mae(pixel_values, mask_ratio=model.config.mask_ratio).last_hidden_state.shape == (2, 1 + 2, 384)
+    assert model.mae(pixel_values).last_hidden_state.shape == (2, 1 + 196, 384)  # a plain base-model call: features
 
 
 def test_cross_attention_is_softmax_attention_under_eager_and_sdpa():

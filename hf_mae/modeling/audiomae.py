@@ -22,7 +22,11 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .heads import ImageClassifierMixin
@@ -200,28 +204,21 @@ class AudioMAEModel(AudioMAEPreTrainedModel, MAEModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         input_values: (batch, max_length, num_mel_bins) float filterbanks.
         noise: (batch, num_patches), optional; fixes the mask as in MAE (ascending noise = kept first).
-        mask_ratio: overrides ``config.mask_ratio``; 0.0 keeps every patch in order.
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): every patch, in order.
         interpolate_pos_encoding: allow another frame count (a multiple of the patch size).
-        Returns a MaskedEncoderOutput: last_hidden_state (batch, 1 + kept, hidden), mask and ids_restore (batch, N).
+        Returns a MaskedEncoderOutput: last_hidden_state (batch, 1 + kept, hidden), mask and ids_restore (batch, N),
+        pooler_output (batch, hidden) as :meth:`MAEModel.forward`.
         """
         if input_values is None:
             raise ValueError("input_values is required")
         pixel_values = audio_to_pixels(input_values, self.config, interpolate_pos_encoding)
         return super().forward(
-            pixel_values,
-            noise=noise,
-            mask_ratio=mask_ratio,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=return_dict,
+            pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
 
 
@@ -236,28 +233,25 @@ class AudioMAEForPreTraining(AudioMAEPreTrainedModel, MAEForPreTraining):
         self.decoder = AudioMAEDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         input_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`AudioMAEModel.forward`. Returns a MaskedPreTrainingOutput: the masked MSE ``loss``,
         ``logits`` (batch, N, patch_h * patch_w) (normalised per patch when ``norm_pix_loss``), ``mask`` and
         ``ids_restore`` (batch, N)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.mae(
             input_values,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         pixel_values = input_values.unsqueeze(1)  # checked by the encoder
         patch = to_2tuple(self.config.patch_size)
@@ -272,7 +266,7 @@ class AudioMAEForPreTraining(AudioMAEPreTrainedModel, MAEForPreTraining):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
     @torch.no_grad()
     def reconstruct(self, input_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -299,20 +293,11 @@ class AudioMAEForAudioClassification(ImageClassifierMixin, AudioMAEPreTrainedMod
         input_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """input_values (batch, max_length, num_mel_bins); labels (batch,) or multi-label (batch, num_labels).
         Returns logits (batch, num_labels) and the loss when labels are given."""
-        return super().forward(
-            input_values,
-            labels=labels,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=return_dict,
-        )
+        return super().forward(input_values, labels=labels, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
 
 
 __all__ = [

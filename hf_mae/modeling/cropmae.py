@@ -25,9 +25,13 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .layers import MLP, Attention, CrossAttention
@@ -149,16 +153,15 @@ class CropMAEForPreTraining(MAEForPreTraining):
         self.decoder = CropMAEDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         pixel_values_2: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, H, W) the masked (local) view; ``noise``, ``mask_ratio`` and the returned
@@ -169,15 +172,13 @@ class CropMAEForPreTraining(MAEForPreTraining):
         patch_h * patch_w * channels), ``mask`` and ``ids_restore`` (batch, N); hidden states and attentions of the
         masked view's encoding.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.mae(  # validates pixel_values
             pixel_values,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         reference = pixel_values if pixel_values_2 is None else pixel_values_2
         if not isinstance(reference, torch.Tensor):
@@ -202,7 +203,7 @@ class CropMAEForPreTraining(MAEForPreTraining):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

@@ -23,10 +23,13 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .losses import info_nce, nt_xent
 from .mae import MAEConfig, MAEModel
@@ -203,6 +206,7 @@ class CrossVideoMAEForPreTraining(VideoMAEForPreTraining):
         pooled = getattr(out, "pooler_output", None)
         return pooled if pooled is not None else out.last_hidden_state.mean(dim=1)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -213,9 +217,7 @@ class CrossVideoMAEForPreTraining(VideoMAEForPreTraining):
         frame_pixel_values: torch.Tensor | None = None,
         frame_indices: torch.Tensor | None = None,
         frame_noise: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """VideoMAE's inputs (they set the first view's mask) plus
         bool_masked_pos_2: (batch, num_tokens) bool, the second view's mask; default: drawn, or the first view's
@@ -228,12 +230,11 @@ class CrossVideoMAEForPreTraining(VideoMAEForPreTraining):
         Returns CrossVideoMAEPreTrainingOutput: ``loss`` = reconstruction + intra_weight * intra + cross_weight * cross.
         """
         config = self.config
-        return_dict = config.return_dict if return_dict is None else return_dict
         fixed = noise is not None or bool_masked_pos is not None
+        mask_ratio = config.mask_ratio if mask_ratio is None else mask_ratio
         first = self.videomae(
-            pixel_values, bool_masked_pos=bool_masked_pos, noise=noise, mask_ratio=mask_ratio,
-            output_hidden_states=output_hidden_states, output_attentions=output_attentions, return_dict=True,
-        )  # fmt: skip
+            pixel_values, bool_masked_pos=bool_masked_pos, noise=noise, mask_ratio=mask_ratio, return_dict=True, **kwargs
+        )
         if first.mask.sum() == 0:
             raise ValueError("pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any")
         if bool_masked_pos_2 is None and fixed:
@@ -284,7 +285,7 @@ class CrossVideoMAEForPreTraining(VideoMAEForPreTraining):
             video_embeds=video,
             frame_embeds=frames,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class CrossVideoMAEForVideoClassification(VideoMAEForVideoClassification):

@@ -33,10 +33,13 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .losses import masked_mse
@@ -202,20 +205,18 @@ class DMJDForPreTraining(DMJDPreTrainedModel):
         config = self.config
         return hog_target(pixel_values.float(), to_2tuple(config.patch_size), config.hog_cell_size, config.hog_num_bins)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Inputs as :meth:`MAEForPreTraining.forward`; ``noise`` (batch, N) fixes both views (view 1's mask is MAE's
         for that noise). Returns DMJDForPreTrainingOutput: ``loss = L_mim + visible_loss_weight * L_vis``,
         ``logits`` (batch, N, hog_dim) and ``mask`` (batch, N) of view 1, view 2's ``mask_2`` and ``logits_2``."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         embeddings = self.mae.embeddings.patch_embeddings
@@ -234,9 +235,8 @@ class DMJDForPreTraining(DMJDPreTrainedModel):
             noise=torch.cat([noise_1, noise_2]),
             mask_ratio=ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         latent, mask, ids_restore = encoded.last_hidden_state, encoded.mask, encoded.ids_restore
         logits = self.decoder(latent, ids_restore, grid)  # (2B, N, hog_dim)
@@ -265,7 +265,7 @@ class DMJDForPreTraining(DMJDPreTrainedModel):
             logits_2=logits[batch:],
             visible_logits=visible_logits,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

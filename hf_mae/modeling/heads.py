@@ -5,9 +5,13 @@ Remote-code rule: this file imports only torch, transformers and siblings (see D
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .losses import classification_loss
 
@@ -26,30 +30,23 @@ class ImageClassifierMixin:
         self.fc_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps) if mean else nn.Identity()
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
-        """pixel_values (batch, channels, H, W); labels (batch,). Returns ImageClassifierOutput (logits (batch, num_labels))."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        """pixel_values (batch, channels, H, W); labels (batch,). Returns ImageClassifierOutput (logits (batch, num_labels));
+        output_hidden_states / output_attentions / return_dict as in transformers."""
         encoded = self.base_model(
-            pixel_values,
-            mask_ratio=0.0,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
+            pixel_values, mask_ratio=0.0, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
         )
         tokens = encoded.last_hidden_state
         pooled = tokens[:, 1:].mean(dim=1) if self.config.classifier_pooling == "mean" else tokens[:, 0]
         logits = self.classifier(self.fc_norm(pooled))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = ImageClassifierOutput(
+        return ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
-        return output if return_dict else output.to_tuple()

@@ -29,11 +29,14 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .layers import build_blocks, run_blocks
@@ -294,6 +297,7 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
         return teacher.loss_predictor(teacher.decoder_embed(latent) + self.decoder.positions(grid))
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -301,9 +305,7 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         mask_ratio: float | None = None,
         progress: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Inputs as :meth:`MAEForPreTraining.forward`, plus ``progress`` in [0, 1] (default: the step counter).
 
@@ -311,7 +313,6 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         plus random ones. With ``noise`` (or in eval mode) the mask is MAE's. Returns HPMForPreTrainingOutput:
         ``loss`` = reconstruction + ``loss_predictor_weight`` * loss prediction, logits (batch, N, patch dim), ...
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if progress is not None and (isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0.0 <= progress <= 1.0):
             raise ValueError(f"progress must be a float in [0, 1], got {progress!r}")
         ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
@@ -330,11 +331,10 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         encoded = self.mae(
             pixel_values,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
         decoder_input = self.decoder.embed(encoded.last_hidden_state, encoded.ids_restore, grid)
@@ -361,7 +361,7 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
             patch_loss=patch_loss,
             hard_mask=hard_mask,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils.output_capturing import _active_collector as _active_output_collector
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -220,16 +221,28 @@ def build_encoder_blocks(config, **overrides) -> nn.ModuleList:
     return build_blocks(config, config.num_hidden_layers, **{**kwargs, **overrides})
 
 
+def capturing_attentions() -> bool:
+    """True while transformers' output capture (``@capture_outputs`` on a model's forward, driven by its
+    ``_can_record_outputs``) is recording attention weights: only the eager kernel returns them."""
+    collected = _active_output_collector.get()
+    return collected is not None and "attentions" in collected
+
+
 def run_blocks(
-    blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=False, positions=None
+    blocks, hidden_states, attention_mask=None, output_hidden_states=False, output_attentions=None, positions=None
 ):
     """Runs a stack of TransformerBlocks.
 
     positions: optional, broadcastable to ``hidden_states``; added to the input of *every* block (Point-MAE's
     ``x = block(x + pos)``), not only the first.
+    output_attentions: None asks the blocks for their weights exactly when the model's output capture records
+    attentions (the usual case: an encoder whose forward is decorated with ``capture_outputs``).
     Returns ``(hidden_states, all_hidden_states or None, all_attentions or None)``; ``all_hidden_states`` holds the
-    input of every block plus the output of the last one (len(blocks) + 1 tensors), as transformers does.
+    input of every block plus the output of the last one (len(blocks) + 1 tensors), as transformers does. Models
+    with ``_can_record_outputs`` leave both flags at their defaults and get those tuples from the capture instead.
     """
+    if output_attentions is None:
+        output_attentions = capturing_attentions()
     all_hidden = (hidden_states,) if output_hidden_states else None
     all_attentions = () if output_attentions else None
     for block in blocks:
@@ -237,7 +250,7 @@ def run_blocks(
         hidden_states, weights = block(block_input, attention_mask, output_attentions)
         if output_hidden_states:
             all_hidden += (hidden_states,)
-        if output_attentions:
+        if all_attentions is not None:
             all_attentions += (weights,)
     return hidden_states, all_hidden, all_attentions
 

@@ -33,11 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .losses import masked_mse
@@ -251,6 +254,7 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
         elif decay < 1.0:
             torch._foreach_lerp_(targets, sources, 1.0 - decay)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -258,9 +262,7 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, C, H, W) view 1, the masked and reconstructed one (its mask is returned).
@@ -271,7 +273,6 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
         Other inputs as :meth:`MAEForPreTraining.forward`; hidden states and attentions are view 1's.
         In training mode each call first moves the teacher one EMA step. Returns LUTForPreTrainingOutput.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         patch_embeddings = self.mae.embeddings.patch_embeddings
         grid = patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
         if pixel_values_2 is None:
@@ -304,9 +305,8 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
             noise=noise,
             mask_ratio=ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         view_2 = self.mae(
             pixel_values_2,
@@ -335,7 +335,7 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
             bc_loss=bc_loss,
             mask_2=view_2.mask,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

@@ -15,18 +15,30 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import build_blocks, build_encoder_blocks, run_blocks
+from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import masked_mse
-from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_noise, restore_tokens
-from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .masking import (
+    build_mask_generator,
+    check_mask_ratio,
+    feature_mask_ratio,
+    gather_tokens,
+    mask_from_noise,
+    restore_tokens,
+)
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
 from .targets import patch_statistics, patchify, pixel_target, unpatchify
 
 MAEModelOutput = MaskedEncoderOutput
@@ -214,6 +226,9 @@ class MAEModel(MAEPreTrainedModel):
     after pooling.
     """
 
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+
     def __init__(self, config: MAEConfig, add_final_norm: bool = True):
         super().__init__(config)
         self.embeddings = MAEEmbeddings(config)
@@ -227,32 +242,31 @@ class MAEModel(MAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, height, width) float.
         noise: (batch, num_patches), optional. Fixes the mask: patches are sorted by ascending noise and the first
             ``int(num_patches * (1 - mask_ratio))`` are kept, exactly as ViTMAE; the encoder sees them in that order.
-        mask_ratio: overrides ``config.mask_ratio`` for this call. ``0.0`` (without ``noise``) keeps every patch in
-            its original order: use it for features.
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): a plain call encodes every patch in its
+            original order, the same features on every call. Pre-training passes ``config.mask_ratio``.
         interpolate_pos_encoding: allow other image sizes than ``config.image_size`` (positions are interpolated).
-        Returns MAEModelOutput with last_hidden_state (batch, 1 + kept, hidden), mask and ids_restore (batch, N).
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks).
+        Returns MAEModelOutput with last_hidden_state (batch, 1 + kept, hidden), mask and ids_restore (batch, N),
+        pooler_output (batch, hidden): the mean of the patch tokens (the cls token with ``classifier_pooling="cls"``).
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise)
 
         patches, cls = self.embeddings(pixel_values, grid)
         batch, num_patches, _ = patches.shape
@@ -265,17 +279,14 @@ class MAEModel(MAEPreTrainedModel):
         if mask_ratio > 0.0 or noise is not None:  # with nothing masked and no noise the order is the identity
             patches = gather_tokens(patches, token_mask.ids_keep)
 
-        hidden, all_hidden, all_attentions = run_blocks(
-            self.layers, torch.cat([cls, patches], dim=1), None, output_hidden_states, output_attentions
-        )
-        output = MAEModelOutput(
-            last_hidden_state=self.layernorm(hidden),
+        hidden, _, _ = run_blocks(self.layers, torch.cat([cls, patches], dim=1))
+        hidden = self.layernorm(hidden)
+        return MAEModelOutput(
+            last_hidden_state=hidden,
             mask=token_mask.mask,
             ids_restore=token_mask.ids_restore,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            pooler_output=pool_tokens(hidden, self.config.classifier_pooling),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class MAEForPreTraining(MAEPreTrainedModel):
@@ -297,34 +308,31 @@ class MAEForPreTraining(MAEPreTrainedModel):
         height, width = to_2tuple(image_size if image_size is not None else self.config.image_size)
         return unpatchify(patches, patch, (height // patch[0], width // patch[1]), self.config.num_channels)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
-        """Same inputs as :meth:`MAEModel.forward`. Returns MAEForPreTrainingOutput with the masked MSE ``loss``,
-        ``logits`` (batch, N, patch_h * patch_w * channels) in the normalised-pixel space when ``norm_pix_loss``,
-        ``mask`` and ``ids_restore``."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        """Same inputs as :meth:`MAEModel.forward`, masking ``config.mask_ratio`` by default. Returns
+        MAEForPreTrainingOutput with the masked MSE ``loss``, ``logits`` (batch, N, patch_h * patch_w * channels) in
+        the normalised-pixel space when ``norm_pix_loss``, ``mask`` and ``ids_restore``."""
         encoded = self.mae(
             pixel_values,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
         logits = self.decoder(encoded.last_hidden_state, encoded.ids_restore, grid)
         # The target in float32 even under autocast: per-patch normalisation in bf16 would blur it.
         target = pixel_target(pixel_values.float(), to_2tuple(self.config.patch_size), self.config.norm_pix_loss)
-        output = MAEForPreTrainingOutput(
+        return MAEForPreTrainingOutput(
             loss=masked_mse(logits, target, encoded.mask),
             logits=logits,
             mask=encoded.mask,
@@ -332,7 +340,6 @@ class MAEForPreTraining(MAEPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -40,6 +40,19 @@ def check_mask_ratio(mask_ratio) -> float:
     return float(mask_ratio)
 
 
+def feature_mask_ratio(mask_ratio, config, *fixed_masks) -> float:
+    """The mask ratio of a base model's (``<Method>Model``) forward.
+
+    ``mask_ratio`` when given; else ``config.mask_ratio`` when an input (``noise``, ``bool_masked_pos``) fixes a
+    mask, and 0.0 otherwise: a plain call to a base model (``AutoModel``, feature-extraction pipelines, export) gives
+    features of every token, in order, the same on every call. ``<Method>ForPreTraining`` passes
+    ``config.mask_ratio`` down explicitly, so pre-training masks as configured.
+    """
+    if mask_ratio is None:
+        mask_ratio = config.mask_ratio if any(fixed is not None for fixed in fixed_masks) else 0.0
+    return check_mask_ratio(mask_ratio)
+
+
 def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     """Keeps, per sample, the ``int(L * (1 - mask_ratio))`` tokens with the smallest noise (argsort ascending).
 
@@ -54,16 +67,45 @@ def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
     return TokenMask(ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore))
 
 
+def check_tensor_condition(condition: torch.Tensor, message: str, details=None) -> None:
+    """ValueError(message + details()) unless the 0-d bool tensor ``condition`` holds.
+
+    Under ``torch.export`` / ``torch.compile`` the value is data the tracer cannot read, so the check becomes a
+    runtime assertion of the graph (``torch._check``, with ``message`` alone: ``details`` may read tensors) instead
+    of a Python ``bool`` that would break the trace."""
+    if torch.compiler.is_compiling():
+        torch._check(condition.item(), lambda: message)
+    elif not bool(condition):
+        raise ValueError(message + (details() if details is not None else ""))
+
+
+def data_dependent_count(count: torch.Tensor, upper: int) -> int:
+    """``int(count)`` of a 0-d integer tensor in [0, upper]; a symbolic size under ``torch.export`` /
+    ``torch.compile`` (hinted to be > 1, so attention kernels need not specialise on a 1-token sequence)."""
+    if not torch.compiler.is_compiling():
+        return int(count)
+    count = count.item()
+    torch._check(count >= 0)
+    torch._check(count <= upper)
+    torch._check(count > 1)
+    return count
+
+
 def mask_from_bool(mask: torch.Tensor) -> TokenMask:
     """The TokenMask of a given mask (batch, num_tokens), True / 1 = removed, keeping the visible tokens in their
     original order (``ids_keep``), then the removed ones (``ids_restore`` undoes that). Every row must remove the
     same number of tokens (a batch is one tensor)."""
     mask = mask.float()
-    removed = mask.sum(dim=1)
-    if mask.shape[0] and not bool((removed == removed[0]).all()):
-        raise ValueError(f"every sample must mask the same number of tokens, got {removed.long().tolist()}")
     ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible tokens first, each group in order
-    kept = mask.shape[1] - int(removed[0].item()) if mask.shape[0] else 0
+    kept = 0
+    if mask.shape[0]:
+        removed = mask.sum(dim=1)
+        check_tensor_condition(
+            (removed == removed[0]).all(),
+            "every sample must mask the same number of tokens",
+            lambda: f", got {removed.long().tolist()}",
+        )
+        kept = data_dependent_count((mask[0] == 0).sum(), mask.shape[1])
     return TokenMask(ids_shuffle[:, :kept], torch.argsort(ids_shuffle, dim=1), mask)
 
 

@@ -35,17 +35,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .embeddings import to_2tuple
 from .layers import Attention
 from .losses import masked_mse
 from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, MAEPreTrainedModel
-from .masking import check_mask_ratio
+from .masking import check_mask_ratio, feature_mask_ratio
 from .outputs import MaskedPreTrainingOutput
 from .targets import pixel_target
 
@@ -277,26 +280,19 @@ class MixedAEModel(MAEModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
-        """Inputs and outputs as :meth:`MAEModel.forward`; ``mask_ratio`` is 0 or ``1 - 1 / mix_group``."""
+        """Inputs and outputs as :meth:`MAEModel.forward` (default: nothing masked; with ``noise``,
+        ``config.mask_ratio``); ``mask_ratio`` is 0 or ``1 - 1 / mix_group``."""
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
-        mask_ratio = check_mixing_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio, self.config.mix_group)
+        mask_ratio = check_mixing_ratio(feature_mask_ratio(mask_ratio, self.config, noise), self.config.mix_group)
         if mask_ratio > 0.0:
             noise = mixing_noise(noise, pixel_values.shape[0], grid[0] * grid[1], self.config.mix_group, pixel_values.device)
             noise = partition_noise(noise, self.config.mix_group)
         return super().forward(
-            pixel_values,
-            noise=noise,
-            mask_ratio=mask_ratio,
-            interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=return_dict,
+            pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
 
 
@@ -351,6 +347,7 @@ class MixedAEForPreTraining(MAEForPreTraining):
                 all_attentions += (weights,)
         return self.mae.layernorm(hidden), all_hidden, all_attentions
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -359,7 +356,6 @@ class MixedAEForPreTraining(MAEForPreTraining):
         interpolate_pos_encoding: bool = False,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
     ):
         """
         pixel_values: (batch, channels, height, width), batch divisible by ``mix_group``; groups of ``mix_group``
@@ -370,7 +366,7 @@ class MixedAEForPreTraining(MAEForPreTraining):
         ``logits`` (batch, L, patch_h * patch_w * channels) per source image, ``mask`` (batch, L), ``ids_restore``.
         """
         config = self.config
-        return_dict = config.return_dict if return_dict is None else return_dict
+        # the mixed encoding runs its blocks itself (homologous attention masks), so it collects their outputs itself
         output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
         output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if pixel_values is None:
@@ -415,7 +411,7 @@ class MixedAEForPreTraining(MAEForPreTraining):
             homologous_accuracy=accuracy,
             partition=partition,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

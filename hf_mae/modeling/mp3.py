@@ -26,18 +26,23 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import build_encoder_blocks, run_blocks
-from .masking import RandomMaskGenerator, check_mask_ratio, mask_from_noise
-from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
+from .masking import RandomMaskGenerator, check_mask_ratio, feature_mask_ratio, mask_from_noise
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
 
 MP3ModelOutput = MaskedEncoderOutput
 MP3ForPreTrainingOutput = MaskedPreTrainingOutput
@@ -194,6 +199,9 @@ class MP3Model(MP3PreTrainedModel):
     ``use_position_embeddings=True`` adds the fine-tuning position embeddings.
     """
 
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+
     def __init__(self, config: MP3Config, add_final_norm: bool = True, use_position_embeddings: bool = False):
         super().__init__(config)
         self.embeddings = MP3Embeddings(config, use_position_embeddings)
@@ -207,35 +215,34 @@ class MP3Model(MP3PreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, height, width) float.
         noise: (batch, num_patches), optional. Fixes the context: the ``int(num_patches * (1 - mask_ratio))``
             patches with the smallest noise are the context, as MAE's kept patches.
-        mask_ratio: overrides ``config.mask_ratio``; ``0.0`` makes every patch context (full attention).
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): every patch is context (full attention), the
+            same features on every call. Pre-training passes ``config.mask_ratio``.
         interpolate_pos_encoding: allow other image sizes than ``config.image_size`` (the fine-tuning positions
             are interpolated; the pre-training encoder has none).
         Returns MP3ModelOutput: last_hidden_state (batch, 1 + num_patches, hidden), every token in order; mask
         (batch, num_patches), 1 = not a context token; ids_restore None (tokens are never reordered);
-        attentions (batch, heads, 1 + N, 1 + N) with zero weight on non-context keys.
+        attentions (batch, heads, 1 + N, 1 + N) with zero weight on non-context keys (captured from the blocks, as
+        the hidden states); pooler_output (batch, hidden): the cls token (the mean of the patch tokens with
+        ``classifier_pooling="mean"``).
         """
-        config = self.config
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        return_dict = config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
-        mask_ratio = check_mask_ratio(config.mask_ratio if mask_ratio is None else mask_ratio)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise)
 
         tokens = self.embeddings(pixel_values, grid)
         batch, num_patches = tokens.shape[0], tokens.shape[1] - 1
@@ -249,16 +256,11 @@ class MP3Model(MP3PreTrainedModel):
         # With every patch in the context (mask_ratio 0) no mask is needed: sdpa then runs its unmasked kernel.
         attention_mask = context_attention_mask(mask, tokens.dtype) if mask_ratio > 0.0 else None
 
-        hidden, all_hidden, all_attentions = run_blocks(
-            self.layers, tokens, attention_mask, output_hidden_states, output_attentions
+        hidden, _, _ = run_blocks(self.layers, tokens, attention_mask)
+        hidden = self.layernorm(hidden)
+        return MP3ModelOutput(
+            last_hidden_state=hidden, mask=mask, pooler_output=pool_tokens(hidden, self.config.classifier_pooling)
         )
-        output = MP3ModelOutput(
-            last_hidden_state=self.layernorm(hidden),
-            mask=mask,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
-        )
-        return output if return_dict else output.to_tuple()
 
 
 class MP3ForPreTraining(MP3PreTrainedModel):
@@ -271,20 +273,18 @@ class MP3ForPreTraining(MP3PreTrainedModel):
         self.position_classifier = nn.Linear(config.hidden_size, config.num_positions)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`MP3Model.forward`, at ``config.image_size`` only. Returns MP3ForPreTrainingOutput
         with the position cross-entropy ``loss``, ``logits`` (batch, num_patches, num_patches): row i scores where
         patch i is, ``mask`` (batch, num_patches), 1 = not a context token."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is not None:  # the encoder reports a missing or malformed pixel_values itself
             patch_embeddings = self.mp3.embeddings.patch_embeddings
             grid = patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
@@ -299,11 +299,10 @@ class MP3ForPreTraining(MP3PreTrainedModel):
         encoded = self.mp3(
             pixel_values,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         logits = self.position_classifier(encoded.last_hidden_state[:, 1:])
         batch, num_patches, _ = logits.shape
@@ -316,7 +315,7 @@ class MP3ForPreTraining(MP3PreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class MP3ForImageClassification(ImageClassifierMixin, MP3PreTrainedModel):

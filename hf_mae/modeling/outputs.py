@@ -21,6 +21,8 @@ class MaskedEncoderOutput(ModelOutput):
     ids_restore: (batch, num_tokens) permutation that puts the tokens back in order (see masking.TokenMask).
     hidden_states: per layer (batch, 1 + kept_tokens, hidden), when output_hidden_states.
     attentions: per layer (batch, heads, 1 + kept_tokens, 1 + kept_tokens), when output_attentions.
+    pooler_output: (batch, hidden) one feature per sample (what ``pipeline("image-feature-extraction", pool=True)``
+        returns): see :func:`pool_tokens`; last, so the tuple positions of the fields above stay as they were.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -28,6 +30,7 @@ class MaskedEncoderOutput(ModelOutput):
     ids_restore: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    pooler_output: torch.Tensor | None = None
 
 
 @dataclass
@@ -44,3 +47,12 @@ class MaskedPreTrainingOutput(ModelOutput):
     ids_restore: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def pool_tokens(last_hidden_state: torch.Tensor, pooling: str = "mean", has_cls_token: bool = True) -> torch.Tensor:
+    """(batch, tokens, hidden) -> (batch, hidden): the mean of the patch tokens (the cls token, if any, left out),
+    or with ``pooling="cls"`` the cls token, matching how the method's classifier pools
+    (``config.classifier_pooling``)."""
+    if pooling == "cls" and has_cls_token:
+        return last_hidden_state[:, 0]
+    return last_hidden_state[:, int(has_cls_token) :].mean(dim=1)

@@ -18,18 +18,22 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
-from .layers import build_encoder_blocks, run_blocks
-from .masking import GroupedRandomMaskGenerator, check_mask_ratio, upsample_grid_mask
-from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
+from .masking import GroupedRandomMaskGenerator, check_mask_ratio, feature_mask_ratio, upsample_grid_mask
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
 
 SimMIMModelOutput = MaskedEncoderOutput
 
@@ -195,6 +199,9 @@ class SimMIMModel(SimMIMPreTrainedModel):
     (the mean-pooling classifier normalises after pooling).
     """
 
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+
     def __init__(self, config: SimMIMConfig, add_final_norm: bool = True, use_mask_token: bool | None = None):
         super().__init__(config)
         use_mask_token = config.use_mask_token if use_mask_token is None else use_mask_token
@@ -231,6 +238,8 @@ class SimMIMModel(SimMIMPreTrainedModel):
             return None
         return self.mask_generator(batch, num_patches, mask_ratio, grid, device).mask
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -238,45 +247,37 @@ class SimMIMModel(SimMIMPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, height, width) float.
         bool_masked_pos: (batch, num_patches) bool, optional: exactly these patches get the mask token.
         noise: (batch, num_mask_units) over the cells of ``config.mask_grid_size``, optional: the
             ``int(units * (1 - mask_ratio))`` cells with the smallest noise stay visible, the others are hidden.
-        mask_ratio: overrides ``config.mask_ratio``; ``0.0`` (without a mask or noise) masks nothing.
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): a plain call masks nothing, the same
+            features on every call. Pre-training passes ``config.mask_ratio``.
         interpolate_pos_encoding: allow other image sizes (a multiple of ``mask_patch_size`` when masking).
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks).
         Returns SimMIMModelOutput: last_hidden_state (batch, 1 + num_patches, hidden) in patch order,
-        mask (batch, num_patches) 1 = hidden, ids_restore None.
+        mask (batch, num_patches) 1 = hidden, ids_restore None, pooler_output (batch, hidden): the mean of the patch
+        tokens (the cls token with ``classifier_pooling="cls"``).
         """
-        config = self.config
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         grid = self.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise)
         batch = pixel_values.shape[0]
         mask = self.make_mask(batch, grid, bool_masked_pos, noise, mask_ratio, pixel_values.device)
         if mask is not None and self.embeddings.mask_token is None:
             raise ValueError("this encoder was built without a mask token (use_mask_token=False); it cannot mask")
 
-        hidden, all_hidden, all_attentions = run_blocks(
-            self.layers, self.embeddings(pixel_values, grid, mask), None, output_hidden_states, output_attentions
-        )
+        hidden, _, _ = run_blocks(self.layers, self.embeddings(pixel_values, grid, mask))
+        hidden = self.layernorm(hidden)
         if mask is None:
             mask = torch.zeros(batch, grid[0] * grid[1], device=pixel_values.device)
-        output = SimMIMModelOutput(
-            last_hidden_state=self.layernorm(hidden),
-            mask=mask,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+        return SimMIMModelOutput(
+            last_hidden_state=hidden, mask=mask, pooler_output=pool_tokens(hidden, self.config.classifier_pooling)
         )
-        return output if return_dict else output.to_tuple()
 
 
 def masked_l1(pixel_values: torch.Tensor, reconstruction: torch.Tensor, pixel_mask: torch.Tensor) -> torch.Tensor:
@@ -308,6 +309,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         grid = (image_size[0] // patch, image_size[1] // patch)
         return upsample_grid_mask(mask, grid, patch).reshape(mask.shape[0], 1, *image_size)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -315,22 +317,18 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`SimMIMModel.forward`. Returns SimMIMForPreTrainingOutput with the masked L1
         ``loss``, ``logits`` = the reconstruction (batch, channels, H, W) and ``mask`` (batch, num_patches)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.simmim(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             interpolate_pos_encoding=interpolate_pos_encoding,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         batch, _, height, width = pixel_values.shape
         patch = self.config.patch_size
@@ -345,7 +343,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -24,10 +24,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .losses import info_nce
 from .masking import check_mask_ratio, num_kept
@@ -249,6 +252,7 @@ class TGMForPreTraining(VideoMAEForPreTraining):
             pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         return self.text_projection(pooled)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -257,9 +261,7 @@ class TGMForPreTraining(VideoMAEForPreTraining):
         bool_masked_pos: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, frames, 3, H, W); input_ids, attention_mask: (batch, text_length) the captions.
@@ -267,7 +269,6 @@ class TGMForPreTraining(VideoMAEForPreTraining):
         without them TGM is VideoMAE (tube masking, ``noise`` as there, reconstruction only).
         Returns TGMPreTrainingOutput; logits (batch, hidden tokens, tubelet * ph * pw * 3).
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
@@ -289,9 +290,8 @@ class TGMForPreTraining(VideoMAEForPreTraining):
             bool_masked_pos=bool_masked_pos,
             noise=noise,
             mask_ratio=ratio,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         if encoded.mask.sum() == 0:
             raise ValueError("pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any")
@@ -320,7 +320,7 @@ class TGMForPreTraining(VideoMAEForPreTraining):
             video_embeds=video_embeds,
             text_embeds=text_embeds,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class TGMForVideoClassification(VideoMAEForVideoClassification):

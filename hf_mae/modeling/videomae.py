@@ -23,18 +23,32 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel
 from .embeddings import TubeletEmbedding, sinusoid_table, to_2tuple
-from .layers import build_blocks, build_encoder_blocks, run_blocks
+from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss
-from .masking import build_mask_generator, check_mask_ratio, gather_tokens, mask_from_bool, mask_from_noise
-from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
+from .masking import (
+    build_mask_generator,
+    check_mask_ratio,
+    check_tensor_condition,
+    feature_mask_ratio,
+    data_dependent_count,
+    gather_tokens,
+    mask_from_bool,
+    mask_from_noise,
+)
+from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
 from .targets import tubelet_target
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -170,6 +184,9 @@ class VideoMAEModel(VideoMAEPreTrainedModel):
     ``add_final_norm=False`` leaves out the last LayerNorm (the classifier's fc_norm replaces it after pooling).
     """
 
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+
     def __init__(self, config: HfVideoMAEConfig, add_final_norm: bool = True):
         super().__init__(config)
         self.patch_embeddings = TubeletEmbedding(
@@ -184,15 +201,15 @@ class VideoMAEModel(VideoMAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.patch_embeddings
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         bool_masked_pos: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, frames, channels, height, width) float, as the video processor returns.
@@ -200,32 +217,31 @@ class VideoMAEModel(VideoMAEPreTrainedModel):
             clip must hide the same number of tokens.
         noise: optional, fixes the mask: (batch, rows * cols) for tube masking (the ``int(rows * cols * (1 - r))``
             positions with the smallest noise stay visible in every time slice), (batch, num_tokens) otherwise.
-        mask_ratio: overrides ``config.mask_ratio`` for this call; ``0.0`` keeps every token.
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): a plain call encodes every token, in order,
+            the same features on every call. Pre-training passes ``config.mask_ratio``.
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks).
         Returns MaskedEncoderOutput: last_hidden_state (batch, kept, hidden) in the tokens' original order, mask
-        (batch, num_tokens) 1 = hidden, ids_restore.
+        (batch, num_tokens) 1 = hidden, ids_restore, pooler_output (batch, hidden): the mean of the tokens (VideoMAE
+        has no cls token; its classifier pools the same way).
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         self.patch_embeddings.check(pixel_values, self.config.num_frames)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise)
         tokens = self.patch_embeddings(pixel_values) + self.position_embeddings.to(pixel_values.dtype)
         token_mask = token_mask_for(
             self.config, tokens.shape[0], tokens.device, self.mask_generator, noise, bool_masked_pos, mask_ratio
         )
-        if token_mask.ids_keep.shape[1] < tokens.shape[1]:
+        if mask_ratio > 0.0 or noise is not None or bool_masked_pos is not None:  # else every token, in order
             tokens = gather_tokens(tokens, token_mask.ids_keep)
-        hidden, all_hidden, all_attentions = run_blocks(self.layers, tokens, None, output_hidden_states, output_attentions)
-        output = MaskedEncoderOutput(
-            last_hidden_state=self.layernorm(hidden),
+        hidden, _, _ = run_blocks(self.layers, tokens)
+        hidden = self.layernorm(hidden)
+        return MaskedEncoderOutput(
+            last_hidden_state=hidden,
             mask=token_mask.mask,
             ids_restore=token_mask.ids_restore,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            pooler_output=pool_tokens(hidden, has_cls_token=False),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class VideoMAEDecoder(nn.Module):
@@ -262,7 +278,7 @@ class VideoMAEDecoder(nn.Module):
         patch_w * channels) for the decoded positions in original order."""
         batch, kept = latent.shape[:2]
         decode = mask.bool() if decode is None else decode
-        num_decoded = int(decode[0].sum())
+        num_decoded = data_dependent_count(decode[0].sum(), decode.shape[1])
         visible = torch.argsort(mask.float(), dim=1, stable=True)[:, :kept]  # visible positions, in order
         decoded = torch.argsort((~decode).float(), dim=1, stable=True)[:, :num_decoded]
         table = self.position_embeddings.expand(batch, -1, -1).to(latent.dtype)
@@ -281,31 +297,30 @@ class VideoMAEForPreTraining(VideoMAEPreTrainedModel):
         self.decoder = VideoMAEDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         bool_masked_pos: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`VideoMAEModel.forward`. Returns MaskedPreTrainingOutput with the MSE ``loss`` over the
         hidden tubelets and ``logits`` (batch, hidden tubelets, tubelet * patch_h * patch_w * channels) in their
         original order, as transformers' VideoMAEForPreTraining."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.videomae(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
             noise=noise,
-            mask_ratio=mask_ratio,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             return_dict=True,
+            **kwargs,
         )
-        if encoded.mask.sum() == 0:
-            raise ValueError("pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any")
+        check_tensor_condition(
+            encoded.mask.sum() > 0,
+            "pre-training needs hidden tokens: mask_ratio is 0 and no bool_masked_pos hides any",
+        )
         logits = self.decoder(encoded.last_hidden_state, encoded.mask)
         target = self.target(pixel_values)[encoded.mask.bool()].reshape(logits.shape)
         output = MaskedPreTrainingOutput(
@@ -316,7 +331,7 @@ class VideoMAEForPreTraining(VideoMAEPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
     def target(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(batch, num_tokens, tubelet * ph * pw * channels) regression targets, in float32, from the clip in [0, 1]
@@ -343,29 +358,21 @@ class VideoMAEForVideoClassification(VideoMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """pixel_values (batch, frames, channels, H, W); labels (batch,). Returns logits (batch, num_labels)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.videomae(
-            pixel_values,
-            mask_ratio=0.0,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
-            return_dict=True,
-        )
+        encoded = self.videomae(pixel_values, mask_ratio=0.0, return_dict=True, **kwargs)
         logits = self.classifier(self.fc_norm(encoded.last_hidden_state.mean(dim=1)))
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [

@@ -17,8 +17,11 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple
 
 from .masking import build_mask_generator, check_mask_ratio
 from .outputs import MaskedPreTrainingOutput
@@ -66,6 +69,7 @@ class VideoMAEV2ForPreTraining(VideoMAEForPreTraining):
         super().__init__(config)
         self.decoder_mask_generator = build_mask_generator(config.decoder_mask_generator)
 
+    @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
@@ -74,9 +78,7 @@ class VideoMAEV2ForPreTraining(VideoMAEForPreTraining):
         mask_ratio: float | None = None,
         decoder_mask: torch.Tensor | None = None,
         decoder_mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """VideoMAE's inputs plus
         decoder_mask: (batch, num_tokens) bool, optional: True = not decoded (the official ``decode_masked_pos``);
@@ -86,16 +88,14 @@ class VideoMAEV2ForPreTraining(VideoMAEForPreTraining):
             tokens, i.e. VideoMAE).
         Returns VideoMAEV2PreTrainingOutput: logits (batch, decoded, tubelet * ph * pw * C), the masked MSE ``loss``.
         """
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         ratio = check_mask_ratio(self.config.decoder_mask_ratio if decoder_mask_ratio is None else decoder_mask_ratio)
         encoded = self.videomae(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
             noise=noise,
-            mask_ratio=mask_ratio,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             return_dict=True,
+            **kwargs,
         )
         hidden = encoded.mask.bool()
         if not hidden.any():
@@ -137,7 +137,7 @@ class VideoMAEV2ForPreTraining(VideoMAEForPreTraining):
             decoder_mask=(~decode).float(),
             loss_mask=loss_mask,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 class VideoMAEV2ForVideoClassification(VideoMAEForVideoClassification):
