@@ -145,6 +145,27 @@ def test_pretrain_moves_the_ema_once_per_optimiser_step_under_gradient_accumulat
     assert model.hpm_step.item() == 3
 
 
+def test_pretrain_resume_continues_the_teacher_exactly(tmp_path, one_thread):
+    """hpm-tiny, 4 optimiser steps of 2 micro-batches, checkpoints at 2 and 4; resuming a copy of the run from
+    step 2 ends with the uninterrupted run's weights, teacher and counter included."""
+    import shutil
+
+    from conftest import run_pretrain
+    from safetensors.torch import load_file
+
+    argv = ["--model", "hpm-tiny", "--dataset", "digits", "--max-steps", "4", "--grad-accum", "2", "--batch-size", "8",
+            "--log-steps", "1", "--save-steps", "2", "--report-to", "none",
+            "--config-overrides", *[f"{k}={v}" for k, v in HPM_SMALL.items()]]  # fmt: skip
+    run_pretrain(argv, tmp_path / "full")
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    shutil.rmtree(tmp_path / "resumed" / "checkpoints" / "step_4")  # as if stopped after step 2
+    run_pretrain([*argv, "--resume"], tmp_path / "resumed")
+    full, resumed = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors")
+    assert full.keys() == resumed.keys() and sum(k.startswith("teacher.") for k in full) > 0
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert full["hpm_step"].item() == 4
+
+
 # ---------------------------------------------------------------------------------------- frozen teacher
 
 

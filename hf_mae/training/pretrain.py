@@ -336,7 +336,7 @@ def _tracker_config(data: dict) -> dict:
 def train(args) -> tuple[Path, dict]:
     """Runs the pre-training described by ``args`` (the parsed CLI); returns (output dir, summary)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, is_tensorboard_available, set_seed
     from tqdm.auto import tqdm
 
     from .. import registry
@@ -444,6 +444,11 @@ def train(args) -> tuple[Path, dict]:
     # called first with the step the run starts (or resumes) at, which moves nothing and hands the updates to
     # this loop, so that micro-batch forwards no longer move the teacher.
     after_optimizer_step = getattr(accelerator.unwrap_model(model), "after_optimizer_step", None)
+    if after_optimizer_step is not None and accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise ValueError(
+            f"--model {args.model} has an EMA teacher, which reads the whole student after every step, but FSDP1 "
+            "keeps the parameters as flat shards; launch with `accelerate launch --use_fsdp --fsdp_version 2`"
+        )
     if after_optimizer_step is not None:
         after_optimizer_step(step)
 
