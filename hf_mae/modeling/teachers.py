@@ -252,7 +252,8 @@ class FrozenTeacherMixin:
         teacher = getattr(self, name)
         if teacher is None:
             teacher = self.set_frozen_teacher(name, build())
-        if next(teacher.parameters()).device != torch.device(device):
+        first = next(teacher.parameters(), None)
+        if first is not None and first.device != torch.device(device):
             teacher.to(device)
         return teacher
 
