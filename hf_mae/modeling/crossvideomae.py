@@ -27,7 +27,6 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
@@ -35,6 +34,7 @@ from .losses import info_nce, nt_xent
 from .mae import MAEConfig, MAEModel
 from .masking import check_mask_ratio
 from .outputs import MaskedPreTrainingOutput
+from .teachers import build_auto_model
 from .videomae import HfVideoMAEConfig, VideoMAEForPreTraining, VideoMAEForVideoClassification, VideoMAEModel
 
 
@@ -99,18 +99,18 @@ class CrossVideoMAEConfig(HfVideoMAEConfig):
 
 def build_frame_encoder(config: CrossVideoMAEConfig, frame_encoder: nn.Module | None = None) -> nn.Module:
     """The frame encoder: ``frame_encoder`` if given, else from ``config.frame_encoder_config``, else
-    ``config.frame_encoder_name_or_path``, else the default MAE. Records its config dict in the config."""
+    ``config.frame_encoder_name_or_path``, else the default MAE. Records its config dict in the config.
+    Unlike a teacher it is trained: a submodule, saved with the model (``teachers.build_auto_model`` builds it)."""
     if frame_encoder is None:
         settings = config.frame_encoder_config
         if settings is None and config.frame_encoder_name_or_path:
-            frame_encoder = AutoModel.from_pretrained(config.frame_encoder_name_or_path)
+            frame_encoder = build_auto_model(config.frame_encoder_name_or_path)
         else:
-            settings = dict(config.default_frame_encoder_config() if settings is None else settings)
-            model_type = settings.pop("model_type", "mae")
-            if model_type == "mae":  # built from the sibling module: loads where hf_mae is not installed
-                frame_encoder = MAEModel(MAEConfig(**settings))
+            settings = {"model_type": "mae", **(config.default_frame_encoder_config() if settings is None else settings)}
+            if settings["model_type"] == "mae":  # built from the sibling module: loads where hf_mae is not installed
+                frame_encoder = MAEModel(MAEConfig(**{k: v for k, v in settings.items() if k != "model_type"}))
             else:
-                frame_encoder = AutoModel.from_config(AutoConfig.for_model(model_type, **settings))
+                frame_encoder = build_auto_model(config=settings)
     if not isinstance(frame_encoder, nn.Module) or not hasattr(frame_encoder, "config"):
         raise TypeError(f"frame_encoder must be a transformers model (an nn.Module with a config), got {type(frame_encoder).__name__}")
     # only the non-default fields (and model_type): enough to rebuild it, short in config.json

@@ -19,9 +19,11 @@ pass ``progress=`` to ``forward``, or let the model count its training forwards 
 (saved with the weights, so a resumed run continues the schedule) and use ``hpm_step / config.total_steps``.
 Set ``total_steps`` to the length of your run (``hf-mae pretrain ... --config-overrides total_steps=N``).
 
-The EMA teacher is updated at the start of every mining forward (from the weights the last optimiser step
-produced), which is the official update after each step, except that with gradient accumulation it moves once per
-micro-batch. With an explicit ``noise`` (or outside training) nothing is mined: the mask is exactly MAE's.
+The EMA teacher (``teachers.EMATeacher``) moves after every optimiser step, as the official update: the training
+loop calls ``model.after_optimizer_step(step)`` (``hf-mae pretrain`` does, once per accumulated step), which also
+sets ``hpm_step`` to the optimiser steps done. A model that never gets that call moves its teacher at the start of
+every mining forward and counts training forwards instead (exact without gradient accumulation). With an explicit
+``noise`` (or outside training) nothing is mined: the mask is exactly MAE's.
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
@@ -45,6 +47,7 @@ from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEModel, MAE
 from .masking import check_mask_ratio, num_kept
 from .outputs import MaskedPreTrainingOutput
 from .targets import pixel_target
+from .teachers import EMATeacher, EMATeacherMixin, MomentumSchedule
 
 
 class HPMConfig(MAEConfig):
@@ -189,25 +192,22 @@ class HPMLossPredictor(nn.Module):
         return self.pred(self.norm(hidden))[:, 1:].mean(dim=-1)
 
 
-class HPMTeacher(nn.Module):
+class HPMTeacher(EMATeacher):
     """The EMA copy that mines hard patches: encoder, decoder input projection and loss predictor (the official EMA
-    copies the whole model; the pixel decoder's copy is never used, so it is left out).
-
-    Its weights are *buffers*, not parameters: they are state the optimiser, DDP's gradient sync and "every
-    parameter gets a gradient" checks must not see (like BatchNorm's running statistics), yet they are saved with
-    the model so that a resumed run continues with the same teacher.
+    copies the whole model; the pixel decoder's copy is never used, so it is left out). Weights as buffers (see
+    ``teachers.EMATeacher``); momentum linear from ``ema_decay`` to ``ema_decay_end`` over ``ema_decay_warmup``.
     """
 
     def __init__(self, config: HPMConfig):
-        super().__init__()
-        self.encoder = MAEModel(config)
-        self.decoder_embed = nn.Linear(config.hidden_size, config.decoder_hidden_size)
-        self.loss_predictor = HPMLossPredictor(config)
-        for module in self.modules():
-            for name, param in list(module._parameters.items()):
-                if param is not None:
-                    del module._parameters[name]
-                    module.register_buffer(name, param.detach())
+        schedule = MomentumSchedule(
+            config.ema_decay, config.ema_decay_end, config.total_steps, kind="linear", ramp=config.ema_decay_warmup
+        )
+        super().__init__(
+            schedule,
+            encoder=MAEModel(config),
+            decoder_embed=nn.Linear(config.hidden_size, config.decoder_hidden_size),
+            loss_predictor=HPMLossPredictor(config),
+        )
 
 
 @dataclass
@@ -248,8 +248,11 @@ class HPMForImageClassification(MAEForImageClassification):
     config_class = HPMConfig
 
 
-class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
-    """MAE encoder + pixel decoder + loss predictor, with an EMA teacher that mines hard patches to mask."""
+class HPMForPreTraining(EMATeacherMixin, HPMPreTrainedModel, MAEForPreTraining):
+    """MAE encoder + pixel decoder + loss predictor, with an EMA teacher that mines hard patches to mask.
+    Call ``after_optimizer_step(step)`` after every optimiser step (``teachers.EMATeacherMixin``)."""
+
+    teacher_step_buffer = "hpm_step"
 
     def __init__(self, config: HPMConfig):
         HPMPreTrainedModel.__init__(self, config)
@@ -257,18 +260,14 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         self.decoder = MAEDecoder(config)
         self.loss_predictor = HPMLossPredictor(config)
         self.teacher = HPMTeacher(config)
-        self.register_buffer("hpm_step", torch.zeros((), dtype=torch.long))  # training forwards so far
+        # optimiser steps the teacher followed (forwards, when no loop calls after_optimizer_step)
+        self.register_buffer("hpm_step", torch.zeros((), dtype=torch.long))
         self.post_init()
-        self.teacher.load_state_dict(self._student_tensors())  # the EMA starts as a copy (timm ModelEma)
+        self.teacher.copy_from(self.teacher_student())  # the EMA starts as a copy (timm ModelEma)
 
-    def _student_tensors(self, parameters_only: bool = False) -> dict:
-        """The online weights the teacher tracks, under the teacher's names (its whole state, or parameters only)."""
-        parts = {"encoder": self.mae, "decoder_embed": self.decoder.decoder_embed, "loss_predictor": self.loss_predictor}
-        return {
-            f"{prefix}.{name}": tensor
-            for prefix, part in parts.items()
-            for name, tensor in (part.named_parameters() if parameters_only else part.state_dict().items())
-        }
+    def teacher_student(self) -> dict:
+        """The online modules the teacher tracks, by the teacher's part names."""
+        return {"encoder": self.mae, "decoder_embed": self.decoder.decoder_embed, "loss_predictor": self.loss_predictor}
 
     def progress(self) -> float:
         """Training progress in [0, 1] from the step counter: ``hpm_step / total_steps``."""
@@ -276,17 +275,11 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
 
     def ema_decay(self, progress: float) -> float:
         """Official schedule: linear from ``ema_decay`` to ``ema_decay_end`` over ``ema_decay_warmup``, then flat."""
-        config = self.config
-        if config.ema_decay_warmup == 0 or progress >= config.ema_decay_warmup:
-            return config.ema_decay_end
-        return config.ema_decay + progress / config.ema_decay_warmup * (config.ema_decay_end - config.ema_decay)
+        return self.teacher.schedule.at_progress(progress)
 
-    @torch.no_grad()
     def update_teacher(self, decay: float) -> None:
         """teacher <- decay * teacher + (1 - decay) * online, parameters only (buffers are fixed sin-cos tables)."""
-        student = self._student_tensors(parameters_only=True)
-        teacher = dict(self.teacher.named_buffers())
-        torch._foreach_lerp_([teacher[n] for n in student], [p.detach().to(teacher[n].dtype) for n, p in student.items()], 1.0 - decay)
+        self.teacher.move_towards(self.teacher_student(), decay)
 
     @torch.no_grad()
     def predict_difficulty(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
@@ -320,9 +313,12 @@ class HPMForPreTraining(HPMPreTrainedModel, MAEForPreTraining):
         if self.training:
             if progress is None:
                 progress = self.progress()
-            self.hpm_step += 1
+            moves_in_forward = not self.teacher.updated_by_hook  # no loop calls after_optimizer_step
+            if moves_in_forward:
+                self.hpm_step += 1
             if noise is None and ratio > 0.0:
-                self.update_teacher(self.ema_decay(progress))
+                if moves_in_forward:
+                    self.update_teacher(self.ema_decay(progress))
                 predicted = self.predict_difficulty(pixel_values, interpolate_pos_encoding)
                 num_hard = num_hard_patches(predicted.shape[1], ratio, progress, self.config.hard_ratio_max)
                 noise = hard_patch_noise(predicted, num_hard)

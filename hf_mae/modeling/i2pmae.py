@@ -32,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PreTrainedConfig
+from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.utils import ModelOutput
@@ -51,6 +51,7 @@ from .point_groups import (
     point_classifier_head,
 )
 from .pointmae import PointPositionEmbedding, point_mask_from_noise
+from .teachers import FrozenTeacherMixin, build_auto_model
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
@@ -621,7 +622,7 @@ class I2PMAEDecoder(nn.Module):
         return self.norm(x)
 
 
-class I2PMAEForPreTraining(I2PMAEPreTrainedModel):
+class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
     """Hierarchical encoder + decoder, masked where the frozen 2-D teacher looks, with the 3-D (Chamfer) and 2-D
     (teacher feature) reconstruction losses."""
 
@@ -635,30 +636,27 @@ class I2PMAEForPreTraining(I2PMAEPreTrainedModel):
         size = config.group_sizes[config.loss_scale]
         self.head_3d = nn.Linear(width, 3 * size)
         self.head_2d = nn.Linear(width, len(VIEW_AXES) * config.teacher_feature_dim * size)
-        # the frozen teacher is no submodule: out of the state dict, the optimiser and DDP; built on first use
-        self.__dict__["teacher"] = teacher
+        # the frozen teacher (teachers.FrozenTeacherMixin): out of the state dict, the optimiser and DDP; built on
+        # first use
+        self.set_frozen_teacher("teacher", teacher)
         self.post_init()
 
     def get_teacher(self, device):
         """The frozen 2-D encoder on ``device``: the instance given, or one built from the config (first call)."""
-        if self.teacher is None:
-            if self.config.teacher_config is not None:
-                kwargs = dict(self.config.teacher_config)
-                teacher_config = AutoConfig.for_model(kwargs.pop("model_type"), **kwargs)
-                with torch.random.fork_rng(devices=[]):  # reproducible from teacher_seed, global RNG untouched
-                    torch.manual_seed(self.config.teacher_seed)
-                    model = AutoModel.from_config(teacher_config, attn_implementation="eager")
-            elif self.config.teacher_name_or_path is not None:
-                model = AutoModel.from_pretrained(self.config.teacher_name_or_path, attn_implementation="eager")
-            else:
-                raise ValueError("I2P-MAE needs a 2-D teacher: set teacher_name_or_path or teacher_config, or pass teacher=")
-            self.__dict__["teacher"] = check_teacher(model)
-            if teacher_feature_dim(model) != self.config.teacher_feature_dim:
-                raise ValueError(f"the teacher's patch features are {teacher_feature_dim(model)}-d but "
-                                 f"config.teacher_feature_dim is {self.config.teacher_feature_dim}; set it to match")
-        if self.teacher.device != device:
-            self.teacher.to(device)
-        return self.teacher
+        return self.frozen_teacher("teacher", device, self.build_teacher)
+
+    def build_teacher(self):
+        """The 2-D teacher the config describes: seeded random from ``teacher_config``, else pretrained."""
+        config = self.config
+        if config.teacher_config is None and config.teacher_name_or_path is None:
+            raise ValueError("I2P-MAE needs a 2-D teacher: set teacher_name_or_path or teacher_config, or pass teacher=")
+        model = check_teacher(build_auto_model(
+            config.teacher_name_or_path, config.teacher_config, seed=config.teacher_seed, attn_implementation="eager"
+        ))  # fmt: skip
+        if teacher_feature_dim(model) != config.teacher_feature_dim:
+            raise ValueError(f"the teacher's patch features are {teacher_feature_dim(model)}-d but "
+                             f"config.teacher_feature_dim is {config.teacher_feature_dim}; set it to match")
+        return model
 
     @torch.no_grad()
     def teacher_maps(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

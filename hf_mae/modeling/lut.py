@@ -14,10 +14,11 @@ the official code (naver-ai/lut: ``models/models_lut.py``, ``engines/engine_lut.
 
 The teacher follows the official ``ModelEma_sched``: a copy of the student at start, then
 ``teacher <- d * teacher + (1 - d) * student`` with ``d`` rising from ``ema_decay`` to ``ema_decay_end`` (1) on a
-half cosine over ``total_steps``. It is updated at the start of every training forward (from the weights the last
-optimiser step produced, as the official update after each step; with gradient accumulation it moves once per
-micro-batch), counted in the saved buffer ``lut_step`` so that a resumed run continues the schedule. Its weights are
-buffers, like HPM's teacher: saved with the model, invisible to the optimiser and to DDP.
+half cosine over ``total_steps`` (``teachers.EMATeacher``). It moves after every optimiser step, as the official
+update: the training loop calls ``model.after_optimizer_step(step)`` (``hf-mae pretrain`` does, once per accumulated
+step); a model that never gets that call moves it at the start of every training forward instead (exact without
+gradient accumulation). The steps are counted in the saved buffer ``lut_step`` so that a resumed run continues the
+schedule. Its weights are buffers, like HPM's teacher: saved with the model, invisible to the optimiser and to DDP.
 
 Deviation from the official code: the official teacher (always in eval mode) normalises its projector's BatchNorm
 with the EMA of the student's *running* statistics; here the teacher's BatchNorm uses the batch statistics of its
@@ -31,7 +32,6 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Unpack
 
@@ -48,6 +48,7 @@ from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEForPreTrai
 from .masking import check_mask_ratio, num_kept
 from .outputs import MaskedPreTrainingOutput
 from .targets import pixel_target
+from .teachers import EMATeacher, EMATeacherMixin, MomentumSchedule
 
 
 class LUTConfig(MAEConfig):
@@ -155,21 +156,18 @@ def broader_context_loss(student: list[torch.Tensor], teacher: list[torch.Tensor
 # Modules
 
 
-class LUTTeacher(nn.Module):
+class LUTTeacher(EMATeacher):
     """The EMA teacher: an encoder and a projector (the official EMA copies the whole model; only these two are
-    used). Its weights are *buffers*, not parameters (see HPMTeacher): saved with the model, but outside the
-    optimiser, DDP's gradient sync and "every parameter gets a gradient" checks. It always runs in eval mode (no
-    drop-path), and its BatchNorm uses batch statistics (module docstring)."""
+    used). Weights as buffers (see ``teachers.EMATeacher``): saved with the model, but outside the optimiser, DDP's
+    gradient sync and "every parameter gets a gradient" checks. It always runs in eval mode (no drop-path), and its
+    BatchNorm uses batch statistics (module docstring)."""
 
     def __init__(self, config: LUTConfig):
-        super().__init__()
-        self.encoder = MAEModel(config)
-        self.projector = projection_mlp(config, config.projector_num_layers, track_running_stats=False)
-        for module in self.modules():
-            for name, param in list(module._parameters.items()):
-                if param is not None:
-                    del module._parameters[name]
-                    module.register_buffer(name, param.detach())
+        super().__init__(
+            MomentumSchedule(config.ema_decay, config.ema_decay_end, config.total_steps, kind="cosine"),
+            encoder=MAEModel(config),
+            projector=projection_mlp(config, config.projector_num_layers, track_running_stats=False),
+        )
         self.train(False)
 
     def train(self, mode: bool = True):
@@ -217,8 +215,11 @@ class LUTForImageClassification(MAEForImageClassification):
     config_class = LUTConfig
 
 
-class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
-    """MAE encoder + pixel decoder + projector + predictor, with an EMA teacher of the encoder and projector."""
+class LUTForPreTraining(EMATeacherMixin, LUTPreTrainedModel, MAEForPreTraining):
+    """MAE encoder + pixel decoder + projector + predictor, with an EMA teacher of the encoder and projector.
+    Call ``after_optimizer_step(step)`` after every optimiser step (``teachers.EMATeacherMixin``)."""
+
+    teacher_step_buffer = "lut_step"
 
     def __init__(self, config: LUTConfig):
         LUTPreTrainedModel.__init__(self, config)
@@ -227,32 +228,26 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
         self.projector = projection_mlp(config, config.projector_num_layers)  # the official ``head``
         self.predictor = projection_mlp(config, config.predictor_num_layers)
         self.teacher = LUTTeacher(config)
-        self.register_buffer("lut_step", torch.zeros((), dtype=torch.long))  # training forwards so far
+        # optimiser steps the teacher followed (training forwards, when no loop calls after_optimizer_step)
+        self.register_buffer("lut_step", torch.zeros((), dtype=torch.long))
         self.post_init()
-        self.update_teacher(0.0)  # the EMA starts as a copy
+        self.teacher.copy_from(self.teacher_student())  # the EMA starts as a copy
+
+    def teacher_student(self) -> dict:
+        """The online modules the teacher tracks, by the teacher's part names."""
+        return {"encoder": self.mae, "projector": self.projector}
 
     def _student_parameters(self) -> dict:
         """The online parameters the teacher tracks, under the teacher's buffer names."""
-        parts = {"encoder": self.mae, "projector": self.projector}
-        return {f"{prefix}.{name}": p for prefix, part in parts.items() for name, p in part.named_parameters()}
+        return {f"{part}.{name}": p for part, module in self.teacher_student().items() for name, p in module.named_parameters()}
 
     def ema_decay(self, step: int) -> float:
         """The official cosine schedule: ``end - (end - start) * (1 + cos(pi * step / total_steps)) / 2``, flat after."""
-        config = self.config
-        progress = min(1.0, step / config.total_steps)
-        return config.ema_decay_end - (config.ema_decay_end - config.ema_decay) * (1 + math.cos(math.pi * progress)) / 2
+        return self.teacher.schedule(step)
 
-    @torch.no_grad()
     def update_teacher(self, decay: float) -> None:
         """teacher <- decay * teacher + (1 - decay) * student (parameters; decay 0 copies, decay 1 keeps)."""
-        student = self._student_parameters()
-        teacher = dict(self.teacher.named_buffers())
-        targets = [teacher[name] for name in student]
-        sources = [p.detach().to(teacher[name].dtype) for name, p in student.items()]
-        if decay == 0.0:
-            torch._foreach_copy_(targets, sources)
-        elif decay < 1.0:
-            torch._foreach_lerp_(targets, sources, 1.0 - decay)
+        self.teacher.move_towards(self.teacher_student(), decay)
 
     @can_return_tuple
     def forward(
@@ -271,7 +266,8 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
             noise (MAE's mask), view 2 the next ``k``.
         mask_ratio: overrides ``config.mask_ratio``; two disjoint views need ``2 * int(L * (1 - r)) <= L``.
         Other inputs as :meth:`MAEForPreTraining.forward`; hidden states and attentions are view 1's.
-        In training mode each call first moves the teacher one EMA step. Returns LUTForPreTrainingOutput.
+        In training mode each call first moves the teacher one EMA step, unless a loop calls
+        ``after_optimizer_step``. Returns LUTForPreTrainingOutput.
         """
         patch_embeddings = self.mae.embeddings.patch_embeddings
         grid = patch_embeddings.grid_for(pixel_values, allow_other_size=interpolate_pos_encoding)
@@ -296,7 +292,7 @@ class LUTForPreTraining(LUTPreTrainedModel, MAEForPreTraining):
             noise = self.mae.mask_generator.noise(batch, num_patches, grid, pixel_values.device)
         elif tuple(noise.shape) != (batch, num_patches):
             raise ValueError(f"noise must have shape (batch, num_patches) = {(batch, num_patches)}, got {tuple(noise.shape)}")
-        if self.training:
+        if self.training and not self.teacher.updated_by_hook:  # no loop calls after_optimizer_step
             self.update_teacher(self.ema_decay(self.lut_step.item()))
             self.lut_step += 1
 

@@ -35,6 +35,7 @@ from transformers.utils.generic import can_return_tuple
 from .losses import info_nce
 from .masking import check_mask_ratio, num_kept
 from .outputs import MaskedPreTrainingOutput
+from .teachers import FrozenTeacherMixin, build_auto_model
 from .videomae import (
     IMAGENET_DEFAULT_MEAN,
     IMAGENET_DEFAULT_STD,
@@ -136,12 +137,6 @@ def text_guided_mask(similarity: torch.Tensor, grid_size, mask_ratio: float, sco
     return hidden.reshape(batch, -1)
 
 
-def build_auto_model(config_dict: dict):
-    """A randomly initialised ``AutoModel`` from a config dict with ``model_type``."""
-    kwargs = dict(config_dict)
-    return AutoModel.from_config(AutoConfig.for_model(kwargs.pop("model_type"), **kwargs))
-
-
 def check_dual_encoder(model):
     missing = [name for name in ("vision_model", "visual_projection", "get_text_features") if not hasattr(model, name)]
     if missing:
@@ -162,7 +157,7 @@ class TGMModel(VideoMAEModel):
     config_class = TGMConfig
 
 
-class TGMForPreTraining(VideoMAEForPreTraining):
+class TGMForPreTraining(FrozenTeacherMixin, VideoMAEForPreTraining):
     """VideoMAE encoder + decoder, masked where the caption points, + a text tower for video-text InfoNCE."""
 
     config_class = TGMConfig
@@ -178,12 +173,13 @@ class TGMForPreTraining(VideoMAEForPreTraining):
             config.text_config = pretrained.config.to_dict()  # a saved model rebuilds the tower from its config
         if text_encoder is not None:
             config.text_config = text_encoder.config.to_dict()
-        self.text_encoder = text_encoder if text_encoder is not None else build_auto_model(config.text_config)
+        self.text_encoder = text_encoder if text_encoder is not None else build_auto_model(config=config.text_config)
         text_width = self.text_encoder.config.hidden_size
         self.video_projection = nn.Linear(config.hidden_size, config.projection_dim)
         self.text_projection = nn.Linear(text_width, config.projection_dim)
-        # the frozen scorer is no submodule: out of the state dict, the optimiser and DDP; built on first use
-        self.__dict__["clip"] = check_dual_encoder(clip_model) if clip_model is not None else None
+        # the frozen scorer (teachers.FrozenTeacherMixin): out of the state dict, the optimiser and DDP; built on
+        # first use
+        self.set_frozen_teacher("clip", check_dual_encoder(clip_model) if clip_model is not None else None)
         if text_encoder is not None or pretrained is not None:
             keep = (text_encoder or pretrained).state_dict()
             self.post_init()
@@ -193,19 +189,14 @@ class TGMForPreTraining(VideoMAEForPreTraining):
 
     def dual_encoder(self, device):
         """The frozen scorer on ``device``: the instance given, or one built from the config (first call only)."""
-        if self.clip is None:
-            if self.config.clip_config is not None:
-                with torch.random.fork_rng(devices=[]):  # reproducible from clip_seed, global RNG untouched
-                    torch.manual_seed(self.config.clip_seed)
-                    model = build_auto_model(self.config.clip_config)
-            elif self.config.clip_name_or_path is not None:
-                model = AutoModel.from_pretrained(self.config.clip_name_or_path)
-            else:
-                raise ValueError("TGM needs a dual encoder: set clip_name_or_path or clip_config, or pass clip_model")
-            self.__dict__["clip"] = check_dual_encoder(model)
-        if self.clip.device != device:
-            self.clip.to(device)
-        return self.clip
+        return self.frozen_teacher("clip", device, self.build_dual_encoder)
+
+    def build_dual_encoder(self):
+        """The scorer the config describes: seeded random from ``clip_config``, else pretrained."""
+        config = self.config
+        if config.clip_config is None and config.clip_name_or_path is None:
+            raise ValueError("TGM needs a dual encoder: set clip_name_or_path or clip_config, or pass clip_model")
+        return check_dual_encoder(build_auto_model(config.clip_name_or_path, config.clip_config, seed=config.clip_seed))
 
     @torch.no_grad()
     def similarity_map(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask=None) -> torch.Tensor:

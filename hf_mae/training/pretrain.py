@@ -336,7 +336,7 @@ def _tracker_config(data: dict) -> dict:
 def train(args) -> tuple[Path, dict]:
     """Runs the pre-training described by ``args`` (the parsed CLI); returns (output dir, summary)."""
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, is_tensorboard_available, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, is_tensorboard_available, set_seed
     from tqdm.auto import tqdm
 
     from .. import registry
@@ -440,6 +440,18 @@ def train(args) -> tuple[Path, dict]:
     if use_tensorboard:
         accelerator.init_trackers("tensorboard", config=_tracker_config(run_args_dict(args)))
 
+    # A model with an EMA teacher moves it once per real optimiser step, in this hook (teachers.EMATeacherMixin);
+    # called first with the step the run starts (or resumes) at, which moves nothing and hands the updates to
+    # this loop, so that micro-batch forwards no longer move the teacher.
+    after_optimizer_step = getattr(accelerator.unwrap_model(model), "after_optimizer_step", None)
+    if after_optimizer_step is not None and accelerator.distributed_type == DistributedType.FSDP and not accelerator.is_fsdp2:
+        raise ValueError(
+            f"--model {args.model} has an EMA teacher, which reads the whole student after every step, but FSDP1 "
+            "keeps the parameters as flat shards; launch with `accelerate launch --use_fsdp --fsdp_version 2`"
+        )
+    if after_optimizer_step is not None:
+        after_optimizer_step(step)
+
     rank_report = os.environ.get("HF_MAE_RANK_REPORT") == "1"
     data_digest, first_batch_hash, batches_seen = hashlib.sha256(), None, 0
     start_step, images_seen = step, 0
@@ -486,6 +498,8 @@ def train(args) -> tuple[Path, dict]:
                 current_lr = raw_optimizer.param_groups[0]["lr"]  # the lr this step used
                 scheduler.step()
                 step += 1
+                if after_optimizer_step is not None:
+                    after_optimizer_step(step)
                 progress.update(1)
                 if step % args.log_steps == 0 or step == total_steps:
                     elapsed = time.perf_counter() - window_start

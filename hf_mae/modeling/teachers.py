@@ -1,0 +1,305 @@
+"""Teachers and targets: the one home of the EMA teacher, the frozen teacher and the choice of reconstruction target.
+
+**EMA teacher** (HPM, LUT; next BYOL/iBOT-style methods). :class:`EMATeacher` holds copies of parts of a student
+(its encoder, a head...) whose weights are *buffers*: saved with the model, so a resumed run continues with the
+same teacher, but invisible to the optimiser, to DDP's gradient sync and to "every parameter gets a gradient"
+checks. ``teacher.update(student, step)`` moves it: ``teacher <- m * teacher + (1 - m) * student`` with the momentum
+``m`` of its :class:`MomentumSchedule` (linear, or BYOL's / iBOT's half cosine from a base momentum up to an end,
+usually 1) at ``step``.
+
+**The optimiser-step hook.** A model with an EMA teacher (:class:`EMATeacherMixin`) has
+``model.after_optimizer_step(step)``: call it after every *real* optimiser step (with gradient accumulation: once
+per accumulated step, not per micro-batch), passing the number of optimiser steps done so far. ``hf-mae pretrain``
+does; so should a hand-written loop::
+
+    model.after_optimizer_step(0)             # before the first step (or the step a resumed run starts at)
+    for step, batch in enumerate(loader, 1):
+        model(**batch).loss.backward(); optimizer.step(); optimizer.zero_grad()
+        model.after_optimizer_step(step)      # the teacher moves once, with the momentum of `step`
+
+The call is idempotent per step number (a step already applied is not applied twice) and the first call hands the
+teacher to the caller: from then on forwards leave it alone. A model that never gets the call keeps the earlier
+behaviour: every training forward first moves the teacher one step (exact without gradient accumulation).
+
+**Frozen teacher** (I2P-MAE's image encoder, TGM's CLIP scorer; next MaskAlign, MR-MAE...): any transformers
+``AutoModel`` given by Hub name or folder, by config dict (randomly initialised from a seed: what tests use) or as
+an instance (:func:`build_auto_model`, :func:`freeze`). :class:`FrozenTeacherMixin` holds it *outside* the model's
+module tree, so it is in neither the state dict, the optimiser nor DDP / FSDP, unless asked (``save=True``).
+
+**Targets**: :func:`reconstruction_target` picks pixels, HOG or teacher features (the generators live in
+``targets.py``).
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel
+
+from .targets import hog_target, pixel_target
+
+SCHEDULES = ("linear", "cosine")
+TARGET_KINDS = ("pixels", "hog", "teacher")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# EMA teacher
+
+
+@dataclass(frozen=True)
+class MomentumSchedule:
+    """The EMA momentum ``m`` over training: from ``start`` to ``end`` over the first ``ramp`` share of
+    ``total_steps`` (then ``end``), on a straight line (``"linear"``, HPM) or a half cosine (``"cosine"``, BYOL /
+    iBOT / LUT: ``end - (end - start) * (1 + cos(pi * p)) / 2``)."""
+
+    start: float
+    end: float
+    total_steps: int
+    kind: str = "cosine"
+    ramp: float = 1.0
+
+    def __post_init__(self):
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"kind must be one of {SCHEDULES}, got {self.kind!r}")
+        for name in ("start", "end", "ramp"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int) or self.total_steps < 1:
+            raise ValueError(f"total_steps must be a positive int, got {self.total_steps!r}")
+
+    def at_progress(self, progress: float) -> float:
+        """The momentum at ``progress`` in [0, 1] of training."""
+        if self.ramp == 0 or progress >= self.ramp:
+            return self.end
+        p = progress / self.ramp
+        if self.kind == "linear":
+            return self.start + p * (self.end - self.start)
+        return self.end - (self.end - self.start) * (1 + math.cos(math.pi * p)) / 2
+
+    def __call__(self, step: int) -> float:
+        """The momentum after ``step`` optimiser steps."""
+        return self.at_progress(min(1.0, step / self.total_steps))
+
+
+def parameters_to_buffers(module: nn.Module) -> nn.Module:
+    """Turns every parameter of ``module`` (and its children) into a buffer of the same name, in place."""
+    for child in module.modules():
+        for name, param in list(child._parameters.items()):
+            if param is not None:
+                del child._parameters[name]
+                child.register_buffer(name, param.detach())
+    return module
+
+
+def full_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor behind a sharded one (an FSDP2 ``DTensor`` parameter: a collective, every rank calls it)."""
+    return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+
+class EMATeacher(nn.Module):
+    """An exponential moving average of named parts of a student, its weights held as buffers.
+
+    parts: name -> a module built like the student's part of that name (same parameter names), e.g.
+        ``EMATeacher(schedule, encoder=MAEModel(config), projector=mlp(config))``; its parameters become buffers,
+        saved as ``<attribute>.<name>.<...>``. Call :meth:`copy_from` once the student is initialised.
+    schedule: the momentum over training (:class:`MomentumSchedule`); not saved (it comes from the config).
+    Only parameters are averaged; the parts' own buffers (sin-cos tables, ...) are left as built.
+    """
+
+    def __init__(self, schedule: MomentumSchedule, **parts: nn.Module):
+        super().__init__()
+        if not parts:
+            raise ValueError("EMATeacher needs at least one part (name=module)")
+        for name, part in parts.items():
+            self.add_module(name, parameters_to_buffers(part))
+        self.schedule = schedule
+        # True once a caller drives the updates (EMATeacherMixin.after_optimizer_step); not saved
+        self.updated_by_hook = False
+
+    def pairs(self, student: Mapping[str, nn.Module]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(teacher buffers, student parameters) matched by name; ``student`` maps each part name to its module."""
+        if set(student) != set(self._modules):
+            raise ValueError(f"student must name the teacher's parts {sorted(self._modules)}, got {sorted(student)}")
+        mine = dict(self.named_buffers())
+        targets, sources = [], []
+        for part, module in student.items():
+            for name, param in module.named_parameters():
+                targets.append(mine[f"{part}.{name}"])
+                sources.append(param)
+        return targets, sources
+
+    @torch.no_grad()
+    def move_towards(self, student: Mapping[str, nn.Module], momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student (momentum 0 copies, 1 keeps)."""
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+        targets, sources = self.pairs(student)
+        sources = [full_tensor(p.detach()).to(t.dtype) for t, p in zip(targets, sources)]
+        if momentum == 0.0:
+            torch._foreach_copy_(targets, sources)
+        elif momentum < 1.0:
+            torch._foreach_lerp_(targets, sources, 1.0 - momentum)
+
+    def copy_from(self, student: Mapping[str, nn.Module]) -> None:
+        """The teacher becomes an exact copy of the student's parameters (the start of training)."""
+        self.move_towards(student, 0.0)
+
+    def update(self, student: Mapping[str, nn.Module], step: int) -> float:
+        """One EMA step with the schedule's momentum after ``step`` optimiser steps; returns that momentum."""
+        momentum = self.schedule(step)
+        self.move_towards(student, momentum)
+        return momentum
+
+
+class EMATeacherMixin:
+    """For a ``PreTrainedModel`` with an :class:`EMATeacher` in ``self.teacher``: the optimiser-step hook.
+
+    The class sets ``teacher_step_buffer``, the name of its saved step counter (a long scalar buffer), and
+    implements ``teacher_student()`` (part name -> student module, the teacher's sources).
+    """
+
+    teacher_step_buffer: str = "teacher_step"
+
+    def teacher_student(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    @property
+    def teacher_step(self) -> int:
+        """Optimiser steps the teacher has followed (the saved counter)."""
+        return int(getattr(self, self.teacher_step_buffer).item())
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int | None = None) -> bool:
+        """Call after every real optimiser step with the number of steps done (None: one more than the counter).
+
+        Moves the teacher once with the momentum of ``step`` and sets the counter to ``step``; a step the counter
+        has already reached is not applied again (so ``after_optimizer_step(0)`` before training, or the resumed
+        step, only hands the teacher to the caller). From the first call on, forwards no longer move the teacher.
+        Returns whether the teacher moved."""
+        counter = getattr(self, self.teacher_step_buffer)
+        if step is None:
+            step = int(counter.item()) + 1
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0 (optimiser steps done), got {step!r}")
+        self.teacher.updated_by_hook = True
+        if step <= counter.item():
+            return False
+        counter.fill_(step)
+        self.teacher.update(self.teacher_student(), step)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frozen teacher
+
+
+def build_auto_model(name_or_path: str | None = None, config: dict | None = None, seed: int | None = None, **kwargs):
+    """A transformers ``AutoModel``: randomly initialised from ``config`` (a dict with ``model_type``) when given,
+    from ``seed`` without touching the global RNG when that is given too; else ``from_pretrained(name_or_path)``.
+    ``kwargs`` go to ``from_config`` / ``from_pretrained`` (e.g. ``attn_implementation="eager"``)."""
+    if config is not None:
+        if not isinstance(config, Mapping) or "model_type" not in config:
+            raise ValueError(f"config must be a config dict with a 'model_type' key, got {config!r}")
+        settings = dict(config)
+        auto_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        if seed is None:
+            return AutoModel.from_config(auto_config, **kwargs)
+        with torch.random.fork_rng(devices=[]):  # reproducible from the seed, the global RNG untouched
+            torch.manual_seed(seed)
+            return AutoModel.from_config(auto_config, **kwargs)
+    if name_or_path is None:
+        raise ValueError("build_auto_model needs a name_or_path (Hub id or folder) or a config dict")
+    return AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """No gradients and eval mode (no dropout), in place; returns ``model``."""
+    return model.requires_grad_(False).eval()
+
+
+class FrozenTeacherMixin:
+    """For a model that learns from frozen transformers models (teachers, scorers) held by attribute name.
+
+    A teacher is kept out of the module tree (``self.__dict__``): it is in neither ``state_dict()``, ``parameters()``
+    (so no optimiser), DDP's sync nor FSDP's sharding, and ``model.to()`` / ``model.train()`` leave it alone (it
+    moves to the input's device when used). With ``save=True`` it is a submodule instead: saved with the model, still
+    frozen and kept in eval mode by ``train()``.
+    """
+
+    def set_frozen_teacher(self, name: str, teacher: nn.Module | None, save: bool = False):
+        """Holds ``teacher`` (frozen here) as ``self.<name>``; None leaves the slot empty (built on first use)."""
+        if teacher is not None and not isinstance(teacher, nn.Module):
+            raise TypeError(f"{name} must be an nn.Module (a transformers model), got {type(teacher).__name__}")
+        self.__dict__.pop(name, None)
+        self._modules.pop(name, None)
+        saved = self.__dict__.setdefault("_saved_teachers", set())
+        saved.discard(name)
+        if teacher is not None and save:
+            self.add_module(name, freeze(teacher))
+            saved.add(name)
+        else:
+            self.__dict__[name] = None if teacher is None else freeze(teacher)
+        return teacher
+
+    def frozen_teacher(self, name: str, device: torch.device, build: Callable[[], nn.Module]) -> nn.Module:
+        """``self.<name>`` on ``device``, built by ``build()`` (and frozen) the first time it is needed."""
+        teacher = getattr(self, name)
+        if teacher is None:
+            teacher = self.set_frozen_teacher(name, build())
+        first = next(teacher.parameters(), None)
+        if first is not None and first.device != torch.device(device):
+            teacher.to(device)
+        return teacher
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for name in self.__dict__.get("_saved_teachers", ()):
+            self._modules[name].eval()  # a saved teacher stays frozen in eval mode
+        return self
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Targets
+
+
+def reconstruction_target(
+    kind: str,
+    pixel_values: torch.Tensor,
+    patch_size,
+    *,
+    norm_pix: bool = False,
+    hog_cell_size: int = 8,
+    hog_bins: int = 9,
+    teacher_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The per-patch target (batch, N, dim) of ``kind``: ``"pixels"`` (MAE's, normalised per patch if
+    ``norm_pix``), ``"hog"`` (MaskFeat / DMJD histograms) or ``"teacher"`` (``teacher_features(pixel_values)``, a
+    frozen or EMA teacher's patch features, computed without gradients)."""
+    if kind == "pixels":
+        return pixel_target(pixel_values, patch_size, norm_pix)
+    if kind == "hog":
+        return hog_target(pixel_values, patch_size, hog_cell_size, hog_bins)
+    if kind == "teacher":
+        if teacher_features is None:
+            raise ValueError('reconstruction_target("teacher", ...) needs teacher_features (pixel_values -> features)')
+        with torch.no_grad():
+            return teacher_features(pixel_values).detach()
+    raise ValueError(f"kind must be one of {TARGET_KINDS}, got {kind!r}")
+
+
+__all__ = [
+    "MomentumSchedule",
+    "EMATeacher",
+    "EMATeacherMixin",
+    "FrozenTeacherMixin",
+    "build_auto_model",
+    "freeze",
+    "parameters_to_buffers",
+    "reconstruction_target",
+]
