@@ -312,3 +312,13 @@ def test_simmim_loads_with_auto_model_for_masked_image_modeling(tmp_path):
     assert torch.equal(ours.mask, bool_masked_pos.float())
     assert torch.equal(ours.loss, expected.loss) and torch.equal(ours.logits, expected.logits)
     assert expected.loss.item() > 0
+    # saved with its code, the folder's auto_map names the Auto class too: plain transformers loads it the same way
+    from remote_check import load_in_fresh_process
+
+    from hf_mae.hub import save_pretrained_with_code
+
+    save_pretrained_with_code(model, tmp_path / "with-code")
+    remote = load_in_fresh_process(tmp_path / "with-code", "AutoModelForMaskedImageModeling",
+                                   {"pixel_values": pixel_values}, {"bool_masked_pos": bool_masked_pos})
+    assert (remote.module.startswith("transformers_modules."), remote.class_name) == (True, "SimMIMForPreTraining")
+    torch.testing.assert_close(remote["loss"], expected.loss, rtol=0, atol=1e-6)
