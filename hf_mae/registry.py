@@ -116,8 +116,9 @@ def method_from_row(row, module) -> Method:
     missing = [key for key in REQUIRED_ROW_KEYS if key not in row]
     unknown = sorted(set(row) - set(REQUIRED_ROW_KEYS) - set(OPTIONAL_ROW_KEYS))
     if missing or unknown:
+        problems = ([f"lacks {missing}"] if missing else []) + ([f"has unknown keys {unknown}"] if unknown else [])
         raise ValueError(
-            f"{where} lacks {missing} / has unknown keys {unknown}; required: {list(REQUIRED_ROW_KEYS)}, "
+            f"{where} {' and '.join(problems)}; required: {list(REQUIRED_ROW_KEYS)}, "
             f"optional: {sorted(OPTIONAL_ROW_KEYS)}"
         )
     row = {**copy.deepcopy(OPTIONAL_ROW_KEYS), **row}
