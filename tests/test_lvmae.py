@@ -85,7 +85,7 @@ def test_padding_and_fixed_noise_change_nothing():
             assert sorted(kept.tolist()) == (alone.mask[0] == 0).nonzero().flatten().tolist()
     features = model.lvmae(embeds, attention_mask=mask, mask_ratio=0.0).last_hidden_state
     assert features.shape == (2, 21, 64)  # every real segment, in order, after the cls token
-    eager = hf_mae.registry.LVMAEForPreTraining._from_config(copy.deepcopy(model.config), attn_implementation="eager")
+    eager = hf_mae.LVMAEForPreTraining._from_config(copy.deepcopy(model.config), attn_implementation="eager")
     eager.load_state_dict(model.state_dict())
     sdpa_out, eager_out = model(embeds, attention_mask=mask, noise=noise), eager.eval()(embeds, attention_mask=mask, noise=noise)
     assert (sdpa_out.logits - eager_out.logits).abs().max().item() < 1e-5  # the padding mask works in both kernels

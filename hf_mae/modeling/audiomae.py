@@ -310,3 +310,27 @@ __all__ = [
     "window_block_mask",
     "window_ids",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_AUDIO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="audiomae",
+    paper="Masked Autoencoders that Listen (Huang et al., NeurIPS 2022), arXiv:2207.06405",
+    config_class=AudioMAEConfig,
+    model_classes={
+        "base": AudioMAEModel, "pretraining": AudioMAEForPreTraining,
+        "audio-classification": AudioMAEForAudioClassification,
+    },
+    processor="AudioMAEFeatureExtractor",
+    presets={
+        # 128 frames x 128 mel bins: an 8 x 8 grid of 16x16 patches, Swin decoder windows (4, 4) shifted (2, 0)
+        "audiomae-tiny": dict(TINY_AUDIO, max_length=128),
+        # the paper's AudioSet ViT-B/16: 1024 x 128 (64 x 8 tokens), mask 0.8, Swin decoder 512-d x 16 blocks
+        "audiomae-vit-base-patch16": dict(**VIT["base"]),
+    },
+    modality="audio",
+)

@@ -50,3 +50,30 @@ class BirdMAEForAudioClassification(AudioMAEForAudioClassification):
 
 
 __all__ = ["BirdMAEConfig", "BirdMAEModel", "BirdMAEForPreTraining", "BirdMAEForAudioClassification"]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_AUDIO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="birdmae",
+    paper="Can Masked Autoencoders Also Listen to Birds? (Rauch et al., 2025)",
+    config_class=BirdMAEConfig,
+    model_classes={
+        "base": BirdMAEModel,
+        "pretraining": BirdMAEForPreTraining,
+        "audio-classification": BirdMAEForAudioClassification,
+    },
+    processor="AudioMAEFeatureExtractor",
+    # Bird-MAE's pre-training augmentations (active only in augment=True calls); Audio-MAE pre-trains without
+    processor_settings=dict(augmentations="birdmae"),
+    presets={
+        # audiomae-tiny's sizes with Bird-MAE's global decoder, 32 kHz and XCL statistics
+        "birdmae-tiny": dict(TINY_AUDIO, max_length=128),
+        # the paper's Base: 512 x 128 at 32 kHz (32 x 8 tokens), mask 0.8, global decoder 512-d x 8 blocks
+        "birdmae-vit-base-patch16": dict(**VIT["base"]),
+    },
+    modality="audio",
+)

@@ -74,3 +74,29 @@ class ColorMAEForImageClassification(MAEForImageClassification):
 
 
 __all__ = ["ColorMAEConfig", "ColorMAEModel", "ColorMAEForPreTraining", "ColorMAEForImageClassification"]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="colormae",
+    paper=(
+        "ColorMAE: Exploring data-independent masking strategies in Masked AutoEncoders "
+        "(Hinojosa et al., ECCV 2024), arXiv:2407.13036"
+    ),
+    config_class=ColorMAEConfig,
+    model_classes={
+        "base": ColorMAEModel, "pretraining": ColorMAEForPreTraining,
+        "image-classification": ColorMAEForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's sizes; green noise is the default colour
+        "colormae-tiny": dict(TINY),
+        # the paper's ViT-B/16, r=0.75, green noise
+        "colormae-vit-base-patch16": dict(patch_size=16, mask_ratio=0.75, noise_color="green", **VIT["base"]),
+    },
+)

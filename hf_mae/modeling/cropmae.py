@@ -214,3 +214,35 @@ __all__ = [
     "CropMAEDecoder",
     "CropMAEDecoderBlock",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="cropmae",
+    paper=(
+        "Efficient Image Pre-Training with Siamese Cropped Masked Autoencoders "
+        "(Eymaël et al., ECCV 2024), arXiv:2403.17823"
+    ),
+    config_class=CropMAEConfig,
+    model_classes={
+        "base": CropMAEModel,
+        "pretraining": CropMAEForPreTraining,
+        "image-classification": CropMAEForImageClassification,
+    },
+    # pre-training views (official GlobalToLocal): a global crop (area 0.1-1) and a local crop of it (0.3-0.6)
+    processor="TwoViewImageProcessor",
+    processor_settings=dict(view_mode="global_to_local", crop_scale=[0.1, 1.0], local_crop_scale=[0.3, 0.6]),
+    presets={
+        # mae-tiny's sizes; r = 1 - 2/64 keeps 2 of the 64 patches, as r = 0.985 keeps 2 of 196
+        "cropmae-tiny": dict(TINY, mask_ratio=0.96875),
+        # the official ViT-S/16 with its 256-d x 4 cross-attention decoder (FFN 2048), r = 0.985
+        "cropmae-vit-small-patch16": dict(
+            patch_size=16, decoder_hidden_size=256, decoder_num_hidden_layers=4, decoder_num_attention_heads=8,
+            decoder_intermediate_size=2048, mask_ratio=0.985, **VIT["small"],
+        ),
+    },
+)

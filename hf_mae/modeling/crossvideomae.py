@@ -299,3 +299,30 @@ __all__ = [
     "CrossVideoMAEForVideoClassification",
     "CrossVideoMAEPreTrainingOutput",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_VIDEO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="crossvideomae",
+    paper=(
+        "CrossVideoMAE: Self-Supervised Image-Video Representation Learning with Masked Autoencoders "
+        "(Ahamed et al., 2025), arXiv:2502.07811"
+    ),
+    config_class=CrossVideoMAEConfig,
+    model_classes={
+        "base": CrossVideoMAEModel, "pretraining": CrossVideoMAEForPreTraining,
+        "video-classification": CrossVideoMAEForVideoClassification,
+    },
+    processor="MAEVideoProcessor",
+    presets={
+        # videomae-tiny's sizes; the frame branch is an MAE encoder of the same sizes on 2 frames, 128-d heads
+        "crossvideomae-tiny": dict(TINY_VIDEO, projection_dim=128),
+        # the paper's two ViT-B/16 branches: tube masking 0.9 for video, 0.75 for the sampled frames
+        "crossvideomae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+    modality="video",
+)

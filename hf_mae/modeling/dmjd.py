@@ -277,3 +277,28 @@ __all__ = [
     "DMJDForPreTrainingOutput",
     "disjoint_masks",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="dmjd",
+    paper=(
+        "Disjoint Masking with Joint Distillation for Efficient Masked Image Modeling "
+        "(Ma et al., 2023), arXiv:2301.00230"
+    ),
+    config_class=DMJDConfig,
+    model_classes={
+        "base": DMJDModel, "pretraining": DMJDForPreTraining, "image-classification": DMJDForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's sizes; 2-px HOG cells make 2x2 cells per 4-px patch, as 8-px cells per 16-px patch
+        "dmjd-tiny": dict(TINY, hog_cell_size=2),
+        # ViT-B/16 with the official defaults: r=0.75, pred_ratio 1, decoder 512-d x 8 (MLP 4096), HOG 8-px cells
+        "dmjd-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+)

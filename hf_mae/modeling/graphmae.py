@@ -664,3 +664,39 @@ __all__ = [
     "GraphMAEForNodeClassification",
     "GraphMAEForGraphClassification",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+METHOD = dict(
+    name="graphmae",
+    paper="GraphMAE: Self-Supervised Masked Graph Autoencoders (Hou et al., KDD 2022), arXiv:2205.10803",
+    config_class=GraphMAEConfig,
+    model_classes={
+        "base": GraphMAEModel, "pretraining": GraphMAEForPreTraining,
+        "node-classification": GraphMAEForNodeClassification, "graph-classification": GraphMAEForGraphClassification,
+    },
+    processor="GraphProcessor",
+    presets={
+        # CPU-sized GAT (2 layers, 4 heads x 8); num_features=16 is a placeholder: hf-mae pretrain sets it to
+        # the data's width (or give num_features=<F> as a config override)
+        "graphmae-tiny": dict(num_features=16, hidden_size=32),
+        # the official configs.yml: GAT 2 layers, 4 x 128 heads, PReLU, in_drop 0.2, attn_drop 0.1, mask 0.5,
+        # replace 0.05, SCE alpha 3 (pre-train: Adam 1e-3, wd 2e-4, cosine, 1500 epochs)
+        "graphmae-cora": dict(num_features=1433),
+        # 2 x 256 heads, mask 0.5, replace 0.1, alpha 1 (wd 2e-5, 300 epochs)
+        "graphmae-citeseer": dict(num_features=3703, num_attention_heads=2, replace_rate=0.1, alpha_l=1.0),
+        # 4 x 256 heads, mask 0.75, no replacement, alpha 3 (wd 1e-5, 1000 epochs)
+        "graphmae-pubmed": dict(num_features=500, hidden_size=1024, mask_rate=0.75, replace_rate=0.0),
+        # the official MUTAG graph-classification config: GIN encoder and decoder, 5 layers x 32, batch norm,
+        # mask 0.75, replace 0.1, alpha 2, sum pooling; 7 one-hot atom types, not normalised
+        "graphmae-gin": dict(
+            num_features=7, encoder_type="gin", decoder_type="gin", hidden_size=32, num_hidden_layers=5,
+            norm="batchnorm", mask_rate=0.75, replace_rate=0.1, alpha_l=2.0, pooling="sum",
+            feature_normalization=None,
+        ),
+    },
+    modality="graph",
+    pretrain_lr=1e-3,  # GraphMAE: Adam 1e-3, one graph per step
+)

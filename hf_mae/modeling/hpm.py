@@ -372,3 +372,25 @@ __all__ = [
     "hard_patch_noise",
     "ranking_loss",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="hpm",
+    paper="Hard Patches Mining for Masked Image Modeling (Wang et al., CVPR 2023), arXiv:2304.05919",
+    config_class=HPMConfig,
+    model_classes={
+        "base": HPMModel, "pretraining": HPMForPreTraining, "image-classification": HPMForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's sizes; the curriculum spans 1000 forwards and the EMA is faster than the paper's
+        # (0.99 -> 0.999), since tiny runs last a few hundred steps; set total_steps to your run's length
+        "hpm-tiny": dict(TINY, total_steps=1000, ema_decay=0.99, ema_decay_end=0.999),
+        "hpm-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+)

@@ -826,3 +826,37 @@ __all__ = [
     "gumbel_topk_noise",
     "propagate_mask",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+METHOD = dict(
+    name="i2pmae",
+    paper=(
+        "Learning 3D Representations from 2D Pre-trained Models via Image-to-Point Masked Autoencoders "
+        "(Zhang et al., CVPR 2023), arXiv:2212.06785"
+    ),
+    config_class=I2PMAEConfig,
+    model_classes={
+        "base": I2PMAEModel, "pretraining": I2PMAEForPreTraining,
+        "point-cloud-classification": I2PMAEForPointCloudClassification,
+    },
+    processor="PointCloudFeatureExtractor",
+    presets={
+        # CPU-sized: 256 points, 3 scales of 64 / 32 / 16 groups, 32/64/96-d x 1 block each; a tiny random ViT
+        # (32-px depth images, 8-px patches, 32-d) is the 2-D teacher, so nothing is downloaded
+        "i2pmae-tiny": dict(
+            num_points=256, group_counts=[64, 32, 16], group_sizes=[8, 4, 4], hidden_sizes=[32, 64, 96],
+            depths=[1, 1, 1], embedding_channels=[32, 64, 128], num_attention_heads=4, decoder_depths=[1, 1],
+            decoder_up_blocks=[1], image_size=32, densify=3, teacher_name_or_path=None, teacher_feature_dim=32,
+            teacher_config=dict(model_type="vit", image_size=32, patch_size=8, hidden_size=32,
+                                num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        ),
+        # the paper's ShapeNet-55 pre-training: 2048 points, groups [512, 256, 64] x [16, 8, 8], widths
+        # [96, 192, 384] x 5 blocks, decoder [1, 1], r = 0.8, CLIP ViT-B/16 teacher (512-d projected features)
+        "i2pmae-shapenet": dict(),
+    },
+    modality="point-cloud",
+    pretrain_lr=1e-3,  # I2P-MAE: AdamW 1e-3 at batch 64
+)

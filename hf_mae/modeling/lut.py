@@ -345,3 +345,28 @@ __all__ = [
     "broader_context_loss",
     "second_view_noise",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="lut",
+    paper="Learning with Unmasked Tokens Drives Stronger Vision Learners (Kim et al., ECCV 2024), arXiv:2310.13593",
+    config_class=LUTConfig,
+    model_classes={
+        "base": LUTModel, "pretraining": LUTForPreTraining, "image-classification": LUTForImageClassification,
+    },
+    # pre-training views: two independent random resized crops (area 0.2-1) with flips, MAE's crop
+    processor="TwoViewImageProcessor",
+    processor_settings=dict(view_mode="independent"),
+    presets={
+        # mae-tiny's sizes, 256-d heads; the EMA is faster than the paper's (0.99 -> 1 over 1000 forwards),
+        # since tiny runs last a few hundred steps; set total_steps to your run's length
+        "lut-tiny": dict(TINY, projector_hidden_size=256, ema_decay=0.99, total_steps=1000),
+        # the official recommended ViT-B/16 run: r=0.75, norm-pix, heads 768-4096-768, w_bc 0.25, EMA 0.996 -> 1
+        "lut-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+)

@@ -534,3 +534,32 @@ __all__ = [
     "importance_scores",
     "keep_lowest",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+METHOD = dict(
+    name="lvmae",
+    paper=(
+        "LV-MAE: Learning Long Video Representations through Masked-Embedding Autoencoders "
+        "(Naiman et al., ICCV 2025), arXiv:2504.03501"
+    ),
+    config_class=LVMAEConfig,
+    model_classes={
+        "base": LVMAEModel, "pretraining": LVMAEForPreTraining, "video-classification": LVMAEForVideoClassification,
+    },
+    processor="LVMAEFeatureExtractor",
+    presets={
+        # 32-d segment embeddings, up to 64 segments; a 64-d x 2 encoder and a 32-d x 1 decoder
+        "lvmae-tiny": dict(
+            embedding_dim=32, max_segments=64, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+            decoder_num_attention_heads=4, decoder_intermediate_size=128,
+        ),
+        # the README's run on LanguageBind-Huge embeddings: 256 x 1024-d, encoder 1024 x 32, decoder 512 x 8,
+        # importance masking at 0.5, MSE
+        "lvmae-languagebind-huge": dict(),
+    },
+    modality="embeddings",  # (batch, segments, dim) embeddings, not clips: the shared suites skip it
+)

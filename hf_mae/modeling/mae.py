@@ -384,3 +384,26 @@ __all__ = [
     "MAEModelOutput",
     "MAEForPreTrainingOutput",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="mae",
+    paper="Masked Autoencoders Are Scalable Vision Learners (He et al., 2021), arXiv:2111.06377",
+    config_class=MAEConfig,
+    model_classes={
+        "base": MAEModel, "pretraining": MAEForPreTraining, "image-classification": MAEForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        "mae-tiny": dict(TINY),
+        "mae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+        "mae-vit-large-patch16": dict(patch_size=16, **VIT["large"]),
+        "mae-vit-huge-patch14": dict(patch_size=14, **VIT["huge"]),
+    },
+    exports=["MAEPreTrainedModel", "MAEModelOutput", "MAEForPreTrainingOutput"],  # further names for hf_mae
+)

@@ -425,3 +425,31 @@ __all__ = [
     "homologous_attention_mask",
     "homologous_contrastive_loss",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY, VIT  # noqa: E402
+
+METHOD = dict(
+    name="mixedae",
+    paper=(
+        "Mixed Autoencoder for Self-supervised Visual Representation Learning (Chen et al., CVPR 2023), "
+        "arXiv:2303.17152"
+    ),
+    config_class=MixedAEConfig,
+    model_classes={
+        "base": MixedAEModel,
+        "pretraining": MixedAEForPreTraining,
+        "image-classification": MixedAEForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's sizes, groups of 4 (16 of the 64 patches per source), a 64-d recognition head
+        "mixedae-tiny": dict(TINY, homologous_projection_dim=64),
+        # the paper's ViT-B/16 with MAE's decoder, mixing ratio 0.25 (groups of 4, r = 0.75 per source)
+        "mixedae-vit-base-patch16": dict(patch_size=16, mix_group=4, **VIT["base"]),
+    },
+    masking="mixing",
+)

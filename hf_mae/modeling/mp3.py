@@ -345,3 +345,27 @@ __all__ = [
     "context_attention_mask",
     "position_accuracy",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_ENCODER, VIT  # noqa: E402
+
+METHOD = dict(
+    name="mp3",
+    paper="Position Prediction as an Effective Pretraining Strategy (Zhai et al., ICML 2022), arXiv:2207.07611",
+    config_class=MP3Config,
+    model_classes={
+        "base": MP3Model, "pretraining": MP3ForPreTraining, "image-classification": MP3ForImageClassification,
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's encoder (no decoder): 64 positions to classify, 16 context patches at eta = 0.75
+        "mp3-tiny": dict(TINY_ENCODER),
+        # the paper's ImageNet ViT-S/16 and ViT-B/16 (DeiT sizes), eta = 0.75
+        "mp3-vit-small-patch16": dict(patch_size=16, **VIT["small"]),
+        "mp3-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+    masking="key-mask",
+)

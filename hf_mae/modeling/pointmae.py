@@ -426,3 +426,30 @@ __all__ = [
     "PointMAEForPreTrainingOutput",
     "point_mask_from_noise",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+METHOD = dict(
+    name="pointmae",
+    paper="Masked Autoencoders for Point Cloud Self-supervised Learning (Pang et al., ECCV 2022), arXiv:2203.06604",
+    config_class=PointMAEConfig,
+    model_classes={
+        "base": PointMAEModel, "pretraining": PointMAEForPreTraining,
+        "point-cloud-classification": PointMAEForPointCloudClassification,
+    },
+    processor="PointCloudFeatureExtractor",
+    presets={
+        # CPU-sized: 256 points in 16 groups of 16, a 64-d x 2 encoder, 1 decoder block, a slim mini-PointNet
+        "pointmae-tiny": dict(
+            num_points=256, num_groups=16, group_size=16, embedding_channels=[32, 64, 128], hidden_size=64,
+            num_hidden_layers=2, num_attention_heads=4, intermediate_size=256, position_hidden_size=32,
+            decoder_num_hidden_layers=1, decoder_num_attention_heads=4,
+        ),
+        # the paper's ShapeNet pre-training: 1024 points, 64 x 32 groups, 384-d x 12 (6 heads), decoder x 4, r=0.6
+        "pointmae-shapenet": dict(),
+    },
+    modality="point-cloud",
+    pretrain_lr=1e-3,  # Point-MAE: AdamW 1e-3 at batch 128
+)

@@ -377,3 +377,29 @@ __all__ = [
     "SimMIMModelOutput",
     "SimMIMForPreTrainingOutput",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_ENCODER, VIT  # noqa: E402
+
+METHOD = dict(
+    name="simmim",
+    paper="SimMIM: a Simple Framework for Masked Image Modeling (Xie et al., CVPR 2022), arXiv:2111.09886",
+    config_class=SimMIMConfig,
+    model_classes={
+        "base": SimMIMModel, "pretraining": SimMIMForPreTraining, "image-classification": SimMIMForImageClassification,
+        "masked-image-modeling": SimMIMForPreTraining,  # AutoModelForMaskedImageModeling, as transformers' SimMIM
+    },
+    processor="MAEImageProcessor",
+    presets={
+        # mae-tiny's encoder; 8-px mask cells (2x2 patches) on 32-px images, as 32-px cells on 16-px patches
+        "simmim-tiny": dict(TINY_ENCODER, mask_patch_size=8),
+        # the paper's ViT-B/16 pre-training: 192 px, r=0.6, 32-px mask cells
+        "simmim-vit-base-patch16": dict(
+            image_size=192, patch_size=16, mask_ratio=0.6, mask_patch_size=32, **VIT["base"]
+        ),
+    },
+    masking="mask-token",
+)

@@ -329,3 +329,41 @@ __all__ = [
     "TGMPreTrainingOutput",
     "text_guided_mask",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_VIDEO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="tgm",
+    paper="Text-Guided Video Masked Autoencoder (Fan et al., ECCV 2024), arXiv:2408.00759",
+    config_class=TGMConfig,
+    model_classes={
+        "base": TGMModel, "pretraining": TGMForPreTraining, "video-classification": TGMForVideoClassification,
+    },
+    processor="TGMProcessor",  # MAEVideoProcessor + the config's caption tokenizer
+    presets={
+        # videomae-tiny's sizes; a tiny random CLIP (32 px, 8-px patches: the 4x4 token grid) scores the tokens,
+        # a tiny CLIP text tower on ByT5 byte ids (no files) embeds the captions; nothing is downloaded
+        "tgm-tiny": dict(
+            TINY_VIDEO, projection_dim=64, max_text_length=32, tokenizer_name_or_path=None,
+            clip_name_or_path=None, text_encoder_name_or_path=None,
+            clip_config=dict(
+                model_type="clip", projection_dim=32,
+                text_config=dict(vocab_size=384, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=2, max_position_embeddings=32, pad_token_id=0,
+                                 bos_token_id=0, eos_token_id=1),
+                vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                   num_hidden_layers=1, num_attention_heads=2),
+            ),
+            text_config=dict(model_type="clip_text_model", vocab_size=384, hidden_size=64, intermediate_size=128,
+                             num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=32,
+                             pad_token_id=0, bos_token_id=0, eos_token_id=1),
+        ),
+        # ViT-B/16 VideoMAE at r = 0.9, scored by CLIP ViT-B/16, CLIP's text encoder and tokenizer (77 tokens)
+        "tgm-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+    },
+    modality="video-text",  # clips + captions: not in the shared video suites (tests/test_tgm.py has its own)
+)

@@ -382,3 +382,34 @@ __all__ = [
     "VideoMAEForPreTraining",
     "VideoMAEForVideoClassification",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_VIDEO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="videomae",
+    paper=(
+        "VideoMAE: Masked Autoencoders are Data-Efficient Learners for Self-Supervised Video Pre-Training "
+        "(Tong et al., NeurIPS 2022), arXiv:2203.12602"
+    ),
+    config_class=HfVideoMAEConfig,
+    model_classes={
+        "base": VideoMAEModel, "pretraining": VideoMAEForPreTraining,
+        "video-classification": VideoMAEForVideoClassification,
+    },
+    processor="MAEVideoProcessor",
+    presets={
+        # 64 tokens, 4 of them visible (r = 0.9 keeps 1 of 16 positions per time slice)
+        "videomae-tiny": dict(TINY_VIDEO),
+        # the paper's ViT-B and ViT-L: 16 frames at 224 px, tubelets 2x16x16, tube masking at 0.9
+        "videomae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+        "videomae-vit-large-patch16": dict(
+            patch_size=16, decoder_hidden_size=512, decoder_num_attention_heads=8, decoder_intermediate_size=2048,
+            **VIT["large"],
+        ),
+    },
+    modality="video",
+)

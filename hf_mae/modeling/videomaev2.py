@@ -151,3 +151,34 @@ __all__ = [
     "VideoMAEV2ForVideoClassification",
     "VideoMAEV2PreTrainingOutput",
 ]
+
+
+# ----------------------------------------------------------------------------------------------- registry row
+# Read by hf_mae.registry, which builds the method from it (DESIGN.md, "adding a method"). Plain data naming this
+# file's classes and the processor by class name: as remote code this file imports no hf_mae module.
+from .presets import TINY_VIDEO, VIT  # noqa: E402
+
+METHOD = dict(
+    name="videomaev2",
+    paper=(
+        "VideoMAE V2: Scaling Video Masked Autoencoders with Dual Masking (Wang et al., CVPR 2023), "
+        "arXiv:2303.16727"
+    ),
+    config_class=VideoMAEV2Config,
+    model_classes={
+        "base": VideoMAEV2Model, "pretraining": VideoMAEV2ForPreTraining,
+        "video-classification": VideoMAEV2ForVideoClassification,
+    },
+    processor="MAEVideoProcessor",
+    presets={
+        # videomae-tiny's sizes; the decoder reconstructs half of the 64 tokens (running cells)
+        "videomaev2-tiny": dict(TINY_VIDEO),
+        # the official ViT-B and ViT-g pre-training: tube 0.9 for the encoder, running cell 0.5 for the decoder
+        "videomaev2-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+        "videomaev2-vit-giant-patch14": dict(
+            patch_size=14, hidden_size=1408, num_hidden_layers=40, num_attention_heads=16, intermediate_size=6144,
+            decoder_hidden_size=512, decoder_num_attention_heads=8, decoder_intermediate_size=2048,
+        ),
+    },
+    modality="video",
+)

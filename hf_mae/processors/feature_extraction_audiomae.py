@@ -211,6 +211,13 @@ class AudioMAEFeatureExtractor(SequenceFeatureExtractor):
     model_input_names = ["input_values"]
     training_call_kwargs = {"augment": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        """The extractor for ``config``: its sampling rate, mel bins, frame count and normalisation statistics, plus
+        the fixed ``settings`` (e.g. ``augmentations``)."""
+        return cls(sampling_rate=config.sampling_rate, num_mel_bins=config.num_mel_bins, max_length=config.max_length,
+                   mean=config.mean, std=config.std, **settings)
+
     def __init__(
         self,
         feature_size=1,

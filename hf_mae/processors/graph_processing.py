@@ -89,6 +89,11 @@ class GraphProcessor(FeatureExtractionMixin):
 
     model_input_names = ["node_features", "edge_index", "batch"]
 
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        """The processor for ``config``: its ``feature_normalization``, plus the fixed ``settings``."""
+        return cls(feature_normalization=config.feature_normalization, **settings)
+
     def __init__(self, add_self_loops: bool = True, symmetrize: bool = True, feature_normalization: str | None = "row",
                  **kwargs):  # fmt: skip
         super().__init__(**kwargs)

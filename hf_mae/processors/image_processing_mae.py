@@ -21,5 +21,16 @@ class MAEImageProcessor(PilBackend):
     do_normalize = True
     do_convert_rgb = True
 
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        """The processor for ``config``: images resized to its ``image_size``, plus the fixed ``settings``."""
+        height, width = image_size_pair(config.image_size)
+        return cls(size={"height": height, "width": width}, **settings)
 
-__all__ = ["MAEImageProcessor"]
+
+def image_size_pair(image_size) -> tuple[int, int]:
+    """A config's ``image_size`` (an int, or a (height, width) pair that JSON stores as a list) as (height, width)."""
+    return (int(image_size[0]), int(image_size[1])) if isinstance(image_size, (tuple, list)) else (image_size,) * 2
+
+
+__all__ = ["MAEImageProcessor", "image_size_pair"]

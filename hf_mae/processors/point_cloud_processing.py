@@ -195,6 +195,11 @@ class PointCloudFeatureExtractor(FeatureExtractionMixin):
     model_input_names = ["point_values"]
     training_call_kwargs = {"augment": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        """The extractor for ``config``: clouds sampled to its ``num_points``, plus the fixed ``settings``."""
+        return cls(num_points=config.num_points, **settings)
+
     def __init__(
         self,
         num_points: int = 1024,

@@ -14,6 +14,8 @@ from transformers import AutoTokenizer, ByT5Tokenizer
 from transformers.image_processing_utils import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
+from .video_processing_mae import MAEVideoProcessor
+
 
 class TGMProcessor(ProcessorMixin):
     """image_processor: an ``MAEVideoProcessor`` (any video processor returning ``pixel_values``); tokenizer: any
@@ -26,6 +28,12 @@ class TGMProcessor(ProcessorMixin):
             raise ValueError(f"max_text_length must be an int >= 2, got {max_text_length!r}")
         self.max_text_length = max_text_length
         super().__init__(image_processor, tokenizer, **kwargs)
+
+    @classmethod
+    def from_model_config(cls, config, **video_settings):
+        """The processor for ``config``: its video processor (``MAEVideoProcessor.from_model_config`` with the fixed
+        ``video_settings``) and its tokenizer."""
+        return cls.for_config(config, MAEVideoProcessor.from_model_config(config, **video_settings))
 
     @classmethod
     def for_config(cls, config, video_processor) -> "TGMProcessor":

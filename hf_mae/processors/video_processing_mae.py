@@ -27,6 +27,8 @@ from transformers.image_processing_utils import BatchFeature
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.processing_utils import ImagesKwargs
 
+from .image_processing_mae import image_size_pair
+
 FRAME_SAMPLINGS = ("stride", "segment")
 
 
@@ -148,6 +150,14 @@ class MAEVideoProcessor(PilBackend):
     frame_sampling = "stride"
     random_sampling = False
     training_call_kwargs = {"random_sampling": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
+
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        """The processor for ``config``: ``num_frames`` frames, shortest edge resized to and centre crop of its
+        ``image_size``, plus the fixed ``settings``."""
+        height, width = image_size_pair(config.image_size)
+        return cls(num_frames=config.num_frames, size={"shortest_edge": min(height, width)},
+                   crop_size={"height": height, "width": width}, **settings)
 
     def __call__(self, videos, **kwargs) -> BatchFeature:
         """``videos``: one video or a list of videos (see the module docstring). Returns ``pixel_values`` of shape
