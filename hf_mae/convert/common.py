@@ -307,11 +307,11 @@ def progress(description: str, stages: int = 3):
     from tqdm.auto import tqdm
 
     global _progress
-    bar = tqdm(total=stages, desc=description, unit="stage", bar_format="{desc}: {n}/{total} {postfix}")
+    bar = tqdm(total=stages, desc=description, unit="stage", bar_format="{desc}: {n}/{total}{postfix}")
     previous, _progress = _progress, bar
     try:
         yield bar
-        bar.update(max(bar.total - bar.n, 0))  # the last stage is done (a direction with no "convert" stage skips one)
+        bar.update(max(bar.total - bar.n, 0))  # the last stage is done
         bar.set_postfix_str("done")
     finally:
         _progress = previous
@@ -320,7 +320,7 @@ def progress(description: str, stages: int = 3):
 
 def step(stage: str) -> None:
     """Marks the start of ``stage`` on the running conversion's bar (nothing outside the command line)."""
-    if _progress is None:
+    if _progress is None or _progress.postfix == f", {stage}":  # tqdm shows the postfix after ", "
         return
     if _progress.postfix:  # the stage before this one is done
         _progress.update(1)

@@ -32,6 +32,7 @@ from .common import (
     load_checkpoint,
     num_blocks,
     save_hf_mae,
+    step,
     write_atomically,
 )
 from .layouts import check_position_tables, rename_keys
@@ -152,6 +153,7 @@ def to_mae_official_state_dict(model) -> dict:
         raise ValueError(f"the model cannot be converted to mae-official: {'; '.join(problems)}")
     if config.layer_norm_eps != OFFICIAL_LAYER_NORM_EPS:
         warnings.warn(f"layer_norm_eps={config.layer_norm_eps}; the official code uses 1e-6", stacklevel=2)
+    step("convert")
     state = model.state_dict()
     if isinstance(model, MAEModel):
         state = {f"mae.{key}": tensor for key, tensor in state.items()}

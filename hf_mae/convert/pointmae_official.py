@@ -29,6 +29,7 @@ from .common import (
     num_blocks,
     rename_all,
     save_hf_mae,
+    step,
     write_atomically,
 )
 
@@ -218,6 +219,7 @@ def to_pointmae_official_state_dict(model) -> dict:
         )
     if config.layer_norm_eps != POINTMAE_OFFICIAL_LAYER_NORM_EPS:
         warnings.warn(f"layer_norm_eps={config.layer_norm_eps}; the official code uses 1e-5", stacklevel=2)
+    step("convert")
     state, unknown = rename_all(model.state_dict(), 0, column, _POINTMAE_NAMES, _POINTMAE_BLOCK_NAMES)
     if unknown:
         raise ValueError(f"{len(unknown)} weight(s) have no counterpart in the official Point-MAE: {unknown}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+from transformers import ViTMAEConfig
+
 from ..modeling.embeddings import to_2tuple
 from ..modeling.mae import MAEConfig, MAEForPreTraining
 from .common import (
@@ -32,8 +34,6 @@ _TRAINING_ONLY = {"drop_path_rate": 0.0, "mask_generator": "random"}
 
 def vit_mae_fields() -> tuple[tuple[str, str], ...]:
     """(MAEConfig field, ViTMAEConfig field) pairs with the same meaning: every field both classes declare."""
-    from transformers import ViTMAEConfig
-
     return shared_config_fields(MAEConfig, ViTMAEConfig)
 
 
@@ -44,8 +44,6 @@ def mae_config_from_vit_mae(vit_config) -> MAEConfig:
 
 def vit_mae_config_from_mae(config: MAEConfig):
     """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
-    from transformers import ViTMAEConfig
-
     kwargs = {theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}
     for name in ("image_size", "patch_size"):
         height, width = to_2tuple(kwargs[name])
