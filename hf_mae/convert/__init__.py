@@ -80,6 +80,9 @@ from .vit_mim import (
 
 __all__ = [
     "FORMATS",
+    "Format",
+    "Option",
+    "TABLE",
     "check_position_tables",
     "convert_mae_official",
     "convert_mae_official_file",
@@ -107,12 +110,16 @@ __all__ = [
     "pointmae_official_config",
     "pos_embed_layout",
     "rename_keys",
+    "shared_config_fields",
     "simmim_config_from_vit",
     "split_qkv",
     "to_mae_official_state_dict",
     "to_pointmae_official_state_dict",
     "unwrap_pointmae_official",
+    "videomae_fields",
     "vit_config_from_simmim",
     "vit_mae_config_from_mae",
+    "vit_mae_fields",
+    "vit_mim_fields",
     "write_atomically",
 ]
