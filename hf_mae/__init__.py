@@ -36,7 +36,7 @@ from .modeling.crossvideomae import (
     CrossVideoMAEForVideoClassification,
     CrossVideoMAEModel,
 )
-from .modeling.lvmae import LVMAEConfig, LVMAEFeatureExtractor, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
+from .modeling.lvmae import LVMAEConfig, LVMAEForPreTraining, LVMAEForVideoClassification, LVMAEModel
 from .modeling.tgm import TGMConfig, TGMForPreTraining, TGMForVideoClassification, TGMModel
 from .modeling.graphmae import (
     GraphMAEConfig,
@@ -48,6 +48,7 @@ from .modeling.graphmae import (
 from .modeling.i2pmae import I2PMAEConfig, I2PMAEForPointCloudClassification, I2PMAEForPreTraining, I2PMAEModel
 from .modeling.pointmae import PointMAEConfig, PointMAEForPointCloudClassification, PointMAEForPreTraining, PointMAEModel
 from .processors.feature_extraction_audiomae import AudioMAEFeatureExtractor
+from .processors.feature_extraction_lvmae import LVMAEFeatureExtractor
 from .processors.graph_processing import GraphProcessor
 from .processors.point_cloud_processing import PointCloudFeatureExtractor
 from .processors.image_processing_mae import MAEImageProcessor
