@@ -15,7 +15,8 @@ from conftest import run_pretrain
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoModelForPreTraining, AutoModelForVideoClassification
 
 import hf_mae
-from hf_mae.modeling.lvmae import LVMAEFeatureExtractor, importance_scores
+from hf_mae.modeling.lvmae import importance_scores
+from hf_mae.processors.feature_extraction_lvmae import LVMAEFeatureExtractor
 
 DIM, LENGTH, SCENES = 32, 64, 4
 

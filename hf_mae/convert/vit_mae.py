@@ -1,0 +1,107 @@
+"""FORMAT vit-mae: transformers ``ViTMAEForPreTraining`` <-> hf-mae ``MAEForPreTraining``.
+
+ViTMAEConfig has one int for image and patch size and no LayerScale, so non-square sizes and
+``layer_scale_init_value`` are refused; ``drop_path_rate`` and ``mask_generator`` only act in training and are
+dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from transformers import ViTMAEConfig
+
+from ..modeling.embeddings import to_2tuple
+from ..modeling.mae import MAEConfig, MAEForPreTraining
+from .common import (
+    Format,
+    build_exactly,
+    fuse_qkv,
+    load_folder,
+    processor_settings,
+    save_hf_mae,
+    save_vit_folder,
+    shared_config_fields,
+    split_qkv,
+    write_atomically,
+)
+from .layouts import check_position_tables, rename_keys
+
+# hf-mae settings that only act during training: dropped (with a warning) when ViTMAE cannot hold them
+_TRAINING_ONLY = {"drop_path_rate": 0.0, "mask_generator": "random"}
+
+
+def vit_mae_fields() -> tuple[tuple[str, str], ...]:
+    """(MAEConfig field, ViTMAEConfig field) pairs with the same meaning: every field both classes declare."""
+    return shared_config_fields(MAEConfig, ViTMAEConfig)
+
+
+def mae_config_from_vit_mae(vit_config) -> MAEConfig:
+    """MAEConfig with every field of a ``ViTMAEConfig`` (its layer_norm_eps, 1e-12 by default, included)."""
+    return MAEConfig(**{ours: getattr(vit_config, theirs) for ours, theirs in vit_mae_fields()})
+
+
+def vit_mae_config_from_mae(config: MAEConfig):
+    """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
+    kwargs = {theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}
+    for name in ("image_size", "patch_size"):
+        height, width = to_2tuple(kwargs[name])
+        if height != width:
+            raise ValueError(
+                f"{name} must be square to convert to vit-mae (ViTMAEConfig holds one int), got {kwargs[name]!r}"
+            )
+        kwargs[name] = height
+    if config.layer_scale_init_value:
+        raise ValueError(
+            f"layer_scale_init_value={config.layer_scale_init_value}: ViTMAE blocks have no LayerScale, "
+            "so this model cannot be converted to vit-mae (allowed: 0)"
+        )
+    dropped = {name: getattr(config, name) for name, off in _TRAINING_ONLY.items() if getattr(config, name) != off}
+    if dropped:
+        message = f"ViTMAE has no {dropped}: dropped (they act only in training; the weights are unaffected)"
+        warnings.warn(message, stacklevel=2)
+    return ViTMAEConfig(**kwargs)
+
+
+def convert_vit_mae(vit_model, strict: bool = False) -> MAEForPreTraining:
+    """transformers ``ViTMAEForPreTraining`` -> hf-mae ``MAEForPreTraining`` with the same weights and outputs."""
+    config = mae_config_from_vit_mae(vit_model.config)
+    state = rename_keys(fuse_qkv(vit_model.state_dict()), "vit-mae", "mae")
+    check_position_tables(state, config, "the ViTMAE checkpoint", strict)
+    return build_exactly(MAEForPreTraining, config, state, "the ViTMAE checkpoint")
+
+
+def convert_to_vit_mae(model: MAEForPreTraining):
+    """hf-mae ``MAEForPreTraining`` -> transformers ``ViTMAEForPreTraining`` with the same weights and outputs."""
+    from transformers import ViTMAEForPreTraining
+
+    if not isinstance(model, MAEForPreTraining):
+        raise TypeError(f"model must be an MAEForPreTraining, got {type(model).__name__}")
+    config = vit_mae_config_from_mae(model.config)
+    state = split_qkv(rename_keys(model.state_dict(), "mae", "vit-mae"))
+    return build_exactly(ViTMAEForPreTraining, config, state, "the hf-mae model")
+
+
+def convert_vit_mae_folder(src, dst, overwrite: bool = False, strict: bool = False) -> Path:
+    """A transformers ViTMAEForPreTraining folder -> an hf-mae MAEForPreTraining folder (+ processor json)."""
+    from transformers import ViTMAEForPreTraining
+
+    src = Path(src)
+    model = convert_vit_mae(load_folder(ViTMAEForPreTraining, src, "vit_mae"), strict=strict)
+    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+
+
+def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae MAEForPreTraining folder -> a transformers ViTMAEForPreTraining folder (+ ViTImageProcessor json)."""
+    src = Path(src)
+    model = load_folder(MAEForPreTraining, src, MAEConfig.model_type)
+    return write_atomically(dst, save_vit_folder(convert_to_vit_mae(model), model.config, src), overwrite)
+
+
+FORMAT = Format(
+    name="vit-mae",
+    source="transformers ViTMAEForPreTraining folder",
+    read=lambda src, dst, args: convert_vit_mae_folder(src, dst, args.overwrite, args.strict),
+    write=lambda src, dst, args: convert_to_vit_mae_folder(src, dst, args.overwrite),
+)
