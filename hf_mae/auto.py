@@ -9,11 +9,14 @@ class from ``config.json``. A plain-transformers user loading our remote code re
 
 from collections import OrderedDict
 
+from transformers import AutoBackbone
 from transformers.models.auto.auto_factory import _BaseAutoModelClass, _LazyAutoMapping
 
 # the module, not ``transformers.AutoVideoProcessor``: without torchvision the top-level name is a placeholder that
 # raises, while the class itself (and the pipeline, which imports it from here) works
 from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+from .modeling.backbone import backbone_class_for
 
 
 class AutoModelForPointCloudClassification(_BaseAutoModelClass):
@@ -44,5 +47,16 @@ def register_video_processor(config_class, processor_class) -> None:
                                                                        "pil": processor_class})
 
 
+def register_backbone(config_class, base_model_class) -> type | None:
+    """Registers with ``AutoBackbone`` the backbone over ``base_model_class`` (a method's "base" model class) for
+    ``config_class``, where hf-mae has one (the MAE and SimMIM ViT image encoders and their subclasses; see
+    ``hf_mae.modeling.backbone``). Returns the backbone class, or None when the family has none (nothing is
+    registered). Idempotent."""
+    backbone = backbone_class_for(base_model_class)
+    if backbone is not None and AutoBackbone._model_mapping._extra_content.get(config_class) is not backbone:
+        AutoBackbone.register(config_class, backbone)
+    return backbone
+
+
 __all__ = ["AutoModelForPointCloudClassification", "AutoModelForNodeClassification", "AutoModelForGraphClassification",
-           "register_video_processor"]
+           "register_backbone", "register_video_processor"]
