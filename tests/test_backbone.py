@@ -126,3 +126,23 @@ def test_upernet_on_the_backbone_reloads(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits,
                                    rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", ["colormae-tiny", "hpm-tiny", "cropmae-tiny", "dmjd-tiny", "lut-tiny",
+                                    "mixedae-tiny"])
+def test_every_mae_image_method_has_its_backbone(preset):
+    """Each MAE-based image method gets <Method>Backbone over its own encoder, with the same feature maps."""
+    torch.manual_seed(0)
+    encoder = hf_mae.create_model(preset, task="base").eval()
+    config = hf_mae.create_config(preset)
+    backbone_class = register_backbone(type(config), type(encoder))
+    assert backbone_class.__name__ == type(encoder).__name__.removesuffix("Model") + "Backbone"
+    config.out_indices = [config.num_hidden_layers]
+    backbone = AutoBackbone.from_config(config).eval()
+    assert type(backbone) is backbone_class
+    backbone.mae.load_state_dict(encoder.state_dict())
+    pixels = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        last = encoder(pixels, mask_ratio=0.0, output_hidden_states=True).hidden_states[-1]
+        (feature_map,) = backbone(pixels).feature_maps
+    torch.testing.assert_close(feature_map, as_map(last, 8, 8), rtol=0, atol=1e-6)

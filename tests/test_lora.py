@@ -124,3 +124,18 @@ def test_split_cross_attention_matches_fused(qkv_bias):
     torch.testing.assert_close(split(queries, context)[0], fused(queries, context)[0], rtol=0, atol=1e-6)
     with pytest.raises(TypeError, match="split_qkv"):
         CrossAttention(SimpleNamespace(split_qkv="yes"), 16, 4)
+
+
+def test_a_split_model_saved_with_code_loads_without_hf_mae(tmp_path):
+    from remote_check import load_in_fresh_process
+
+    from hf_mae.hub import save_pretrained_with_code
+
+    torch.manual_seed(0)
+    model = split_classifier().eval()
+    folder = save_pretrained_with_code(model, tmp_path / "split")
+    pixels = torch.randn(2, 3, 32, 32)
+    remote = load_in_fresh_process(folder, "AutoModelForImageClassification", {"pixel_values": pixels})
+    assert remote.module.startswith("transformers_modules.")
+    with torch.no_grad():
+        torch.testing.assert_close(remote["logits"], model(pixels).logits, rtol=0, atol=1e-6)
