@@ -12,6 +12,14 @@ Frame sampling (``frame_sampling``):
 - ``"segment"`` (VideoMAE on Something-Something, TSN): the video is cut into ``num_frames`` equal segments and
   the middle frame of each is taken, or a random one with ``random_sampling=True``.
 Videos shorter than the window repeat their last frame. Random draws use torch's global generator.
+``do_sample_frames=False`` keeps every frame as given (the videos of a batch must then have equal lengths).
+
+transformers' pipelines: ``pipeline("video-classification")`` calls a video processor as
+``processor(path, num_frames=config.num_frames, do_sample_frames=True, return_tensors="pt")``; this processor
+accepts exactly that and samples as above, so the pipeline sees the frames hf-mae's own processing sees. It is a
+Pillow-backed image processor (transformers' ``BaseVideoProcessor`` needs torchvision for every resize), saved to
+``preprocessor_config.json`` as before; ``AutoVideoProcessor`` finds it through the ``AutoImageProcessor`` entry of
+that file's ``auto_map`` (remote code) or through ``hf_mae.auto.register_video_processor`` (hf-mae imported).
 
 Remote-code rule: this file imports only transformers, torch, numpy and (lazily) PyAV.
 """
@@ -37,6 +45,11 @@ class VideoKwargs(ImagesKwargs, total=False):
     frame_stride: int
     frame_sampling: str
     random_sampling: bool
+    do_sample_frames: bool  # transformers' name (VideosKwargs); the video pipeline passes it
+
+
+# the call arguments that choose frames; every other one goes to the per-frame image processing
+SAMPLING_KWARGS = ("num_frames", "frame_stride", "frame_sampling", "random_sampling", "do_sample_frames")
 
 
 def open_video(path):
@@ -149,6 +162,7 @@ class MAEVideoProcessor(PilBackend):
     frame_stride = 4
     frame_sampling = "stride"
     random_sampling = False
+    do_sample_frames = True
     training_call_kwargs = {"random_sampling": True}  # what ``hf-mae pretrain`` passes (see training/data.py)
 
     @classmethod
@@ -161,14 +175,17 @@ class MAEVideoProcessor(PilBackend):
 
     def __call__(self, videos, **kwargs) -> BatchFeature:
         """``videos``: one video or a list of videos (see the module docstring). Returns ``pixel_values`` of shape
-        (batch, num_frames, channels, height, width) with ``return_tensors="pt"``."""
-        sampling = {key: kwargs.pop(key, getattr(self, key)) for key in VideoKwargs.__annotations__}
+        (batch, num_frames, channels, height, width) with ``return_tensors="pt"``; call-time ``size``,
+        ``do_normalize``, ... override the processor's settings as in any image processor."""
+        sampling = {key: kwargs.pop(key, getattr(self, key)) for key in SAMPLING_KWARGS}
         num_frames, stride = sampling["num_frames"], sampling["frame_stride"]
         for name, value in (("num_frames", num_frames), ("frame_stride", stride)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if sampling["frame_sampling"] not in FRAME_SAMPLINGS:
             raise ValueError(f"frame_sampling must be one of {FRAME_SAMPLINGS}, got {sampling['frame_sampling']!r}")
+        if not isinstance(sampling["do_sample_frames"], bool):
+            raise TypeError(f"do_sample_frames must be True or False, got {sampling['do_sample_frames']!r}")
         batch = [videos] if _is_one_video(videos) else list(videos) if isinstance(videos, (list, tuple)) else []
         if not batch or not all(_is_one_video(video) for video in batch):
             raise TypeError(
@@ -176,19 +193,29 @@ class MAEVideoProcessor(PilBackend):
                 f"or a non-empty list of videos, got {type(videos).__name__}"
             )
         return_tensors = kwargs.pop("return_tensors", None)
-        frames = []
-        for video in batch:
-            length = count_frames(video) if _is_path(video) else len(_as_frames(video))
-            indices = sample_frame_indices(length, num_frames, stride, sampling["frame_sampling"],
-                                           sampling["random_sampling"])
-            if _is_path(video):
-                frames.extend(read_video(video, indices))
-            else:
-                clip = _as_frames(video)
-                frames.extend(clip[i] for i in indices)
+        clips = [self._sampled_frames(video, sampling) for video in batch]
+        lengths = sorted({len(clip) for clip in clips})
+        if len(lengths) > 1:
+            raise ValueError(
+                f"with do_sample_frames=False the videos of a batch must have equal lengths, got lengths {lengths}"
+            )
+        frames = [frame for clip in clips for frame in clip]
         pixel_values = super().__call__(frames, return_tensors="pt", **kwargs)["pixel_values"]
-        pixel_values = pixel_values.reshape(len(batch), num_frames, *pixel_values.shape[1:])
+        pixel_values = pixel_values.reshape(len(batch), lengths[0], *pixel_values.shape[1:])
         return BatchFeature({"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+    @staticmethod
+    def _sampled_frames(video, sampling: dict) -> list:
+        """The frames of one video that ``sampling`` (the SAMPLING_KWARGS values) selects."""
+        if not sampling["do_sample_frames"]:
+            return read_video(video) if _is_path(video) else _as_frames(video)
+        length = count_frames(video) if _is_path(video) else len(_as_frames(video))
+        indices = sample_frame_indices(length, sampling["num_frames"], sampling["frame_stride"],
+                                       sampling["frame_sampling"], sampling["random_sampling"])
+        if _is_path(video):
+            return read_video(video, indices)
+        clip = _as_frames(video)
+        return [clip[i] for i in indices]
 
 
 __all__ = ["MAEVideoProcessor", "read_video", "sample_frame_indices"]
