@@ -208,6 +208,17 @@ def test_model_paths_that_look_local_are_not_sent_to_the_hub(tmp_path):
         check_model_path("org/na me", "model")
 
 
+def test_a_missing_local_dataset_is_not_looked_up_on_the_hub(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, err = cli_error(capsys, "pretrain", "--model", "mae-tiny", "--dataset", "./no-such-data", "--output-dir",
+                          "out", "--max-steps", "1")  # fmt: skip
+    assert code == 2 and "Hub" not in err and "huggingface.co" not in err
+    assert err.splitlines() == ["hf-mae pretrain: error: dataset './no-such-data' is not a folder (nothing exists at "
+                                "that path); expected a bundled data set (digits, shapes), a local folder, or a "
+                                "Hugging Face dataset id (org/name)"]  # fmt: skip
+    assert os.listdir(tmp_path) == []
+
+
 def test_range_checks_name_the_argument():
     assert arguments.check_range("lr", 0.1, minimum=0, strict=True) == 0.1
     assert arguments.check_range("lr", None, minimum=0, strict=True) is None
