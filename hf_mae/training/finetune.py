@@ -82,7 +82,7 @@ def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
         )
 
 
-# argument -> (minimum, strict, maximum, open_max): the ranges the recipe makes sense in
+# argument -> (minimum, strict, maximum, open_max): the ranges the recipe makes sense in (API and CLI)
 RANGES = {
     "epochs": (0, True, None, False),
     "batch_size": (1, False, None, False),
@@ -109,6 +109,14 @@ def check_numbers(**values) -> None:
     for name, value in values.items():
         minimum, strict, maximum, open_max = RANGES[name]
         check_range(name, value, minimum=minimum, strict=strict, maximum=maximum, open_max=open_max)
+
+
+def _in_range(kind, name: str):
+    """The argparse ``type=`` of argument ``name``: parses ``kind`` and checks ``RANGES[name]``."""
+    from .arguments import number
+
+    minimum, strict, maximum, open_max = RANGES[name]
+    return number(kind, minimum=minimum, strict=strict, maximum=maximum, open_max=open_max)
 
 
 def _load_processor(pretrained: str, config):
@@ -290,28 +298,33 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .arguments import non_negative_float, number, positive_float, positive_int, rate
+    from .arguments import positive_int
 
     parser.add_argument("pretrained_dir", help="pretraining folder (config.json, model.safetensors, preprocessor)")
     parser.add_argument("--dataset", required=True, help="digits, shapes, a local folder, or a Hugging Face dataset id")
     parser.add_argument("--output-dir", required=True, help="where the best model, processor and eval_results.json go")
     parser.add_argument("--from-scratch", action="store_true", help="random init of the same config (a baseline)")
-    parser.add_argument("--epochs", type=positive_float, default=10.0, help="passes over the train split")
+    parser.add_argument("--epochs", type=_in_range(float, "epochs"), default=10.0, help="passes over the train split")
     parser.add_argument("--max-steps", type=positive_int, default=None, help="optimiser steps (wins over --epochs)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="per device")
-    parser.add_argument("--lr", type=positive_float, default=None, help="absolute peak lr (default: base-lr * batch / 256)")
-    parser.add_argument("--base-lr", type=positive_float, default=5e-4, help="lr = base_lr * batch / 256")
-    parser.add_argument("--layer-decay", type=number(float, minimum=0, strict=True, maximum=1), default=0.75,
+    parser.add_argument("--batch-size", type=_in_range(int, "batch_size"), default=64, help="per device")
+    parser.add_argument("--lr", type=_in_range(float, "lr"), default=None,
+                        help="absolute peak lr (default: base-lr * batch / 256)")
+    parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=5e-4, help="lr = base_lr * batch / 256")
+    parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=0.75,
                         help="layer-wise lr decay (1 = off)")
-    parser.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
-    parser.add_argument("--label-smoothing", type=rate, default=0.1, help="cross-entropy label smoothing")
-    parser.add_argument("--drop-path", type=rate, default=0.1, help="stochastic depth rate of the encoder")
-    parser.add_argument("--warmup-ratio", type=rate, default=0.05, help="fraction of steps with linear warmup")
+    parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
+    parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=0.1,
+                        help="cross-entropy label smoothing")
+    parser.add_argument("--drop-path", type=_in_range(float, "drop_path"), default=0.1,
+                        help="stochastic depth rate of the encoder")
+    parser.add_argument("--warmup-ratio", type=_in_range(float, "warmup_ratio"), default=0.05,
+                        help="fraction of steps with linear warmup")
     parser.add_argument("--train-split", default="train", help="the split to train on")
     parser.add_argument("--eval-split", default=None, help="default: test, else validation")
-    parser.add_argument("--max-train-samples", type=positive_int, default=None,
+    parser.add_argument("--max-train-samples", type=_in_range(int, "max_train_samples"), default=None,
                         help="a seeded random subset, for quick runs")
-    parser.add_argument("--max-eval-samples", type=positive_int, default=None, help="a seeded random eval subset")
+    parser.add_argument("--max-eval-samples", type=_in_range(int, "max_eval_samples"), default=None,
+                        help="a seeded random eval subset")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new head, the data order and subsets")
     parser.add_argument("--report-to", default="none", help="Trainer loggers, e.g. tensorboard")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
