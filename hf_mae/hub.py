@@ -243,64 +243,134 @@ def _run_dataset(run_dir: Path, metrics: dict) -> str | None:
     return None
 
 
-def model_card(
-    repo_id: str, model, processor, method, *, dataset=None, metrics=None, figures=(), with_code=True
-) -> str:
-    """The README.md of a pushed model: metadata, method and paper, data set, metrics, figures and usage."""
-    numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+# a classifier's task -> the transformers pipeline that runs it, and what that pipeline is called on
+PIPELINES = {
+    "image-classification": ('"image.png"', "a path, URL or PIL image"),
+    "video-classification": ('"clip.mp4"', "a video file path or URL (decoded with PyAV)"),
+    "audio-classification": ('{"raw": waveform, "sampling_rate": SAMPLING_RATE}', "a 1-D float waveform"),
+}
+DEFAULT_LICENSE = "apache-2.0"  # hf-mae's own; weights trained on other data may need another (``license=``)
+
+
+def model_task(model, method) -> str:
+    """The registry task of ``model``'s class: "pretraining", "base", "image-classification", ..."""
+    return next((task for task, cls in method.model_classes.items() if cls is type(model)), "pretraining")
+
+
+def pipeline_tag(task: str, modality: str) -> str | None:
+    """The Hub's ``pipeline_tag`` of a card: the classifier's own pipeline; image-feature-extraction for an image
+    encoder or pre-training model (their AutoModel is the encoder); None where transformers has no pipeline."""
+    if task in PIPELINES:
+        return task
+    if task in ("base", "pretraining") and modality == "image":
+        return "image-feature-extraction"
+    return None
+
+
+def _usage(repo_id: str, model, processor, method, task: str, with_code: bool) -> list[str]:
+    """The lines of the card's Python usage snippet for ``task``."""
     remote = ", trust_remote_code=True" if with_code else ""
+    setup = [] if with_code else ["import hf_mae  # registers the hf-mae classes with transformers"]
     processor_auto = _processor_auto_class(processor)
+    inputs = {"image": "images", "video": "videos", "audio": "waveforms", "point-cloud": "clouds",
+              "graph": "graphs"}.get(method.modality, "inputs")  # fmt: skip
+    if method.modality == "graph":  # a GNN encoder masks nothing: every node gets an embedding
+        features = "features = encoder(**inputs).last_hidden_state  # (nodes, hidden_size); pooler_output per graph"
+    else:
+        features = "features = encoder(**inputs, mask_ratio=0.0).last_hidden_state  # (batch, tokens, hidden_size)"
+    load_processor = f'processor = {processor_auto}.from_pretrained("{repo_id}"{remote})'
+    if task == "pretraining":
+        return [
+            *setup, f"from transformers import AutoModel, AutoModelForPreTraining, {processor_auto}", "",
+            load_processor,
+            f'model = AutoModelForPreTraining.from_pretrained("{repo_id}"{remote})',
+            f'inputs = processor({inputs}, return_tensors="pt")',
+            "outputs = model(**inputs)  # outputs.loss, outputs.logits, outputs.mask (True = hidden from the encoder)",
+            "",
+            "# features: the encoder alone, nothing masked, tokens in their original order",
+            f'encoder = AutoModel.from_pretrained("{repo_id}"{remote})',
+            features,
+        ]
+    if task == "base":
+        lines = [*setup]
+        if method.modality == "image":
+            lines += ["from transformers import pipeline", "",
+                      f'extractor = pipeline("image-feature-extraction", model="{repo_id}"{remote})',
+                      'features = extractor("image.png")  # the encoder\'s tokens of one image', ""]  # fmt: skip
+        return lines + [
+            f"from transformers import AutoModel, {processor_auto}", "",
+            load_processor,
+            f'encoder = AutoModel.from_pretrained("{repo_id}"{remote})',
+            f'inputs = processor({inputs}, return_tensors="pt")',
+            features,
+        ]
+    auto = AUTO_CLASSES[task].__name__
+    lines = [*setup]
+    if task in PIPELINES:
+        argument, what = PIPELINES[task]
+        rate = getattr(processor, "sampling_rate", None)
+        lines += ["from transformers import pipeline", "",
+                  f'classifier = pipeline("{task}", model="{repo_id}"{remote})',
+                  f"predictions = classifier({argument.replace('SAMPLING_RATE', str(rate))})  # {what}",
+                  '# [{"label": ..., "score": ...}, ...], best first', ""]  # fmt: skip
+    return lines + [
+        "import torch",
+        f"from transformers import {auto}, {processor_auto}", "",
+        load_processor,
+        f'model = {auto}.from_pretrained("{repo_id}"{remote})',
+        f'inputs = processor({inputs}, return_tensors="pt")',
+        "with torch.no_grad():",
+        "    logits = model(**inputs).logits",
+        "labels = [model.config.id2label[i] for i in logits.argmax(-1).tolist()]",
+    ]
+
+
+def model_card(
+    repo_id: str, model, processor, method, *, dataset=None, metrics=None, figures=(), with_code=True,
+    license: str = DEFAULT_LICENSE,
+) -> str:
+    """The README.md of a pushed model: metadata (license, library, tags, the task's ``pipeline_tag``, data set),
+    method and paper, data set, metrics, figures and a usage snippet for the model's task (a classifier: its
+    pipeline; an encoder: feature extraction; a pre-training model: loss, reconstruction and features)."""
+    from huggingface_hub import ModelCardData
+
+    if not isinstance(license, str) or not license:
+        raise ValueError(f"license must be a Hub license id such as 'apache-2.0' or 'cc-by-nc-4.0', got {license!r}")
+    numbers = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    task = model_task(model, method)
     num_params = sum(p.numel() for p in model.parameters())
     tags = ["hf-mae", method.name, "masked-modeling"] + (["custom_code"] if with_code else [])
-    header = ["---", "library_name: transformers", "tags:", *[f"- {t}" for t in tags]]
-    if method.modality == "image":
-        header.append("pipeline_tag: image-feature-extraction")
-    if dataset and "/" in dataset:  # only Hub ids belong in the metadata
-        header += ["datasets:", f"- {dataset}"]
-    header.append("---")
-
-    lines = header + [
+    data = ModelCardData(
+        license=license,
+        library_name="transformers",
+        tags=tags,
+        pipeline_tag=pipeline_tag(task, method.modality),
+        datasets=[dataset] if dataset and "/" in dataset else None,  # only Hub ids belong in the metadata
+    )
+    kind = {"pretraining": "pre-training model", "base": "encoder"}.get(task, f"{task} model")
+    lines = ["---", data.to_yaml(), "---"] + [
         "",
         f"# {repo_id}",
         "",
-        f"A **{method.name}** model ({type(model).__name__}, {num_params / 1e6:.2f}M parameters) made with "
+        f"A **{method.name}** {kind} ({type(model).__name__}, {num_params / 1e6:.2f}M parameters) made with "
         "hf-mae, a transformers-native library of masked-modeling methods.",
         "",
         f"- Method: {method.paper}",
         f"- Pre-training data: {dataset or 'not recorded'}",
+        f"- License: {license}",
     ]
     for field in ("image_size", "patch_size", "hidden_size", "num_hidden_layers", "mask_ratio"):
         if hasattr(model.config, field):
             lines.append(f"- `{field}`: {getattr(model.config, field)}")
+    if task.endswith("-classification"):
+        labels = list((model.config.id2label or {}).values())
+        lines.append(f"- Classes ({len(labels)}): {', '.join(map(str, labels[:20]))}{', ...' if len(labels) > 20 else ''}")
     if numbers:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in numbers.items()]
     if figures:
         lines += ["", "## Figures", ""] + [f"![{Path(f).stem}]({f})" for f in figures]
-    setup = "" if with_code else "import hf_mae  # registers the hf-mae classes with transformers\n"
-    inputs = {"image": "images", "point-cloud": "clouds", "graph": "graphs"}.get(method.modality, "inputs")
-    if method.modality == "graph":  # a GNN encoder masks nothing: every node gets an embedding
-        features = "features = encoder(**inputs).last_hidden_state  # (nodes, hidden_size); pooler_output per graph"
-    else:
-        features = "features = encoder(**inputs, mask_ratio=0.0).last_hidden_state  # (batch, tokens, hidden_size)"
-    lines += [
-        "",
-        "## Usage",
-        "",
-        "```python",
-        f"{setup}from transformers import AutoModel, AutoModelForPreTraining, {processor_auto}",
-        "",
-        f'processor = {processor_auto}.from_pretrained("{repo_id}"{remote})',
-        f'model = AutoModelForPreTraining.from_pretrained("{repo_id}"{remote})',
-        f'inputs = processor({inputs}, return_tensors="pt")',
-        "outputs = model(**inputs)  # outputs.loss, outputs.logits, outputs.mask (True = hidden from the encoder)",
-        "",
-        "# features: the encoder alone, nothing masked, tokens in their original order",
-        f'encoder = AutoModel.from_pretrained("{repo_id}"{remote})',
-        features,
-        "```",
-        "",
-    ]
+    lines += ["", "## Usage", "", "```python", *_usage(repo_id, model, processor, method, task, with_code), "```", ""]
     if with_code:
         lines += ["The modeling code is in this repository: `transformers` alone loads it, hf-mae is not needed.", ""]
     return "\n".join(lines)
@@ -324,6 +394,7 @@ def push_run(
     with_code: bool = True,
     token: str | None = None,
     dataset: str | None = None,
+    license: str = DEFAULT_LICENSE,
 ):
     """Publishes a run folder of ``hf-mae pretrain`` as a Hub model repo.
 
@@ -334,6 +405,7 @@ def push_run(
     revision: branch to commit to (created from main when missing); default main.
     token: a Hub token; default: HF_TOKEN or the stored login, as huggingface_hub decides. Never printed or saved.
     dataset: the data set named in the card; default: ``"dataset"`` recorded in the run's json files.
+    license: the card's ``license`` (a Hub license id); default apache-2.0, hf-mae's own.
     Returns the ``huggingface_hub.CommitInfo`` (a str: the commit URL; ``.oid`` is the commit id).
     """
     from huggingface_hub import HfApi
@@ -356,7 +428,8 @@ def push_run(
             if (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, staging / name)
         card = model_card(
-            repo_id, model, processor, method, dataset=dataset, metrics=metrics, figures=figures, with_code=with_code
+            repo_id, model, processor, method, dataset=dataset, metrics=metrics, figures=figures, with_code=with_code,
+            license=license,
         )
         (staging / "README.md").write_text(card)
         if isinstance(token, str) and token:
@@ -389,6 +462,8 @@ def add_arguments(parser) -> None:
     )
     code.add_argument("--no-code", dest="with_code", action="store_false", help="weights only: users need hf-mae")
     parser.add_argument("--dataset", default=None, help="data set named in the model card (default: from the run)")
+    parser.add_argument("--license", default=DEFAULT_LICENSE,
+                        help="license id in the model card, e.g. apache-2.0 or cc-by-nc-4.0 (match your data's terms)")
     parser.add_argument(
         "--token", default=None, help="Hub token (default: HF_TOKEN or `hf auth login`); prefer HF_TOKEN over this flag"
     )
@@ -407,6 +482,7 @@ def run(args) -> int:
             with_code=args.with_code,
             token=args.token,
             dataset=args.dataset,
+            license=args.license,
         )
     except (ValueError, TypeError) as error:
         print(f"hf-mae push: error: {error}", file=sys.stderr)

@@ -16,7 +16,7 @@ from transformers import AutoModelForPreTraining
 
 import hf_mae
 import hf_mae.cli
-from hf_mae.hub import check_repo_id, load_run, push_run, save_pretrained_with_code
+from hf_mae.hub import check_repo_id, load_run, method_of, model_card, push_run, save_pretrained_with_code
 from hf_mae.registry import AUTO_CLASSES, METHODS
 from hub_server import serve_hub
 from remote_check import run_in_fresh_process
@@ -202,3 +202,63 @@ def test_bad_input_gives_clear_errors(hub_server, run_dir, tmp_path, capsys):
     with pytest.raises(TypeError, match="model must be a transformers PreTrainedModel"):
         save_pretrained_with_code(torch.nn.Linear(2, 2), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------------------------------------ model cards
+
+
+def card_of(preset: str, task: str, **kwargs) -> str:
+    torch.manual_seed(0)
+    model = hf_mae.create_model(preset, task=task)
+    return model_card("org/x", model, hf_mae.create_processor(preset), method_of(model.config), **kwargs)
+
+
+def usage_snippet(card: str) -> str:
+    return card.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize(
+    "preset, task, tag, snippet",
+    [
+        ("mae-tiny", "pretraining", "image-feature-extraction",
+         'model = AutoModelForPreTraining.from_pretrained("org/x", trust_remote_code=True)'),
+        ("mae-tiny", "base", "image-feature-extraction",
+         'pipeline("image-feature-extraction", model="org/x", trust_remote_code=True)'),
+        ("mae-tiny", "image-classification", "image-classification",
+         'classifier = pipeline("image-classification", model="org/x", trust_remote_code=True)'),
+        ("videomae-tiny", "video-classification", "video-classification",
+         'predictions = classifier("clip.mp4")'),
+        ("audiomae-tiny", "audio-classification", "audio-classification",
+         'classifier({"raw": waveform, "sampling_rate": 16000})'),
+        ("audiomae-tiny", "pretraining", None, "AutoModelForPreTraining.from_pretrained"),
+        ("pointmae-tiny", "point-cloud-classification", None,
+         'model = AutoModelForPointCloudClassification.from_pretrained("org/x", trust_remote_code=True)'),
+    ],
+)
+def test_model_card_metadata_and_usage_follow_the_task(preset, task, tag, snippet):
+    from huggingface_hub import ModelCard
+
+    card = card_of(preset, task, dataset="org/data")
+    data = ModelCard(card).data.to_dict()  # the YAML front matter, parsed as the Hub parses it
+    print(preset, task, data)
+    assert data["license"] == "apache-2.0" and data["library_name"] == "transformers"
+    assert data.get("pipeline_tag") == tag and data["datasets"] == ["org/data"]
+    assert {"hf-mae", "custom_code"} <= set(data["tags"])
+    code = usage_snippet(card)
+    assert snippet in code
+    compile(code, "usage", "exec")  # the snippet is valid Python
+    if task.endswith("-classification"):
+        assert "AutoModelForPreTraining" not in code and "logits.argmax(-1)" in code
+        assert ("pipeline(" in code) == (tag is not None)
+
+
+def test_model_card_license_and_no_code_snippet():
+    from huggingface_hub import ModelCard
+
+    card = card_of("mae-tiny", "image-classification", license="cc-by-nc-4.0", with_code=False)
+    data = ModelCard(card).data.to_dict()
+    assert data["license"] == "cc-by-nc-4.0" and "custom_code" not in data["tags"] and "datasets" not in data
+    code = usage_snippet(card)
+    assert code.startswith("import hf_mae") and "trust_remote_code" not in code
+    with pytest.raises(ValueError, match="license must be a Hub license id .* got ''"):
+        card_of("mae-tiny", "base", license="")

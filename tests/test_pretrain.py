@@ -223,6 +223,22 @@ def test_output_dir_with_a_run_is_refused_then_overwritten(tmp_path):
     assert summary["steps"] == 2
     assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (folder / "notes.txt").read_text() == "mine"  # --overwrite removes only what a run writes
+    assert not (folder / "tensorboard").exists()  # --report-to none: metrics.jsonl only
+
+
+def test_report_to_tensorboard_without_tensorboard_is_a_clear_error(tmp_path, monkeypatch):
+    # tensorboard made unimportable in this process (None in sys.modules makes `import` raise ImportError)
+    for name in ("tensorboard", "torch.utils.tensorboard"):
+        monkeypatch.setitem(sys.modules, name, None)
+    common = dict(model="mae-tiny", config_overrides=TINY, dataset="digits", max_steps=1, batch_size=8,
+                  save_steps=0, log_steps=1)
+    with pytest.raises(ValueError, match=r"--report-to tensorboard: tensorboard is not installed .* --report-to none"):
+        pretrain(output_dir=tmp_path / "a", report_to="tensorboard", **common)
+    assert not (tmp_path / "a").exists()
+    # auto falls back to metrics.jsonl alone
+    folder, summary = pretrain(output_dir=tmp_path / "b", report_to="auto", **common)
+    assert summary["steps"] == 1 and not (folder / "tensorboard").exists()
+    assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_corrupt_checkpoint_at_resume_is_a_clear_error_and_changes_nothing(tiny_run, tmp_path):

@@ -90,6 +90,13 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
         else:  # parquet / json / csv / arrow files, or a saved dataset script
             splits = datasets.load_dataset(name_or_path, streaming=streaming)
     else:
+        from .arguments import looks_local
+
+        if looks_local(name_or_path) and not os.path.exists(name_or_path):  # not a question for the Hub
+            raise ValueError(
+                f"dataset {name_or_path!r} is not a folder (nothing exists at that path); expected a bundled data set "
+                f"({', '.join(BUNDLED)}), a local folder, or a Hugging Face dataset id (org/name)"
+            )
         if "/" not in name_or_path:
             raise ValueError(
                 f"dataset {name_or_path!r} is neither a bundled data set ({', '.join(BUNDLED)}), a local folder, "

@@ -14,10 +14,12 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .arguments import positive_float, positive_int
+
     parser.add_argument("--output-dir", default="runs/demo", help="run folder (replaced if it holds an earlier demo)")
-    parser.add_argument("--steps", type=int, default=800, help="pre-training steps (batch 64)")
-    parser.add_argument("--lr", type=float, default=1.5e-3)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=positive_int, default=800, help="pre-training steps (batch 64)")
+    parser.add_argument("--lr", type=positive_float, default=1.5e-3, help="pre-training learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the pre-training and the probes")
 
 
 def run(args) -> int:

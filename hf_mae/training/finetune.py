@@ -46,7 +46,7 @@ def layer_decay_param_groups(model, lr: float, weight_decay: float, layer_decay:
     ``lr * layer_decay ** (num_layers + 1 - i)``; norms, biases and tokens get no weight decay (``optim.param_groups``).
     Trainer's scheduler multiplies each group's own lr, so the ratios hold throughout training."""
     if not 0.0 < layer_decay <= 1.0:
-        raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        raise ValueError(f"layer_decay must be > 0 and <= 1, got {layer_decay}")
     num_layers = getattr(model.config, "num_hidden_layers", None)
     if num_layers is None:  # a hierarchical encoder (I2P-MAE) has no single block index to decay by
         if layer_decay != 1.0:
@@ -68,9 +68,10 @@ def accuracy_metrics(eval_prediction) -> dict:
 
 
 def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
+    from .arguments import check_model_path
+
+    check_model_path(pretrained, "pretrained_dir", what="a pretraining folder (config.json and weights)")
     if not os.path.isdir(pretrained):
-        if os.path.exists(pretrained) or pretrained.count("/") != 1:
-            raise ValueError(f"pretrained_dir {pretrained!r} is not a folder (nor a Hub id org/name)")
         return  # a Hub id: from_pretrained resolves it
     if not os.path.isfile(os.path.join(pretrained, "config.json")):
         raise ValueError(f"pretrained_dir {pretrained!r} has no config.json; expected a folder saved by save_pretrained")
@@ -79,6 +80,43 @@ def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
             f"pretrained_dir {pretrained!r} has no model weights (looked for {', '.join(WEIGHT_FILES)}); "
             "pass from_scratch=True (--from-scratch) to train its config from random init"
         )
+
+
+# argument -> (minimum, strict, maximum, open_max): the ranges the recipe makes sense in (API and CLI)
+RANGES = {
+    "epochs": (0, True, None, False),
+    "batch_size": (1, False, None, False),
+    "lr": (0, True, None, False),
+    "base_lr": (0, True, None, False),
+    "layer_decay": (0, True, 1, False),
+    "weight_decay": (0, False, None, False),
+    "label_smoothing": (0, False, 1, True),
+    "drop_path": (0, False, 1, True),
+    "warmup_ratio": (0, False, 1, True),  # Trainer reads a warmup of 1 or more as a number of steps
+    "max_train_samples": (1, False, None, False),
+    "max_eval_samples": (1, False, None, False),
+}
+
+
+def check_numbers(**values) -> None:
+    """ValueError naming the first argument outside its range in ``RANGES`` (None: not given); ``max_steps`` is
+    -1 (train for ``epochs``) or >= 1."""
+    from .arguments import check_range
+
+    max_steps = values.pop("max_steps", -1)
+    if max_steps != -1:
+        check_range("max_steps (-1: use epochs)", max_steps, minimum=1)
+    for name, value in values.items():
+        minimum, strict, maximum, open_max = RANGES[name]
+        check_range(name, value, minimum=minimum, strict=strict, maximum=maximum, open_max=open_max)
+
+
+def _in_range(kind, name: str):
+    """The argparse ``type=`` of argument ``name``: parses ``kind`` and checks ``RANGES[name]``."""
+    from .arguments import number
+
+    minimum, strict, maximum, open_max = RANGES[name]
+    return number(kind, minimum=minimum, strict=strict, maximum=maximum, open_max=open_max)
 
 
 def _load_processor(pretrained: str, config):
@@ -152,13 +190,13 @@ def build_trainer(
     from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, num_classes, with_model_inputs
 
     pretrained_dir = str(pretrained_dir)
+    max_steps = -1 if max_steps is None else max_steps
+    check_numbers(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, base_lr=base_lr,
+                  layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                  drop_path=drop_path, warmup_ratio=warmup_ratio, max_train_samples=max_train_samples,
+                  max_eval_samples=max_eval_samples)
     _check_pretrained(pretrained_dir, from_scratch)
     auto_class = classification_auto_class(AutoConfig.from_pretrained(pretrained_dir))  # before loading any data
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for name, limit in (("max_train_samples", max_train_samples), ("max_eval_samples", max_eval_samples)):
-        if limit is not None and limit < 1:
-            raise ValueError(f"{name} must be >= 1 or None, got {limit}")
 
     train_data = load_image_dataset(dataset, train_split)
     eval_data = _eval_split(dataset, eval_split)
@@ -233,7 +271,9 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
     output_dir = str(output_dir)
     if os.path.exists(output_dir) and not overwrite:
         raise ValueError(f"output_dir {output_dir!r} already exists; pass overwrite=True (--overwrite) to replace it")
-    _check_pretrained(str(pretrained_dir), kwargs.get("from_scratch", False))  # fail before making any folder
+    # fail before making any folder
+    check_numbers(**{name: value for name, value in kwargs.items() if name in RANGES or name == "max_steps"})
+    _check_pretrained(str(pretrained_dir), kwargs.get("from_scratch", False))
     # Train into a temporary sibling folder and rename at the end: a failed run leaves nothing half-written.
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
@@ -258,25 +298,34 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .arguments import positive_int
+
     parser.add_argument("pretrained_dir", help="pretraining folder (config.json, model.safetensors, preprocessor)")
     parser.add_argument("--dataset", required=True, help="digits, shapes, a local folder, or a Hugging Face dataset id")
     parser.add_argument("--output-dir", required=True, help="where the best model, processor and eval_results.json go")
     parser.add_argument("--from-scratch", action="store_true", help="random init of the same config (a baseline)")
-    parser.add_argument("--epochs", type=float, default=10.0)
-    parser.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
-    parser.add_argument("--batch-size", type=int, default=64, help="per device")
-    parser.add_argument("--lr", type=float, default=None, help="absolute peak lr (default: base-lr * batch / 256)")
-    parser.add_argument("--base-lr", type=float, default=5e-4)
-    parser.add_argument("--layer-decay", type=float, default=0.75, help="layer-wise lr decay (1 = off)")
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
-    parser.add_argument("--drop-path", type=float, default=0.1, help="stochastic depth rate of the encoder")
-    parser.add_argument("--warmup-ratio", type=float, default=0.05, help="fraction of steps with linear warmup")
-    parser.add_argument("--train-split", default="train")
+    parser.add_argument("--epochs", type=_in_range(float, "epochs"), default=10.0, help="passes over the train split")
+    parser.add_argument("--max-steps", type=positive_int, default=None, help="optimiser steps (wins over --epochs)")
+    parser.add_argument("--batch-size", type=_in_range(int, "batch_size"), default=64, help="per device")
+    parser.add_argument("--lr", type=_in_range(float, "lr"), default=None,
+                        help="absolute peak lr (default: base-lr * batch / 256)")
+    parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=5e-4, help="lr = base_lr * batch / 256")
+    parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=0.75,
+                        help="layer-wise lr decay (1 = off)")
+    parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
+    parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=0.1,
+                        help="cross-entropy label smoothing")
+    parser.add_argument("--drop-path", type=_in_range(float, "drop_path"), default=0.1,
+                        help="stochastic depth rate of the encoder")
+    parser.add_argument("--warmup-ratio", type=_in_range(float, "warmup_ratio"), default=0.05,
+                        help="fraction of steps with linear warmup")
+    parser.add_argument("--train-split", default="train", help="the split to train on")
     parser.add_argument("--eval-split", default=None, help="default: test, else validation")
-    parser.add_argument("--max-train-samples", type=int, default=None, help="a seeded random subset, for quick runs")
-    parser.add_argument("--max-eval-samples", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train-samples", type=_in_range(int, "max_train_samples"), default=None,
+                        help="a seeded random subset, for quick runs")
+    parser.add_argument("--max-eval-samples", type=_in_range(int, "max_eval_samples"), default=None,
+                        help="a seeded random eval subset")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the new head, the data order and subsets")
     parser.add_argument("--report-to", default="none", help="Trainer loggers, e.g. tensorboard")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
 
@@ -288,7 +337,7 @@ def run(args) -> int:
         args.output_dir,
         from_scratch=args.from_scratch,
         epochs=args.epochs,
-        max_steps=args.max_steps,
+        max_steps=-1 if args.max_steps is None else args.max_steps,
         batch_size=args.batch_size,
         lr=args.lr,
         base_lr=args.base_lr,

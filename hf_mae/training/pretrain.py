@@ -52,68 +52,68 @@ RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .arguments import non_negative_float, non_negative_int, positive_float, positive_int, rate
+
     model = parser.add_argument_group("model and data")
     model.add_argument("--model", required=True, help="preset name (see `hf-mae list`), e.g. mae-tiny")
     model.add_argument("--config-overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="config fields to change, e.g. hidden_size=32 num_hidden_layers=2")
-    model.add_argument("--mask-ratio", type=float, default=None, help="override the preset's mask ratio")
+                       help="config fields to change, typed by the config (true/false, 1,2 for lists), e.g. "
+                            "hidden_size=32 num_hidden_layers=2")
+    model.add_argument("--mask-ratio", type=rate, default=None, help="override the preset's mask ratio")
     model.add_argument("--dataset", required=True, help="digits, a local image folder or a Hugging Face dataset id")
-    model.add_argument("--split", default="train")
+    model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
-    model.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    model.add_argument("--output-dir", required=True)
+    model.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    model.add_argument("--output-dir", required=True, help="the run folder (model, checkpoints, metrics)")
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--batch-size", type=int, default=64, help="images per device per micro-batch")
-    optim.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step")
-    optim.add_argument("--base-lr", type=float, default=1.5e-4, help="lr = base_lr * effective batch / 256")
-    optim.add_argument("--lr", type=float, default=None, help="absolute learning rate (overrides --base-lr)")
-    optim.add_argument("--weight-decay", type=float, default=0.05)
-    optim.add_argument("--warmup-steps", type=int, default=None, help="default: 5%% of the steps")
-    optim.add_argument("--warmup-epochs", type=float, default=None)
-    optim.add_argument("--max-steps", type=int, default=None, help="optimiser steps (wins over --epochs)")
-    optim.add_argument("--epochs", type=float, default=None, help="passes over the data (default 1)")
-    optim.add_argument("--clip-grad", type=float, default=None, help="max gradient norm (default: no clipping)")
-    optim.add_argument("--seed", type=int, default=0)
-    optim.add_argument("--gradient-checkpointing", action="store_true")
+    optim.add_argument("--batch-size", type=positive_int, default=64, help="images per device per micro-batch")
+    optim.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimiser step")
+    optim.add_argument("--base-lr", type=positive_float, default=1.5e-4, help="lr = base_lr * effective batch / 256")
+    optim.add_argument("--lr", type=positive_float, default=None, help="absolute learning rate (overrides --base-lr)")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
+    optim.add_argument("--warmup-steps", type=non_negative_int, default=None, help="default: 5%% of the steps")
+    optim.add_argument("--warmup-epochs", type=non_negative_float, default=None, help="warm-up length in epochs")
+    optim.add_argument("--max-steps", type=positive_int, default=None, help="optimiser steps (wins over --epochs)")
+    optim.add_argument("--epochs", type=positive_float, default=None, help="passes over the data (default 1)")
+    optim.add_argument("--clip-grad", type=positive_float, default=None, help="max gradient norm (default: no clipping)")
+    optim.add_argument("--seed", type=int, default=0, help="seeds the init, the data order and the masks")
+    optim.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
     optim.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"],
                        help="auto: bf16 on CUDA, no on CPU (or what `accelerate launch` was told)")
 
     run = parser.add_argument_group("run folder")
-    run.add_argument("--save-steps", type=int, default=500, help="checkpoint every N steps (0: never)")
-    run.add_argument("--save-total-limit", type=int, default=2, help="checkpoints to keep")
-    run.add_argument("--log-steps", type=int, default=10)
+    run.add_argument("--save-steps", type=non_negative_int, default=500, help="checkpoint every N steps (0: never)")
+    run.add_argument("--save-total-limit", type=positive_int, default=2, help="checkpoints to keep")
+    run.add_argument("--log-steps", type=positive_int, default=10, help="write metrics every N steps")
     run.add_argument("--report-to", default="auto", choices=["auto", "tensorboard", "none"],
-                     help="auto: TensorBoard when it is installed")
+                     help="auto: TensorBoard when it is installed; metrics.jsonl is always written")
     run.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --output-dir")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --output-dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-mae pretrain", description=__doc__.split("\n\n")[0])
+    from .arguments import DefaultsHelpFormatter
+
+    parser = argparse.ArgumentParser(prog="hf-mae pretrain", description=__doc__.split("\n\n")[0],
+                                     formatter_class=DefaultsHelpFormatter)
     add_arguments(parser)
     return parser
 
 
-def parse_overrides(items) -> dict:
-    """``["hidden_size=32", "norm_pix_loss=false"]`` (or a dict) -> ``{"hidden_size": 32, "norm_pix_loss": False}``."""
-    if isinstance(items, dict):
-        return dict(items)
-    overrides = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--config-overrides takes KEY=VALUE items, got {item!r}")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = {"True": True, "False": False, "None": None}.get(text, text)
-        overrides[key] = value
-    return overrides
+def parse_overrides(items, model: str | None = None) -> dict:
+    """``["hidden_size=32", "norm_pix_loss=false"]`` (or a dict) -> ``{"hidden_size": 32, "norm_pix_loss": False}``,
+    each value typed by the field of preset ``model``'s config class (unknown fields and bad values: ValueError)."""
+    from .. import registry
+    from .arguments import parse_config_overrides
+
+    config_class = registry.get_method(model).config_class if model is not None else None
+    return parse_config_overrides(items, config_class)
 
 
 def check_args(args) -> None:
-    """Cheap checks that need neither a model nor data (every message names the argument and the allowed range)."""
+    """Cheap checks that need neither a model nor data (every message names the argument and the allowed range).
+    The CLI's argparse types check the same ranges; this covers the Python API (``pretrain(...)``)."""
     from .. import registry
 
     registry.get_method(args.model)  # ValueError listing the presets
@@ -133,6 +133,21 @@ def check_args(args) -> None:
         raise ValueError("--streaming needs --max-steps (a streamed data set has no length to count epochs by)")
     if args.resume and args.overwrite:
         raise ValueError("--resume and --overwrite contradict each other; give one of them")
+    if args.report_to == "tensorboard" and not tensorboard_importable():
+        raise ValueError(
+            "--report-to tensorboard: tensorboard is not installed (pip install tensorboard, or hf-mae[tensorboard]); "
+            "pass --report-to none (or auto) to log to metrics.jsonl only"
+        )
+    parse_overrides(args.config_overrides, args.model)  # unknown fields / badly typed values
+
+
+def tensorboard_importable() -> bool:
+    """Whether accelerate's TensorBoard tracker can import its writer (an installed but broken package counts as no)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def resolve_lr(args, effective_batch: int) -> float:
@@ -243,7 +258,7 @@ def plan_output_dir(args, output_dir: Path):
 
 def run_args_dict(args) -> dict:
     data = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
-    data["config_overrides"] = parse_overrides(args.config_overrides)
+    data["config_overrides"] = parse_overrides(args.config_overrides, args.model)
     return json.loads(json.dumps(data, default=str))  # plain JSON types, as read back from run_args.json
 
 
@@ -336,7 +351,7 @@ def _tracker_config(data: dict) -> dict:
 def train(args) -> tuple[Path, dict]:
     """Runs the pre-training described by ``args`` (the parsed CLI); returns (output dir, summary)."""
     from accelerate import Accelerator
-    from accelerate.utils import DistributedType, ProjectConfiguration, is_tensorboard_available, set_seed
+    from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
 
     from .. import registry
@@ -345,13 +360,13 @@ def train(args) -> tuple[Path, dict]:
 
     check_args(args)
     output_dir = Path(args.output_dir).resolve()
-    overrides = parse_overrides(args.config_overrides)
+    overrides = parse_overrides(args.config_overrides, args.model)
     if args.mask_ratio is not None:
         overrides["mask_ratio"] = args.mask_ratio
     config = registry.create_config(args.model, **overrides)  # unknown fields / bad values fail here
     resume_from = plan_output_dir(args, output_dir)  # read-only: every process decides the same
 
-    use_tensorboard = args.report_to == "tensorboard" or (args.report_to == "auto" and is_tensorboard_available())
+    use_tensorboard = args.report_to == "tensorboard" or (args.report_to == "auto" and tensorboard_importable())
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # without it a CPU `accelerate launch` runs independent jobs, not DDP
         mixed_precision=_mixed_precision(args.mixed_precision),
@@ -626,4 +641,6 @@ def pretrain(**kwargs) -> tuple[Path, dict]:
 
 
 if __name__ == "__main__":  # python -m hf_mae.training.pretrain / accelerate launch -m hf_mae.training.pretrain
-    sys.exit(run(build_parser().parse_args(sys.argv[1:])))
+    from hf_mae.cli import main as cli_main
+
+    sys.exit(cli_main(["pretrain", *sys.argv[1:]], report_errors=True))  # the errors of `hf-mae pretrain`

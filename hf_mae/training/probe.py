@@ -44,14 +44,18 @@ def check_methods(methods) -> list[str]:
 
 
 @torch.no_grad()
-def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256, desc: str | None = None) -> torch.Tensor:
     """Frozen encoder tokens. pixel_values (n, C, H, W) (or filterbanks, or point clouds (n, points, 3)) ->
     (n, 1 + num_patches, hidden), cls first, in order. Point-cloud encoders have no cls token: the max over their
-    group tokens takes its place (Point-BERT / Point-MAE's global feature), so ``pooling="cls"`` is max pooling."""
+    group tokens takes its place (Point-BERT / Point-MAE's global feature), so ``pooling="cls"`` is max pooling.
+    ``desc``: show a progress bar over the batches with this label."""
+    from tqdm.auto import tqdm
+
     encoder.eval()
     device = next(encoder.parameters()).device
     chunks = []
-    for start in range(0, len(pixel_values), batch_size):
+    starts = range(0, len(pixel_values), batch_size)
+    for start in tqdm(starts, desc=desc, disable=desc is None, leave=False, unit="batch"):
         batch = pixel_values[start : start + batch_size].to(device)
         tokens = encoder(batch, mask_ratio=0.0).last_hidden_state.float()
         if encoder.main_input_name == "point_values":
@@ -256,9 +260,9 @@ def _load_encoder(model_dir_or_model, processor):
     from hf_mae.registry import processor_auto_class, processor_for_config
 
     if isinstance(model_dir_or_model, (str, os.PathLike)):
-        path = str(model_dir_or_model)
-        if not os.path.exists(path) and path.count("/") != 1:
-            raise ValueError(f"model_dir_or_model {path!r} is neither a folder nor a Hub id (org/name)")
+        from .arguments import check_model_path
+
+        path = check_model_path(model_dir_or_model, "model_dir_or_model", what="a folder saved by save_pretrained")
         encoder = _load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
@@ -281,13 +285,18 @@ def _random_encoder(encoder, seed: int):
     return AutoModel.from_config(copy_config(encoder.config)).to(next(encoder.parameters()).device)
 
 
-def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, prototypes_per_class) -> dict:
+def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, prototypes_per_class,
+                kind: str = "pretrained", progress: bool = False) -> dict:
+    from tqdm.auto import tqdm
+
     (train_pixels, train_y), (test_pixels, test_y) = data
-    train_tokens = extract_tokens(encoder, train_pixels, batch_size)
-    test_tokens = extract_tokens(encoder, test_pixels, batch_size)
+    train_tokens = extract_tokens(encoder, train_pixels, batch_size, desc=f"{kind} features, train" if progress else None)
+    test_tokens = extract_tokens(encoder, test_pixels, batch_size, desc=f"{kind} features, test" if progress else None)
     train_x, test_x = pool(train_tokens, pooling), pool(test_tokens, pooling)
     results = {}
-    for method in methods:
+    bar = tqdm(methods, desc=f"{kind} probes", disable=not progress, leave=False, unit="probe")
+    for method in bar:
+        bar.set_postfix_str(method)
         if method == "linear":
             results[method] = linear_probe(train_x, train_y, test_x, test_y, num_classes, seed=seed)
         elif method == "knn":
@@ -302,13 +311,14 @@ def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, 
 
 def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), baseline: str | None = None, *,
           pooling: str = "mean", batch_size: int = 256, seed: int = 0, shots: int | None = None, processor=None,
-          train_split: str = "train", test_split: str = "test", prototypes_per_class: int = 20, output=None) -> dict:
+          train_split: str = "train", test_split: str = "test", prototypes_per_class: int = 20, output=None,
+          progress: bool = False) -> dict:
     """Probes the frozen encoder of ``model_dir_or_model`` (a folder, Hub id or model) on ``dataset``.
 
     methods: names from ``METHODS`` or "all". baseline: None or "random" (the same config, randomly initialised
     with ``seed``). shots: fit the probes on that many labelled examples per class (a seeded low-shot probe; the
     test split is still scored whole). prototypes_per_class: J of the prototypical probe. Returns ``{method: {"pretrained": accuracy, "random": accuracy}}`` ("random" only with the
-    baseline) and writes it as JSON to ``output`` when given.
+    baseline) and writes it as JSON to ``output`` when given. progress: show progress bars (the CLI does).
     """
     methods = check_methods(methods)
     if baseline not in (None, *BASELINES):
@@ -319,6 +329,8 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
         raise ValueError(f"shots must be >= 1 or None, got {shots}")
     if prototypes_per_class < 1:
         raise ValueError(f"prototypes_per_class must be >= 1, got {prototypes_per_class}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoder, processor = _load_encoder(model_dir_or_model, processor)
     (train_pixels, train_y), test = _pixels(dataset, train_split, processor), _pixels(dataset, test_split, processor)
     if shots is not None:
@@ -334,7 +346,7 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
     for kind, model in encoders.items():
         was_training = model.training
         for method, accuracy in _run_probes(model, methods, data, num_classes, pooling, batch_size, seed,
-                                                 prototypes_per_class).items():
+                                            prototypes_per_class, kind, progress).items():
             results[method][kind] = accuracy
         model.train(was_training)
     if output is not None:
@@ -357,25 +369,31 @@ def format_table(results: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .arguments import positive_int
+
     parser.add_argument("model_dir", help="a folder saved by hf-mae pretrain (or save_pretrained), or a Hub id")
     parser.add_argument("--dataset", default="digits", help="digits, a local image folder, or a Hugging Face dataset id")
     parser.add_argument("--method", nargs="+", default=["linear"], choices=[*METHODS, "all"], help="one or more, or all")
     parser.add_argument("--baseline", choices=BASELINES, default=None, help="also probe a random-init encoder")
     parser.add_argument("--pooling", choices=POOLINGS, default="mean", help="features for linear and kNN")
-    parser.add_argument("--batch-size", type=int, default=256, help="feature-extraction batch size")
-    parser.add_argument("--train-split", default="train")
-    parser.add_argument("--test-split", default="test")
-    parser.add_argument("--shots", type=int, default=None, help="fit on N labelled examples per class (low-shot)")
-    parser.add_argument("--prototypes-per-class", type=int, default=20, help="J of the prototypical probe (Bird-MAE: 20)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="feature-extraction batch size")
+    parser.add_argument("--train-split", default="train", help="the split the probes are fitted on")
+    parser.add_argument("--test-split", default="test", help="the split the probes are scored on")
+    parser.add_argument("--shots", type=positive_int, default=None, help="fit on N labelled examples per class (low-shot)")
+    parser.add_argument("--prototypes-per-class", type=positive_int, default=20,
+                        help="J of the prototypical probe (Bird-MAE: 20)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the probes and the random baseline")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
 
 
 def run(args) -> int:
+    from .arguments import check_model_path
+
+    check_model_path(args.model_dir, "model_dir")  # named as on the command line
     results = probe(
         args.model_dir, args.dataset, args.method, args.baseline, pooling=args.pooling, batch_size=args.batch_size,
         seed=args.seed, shots=args.shots, train_split=args.train_split, test_split=args.test_split,
-        prototypes_per_class=args.prototypes_per_class, output=args.output,
+        prototypes_per_class=args.prototypes_per_class, output=args.output, progress=True,
     )
     print(format_table(results))
     if args.output:

@@ -47,7 +47,9 @@ def load_encoder(encoder):
     if isinstance(encoder, torch.nn.Module):
         model = encoder
     elif isinstance(encoder, (str, os.PathLike)):
-        model = AutoModel.from_pretrained(encoder)
+        from .arguments import check_model_path
+
+        model = AutoModel.from_pretrained(check_model_path(encoder, "encoder", what="a model folder"))
     elif isinstance(encoder, dict):
         if "model_type" not in encoder:
             raise ValueError(f"encoder config dict needs a 'model_type' key, got keys {sorted(encoder)}")
@@ -195,19 +197,21 @@ class SegmentEmbedder:
             raise ValueError(f"the video {video if isinstance(video, (str, os.PathLike)) else ''!s} has no frames")
         return torch.cat(vectors)
 
-    def cache(self, videos, cache_dir, overwrite: bool = False, fps: float | None = None) -> dict:
+    def cache(self, videos, cache_dir, overwrite: bool = False, fps: float | None = None, progress: bool = False) -> dict:
         """Embeds every video not cached yet into ``cache_dir/<name>.safetensors``.
 
         videos: a list of file paths (named by :func:`cache_name`), or a dict name -> video (paths or frame arrays).
+        progress: show a progress bar over the videos (the CLI does).
         Returns {"files": [cache file per video, in order], "computed": n, "skipped": n}.
         """
         from safetensors.torch import save_file
+        from tqdm.auto import tqdm
 
-        items = videos.items() if isinstance(videos, dict) else ((cache_name(v), v) for v in videos)
+        items = list(videos.items()) if isinstance(videos, dict) else [(cache_name(v), v) for v in videos]
         cache_dir = Path(cache_dir)
         cache_dir.mkdir(parents=True, exist_ok=True)
         files, computed, skipped = [], 0, 0
-        for name, video in items:
+        for name, video in tqdm(items, desc="embed-segments", disable=not progress, unit="video"):
             target = cache_dir / (name if str(name).endswith(CACHE_SUFFIX) else f"{name}{CACHE_SUFFIX}")
             files.append(target)
             if target.exists() and not overwrite:
@@ -257,13 +261,15 @@ def build_dataset(cache_files, output_dir, labels: dict | None = None, split: st
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from .arguments import positive_float, positive_int
+
     parser.add_argument("videos", nargs="+", help="video files, or folders searched for them (<class>/<file> gives labels)")
     parser.add_argument("--encoder", required=True, help="Hugging Face model id or folder of the segment encoder")
     parser.add_argument("--cache-dir", required=True, help="one safetensors file per video; cached videos are skipped")
     parser.add_argument("--dataset-dir", default=None, help="also write a datasets folder (train.parquet) for pretrain")
-    parser.add_argument("--segment-seconds", type=float, default=5.0)
-    parser.add_argument("--frames-per-segment", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=16, help="segments per encoder call")
+    parser.add_argument("--segment-seconds", type=positive_float, default=5.0, help="seconds of video per segment")
+    parser.add_argument("--frames-per-segment", type=positive_int, default=8, help="frames sampled from each segment")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="segments per encoder call")
     parser.add_argument("--overwrite", action="store_true", help="embed cached videos again")
 
 
@@ -287,7 +293,7 @@ def run(args) -> int:
         raise ValueError(f"videos: no video files ({', '.join(VIDEO_EXTENSIONS)}) found in {args.videos}")
     embedder = SegmentEmbedder(args.encoder, segment_seconds=args.segment_seconds,
                                frames_per_segment=args.frames_per_segment, batch_size=args.batch_size)
-    report = embedder.cache(videos, args.cache_dir, overwrite=args.overwrite)
+    report = embedder.cache(videos, args.cache_dir, overwrite=args.overwrite, progress=True)
     print(f"embedded {report['computed']} video(s), {report['skipped']} already cached, in {args.cache_dir}")
     if args.dataset_dir:
         classes = sorted(set(labels.values()))

@@ -130,12 +130,14 @@ def save_reconstruction_grid(model, processor, images_or_pixel_values, path, see
 
 
 def add_arguments(parser) -> None:
+    from .arguments import positive_int, rate
+
     parser.add_argument("model", metavar="RUN_DIR_OR_MODEL", help="a pretrain run folder, a saved model or a preset")
     parser.add_argument("--dataset", help="data set (default: the one in RUN_DIR/run_args.json)")
     parser.add_argument("--split", help="split (default: the run's, else train)")
-    parser.add_argument("--num-samples", type=int, default=8, help="rows of the grid")
+    parser.add_argument("--num-samples", type=positive_int, default=8, help="rows of the grid")
     parser.add_argument("--output", default="reconstruction.png", help="PNG file to write")
-    parser.add_argument("--mask-ratio", type=float, default=None, help="override the model's mask ratio")
+    parser.add_argument("--mask-ratio", type=rate, default=None, help="override the model's mask ratio")
     parser.add_argument("--seed", type=int, default=0, help="seed of the masks")
 
 
