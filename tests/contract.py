@@ -44,7 +44,9 @@ class Adapter:
     remote_atol = 1e-5  # another process's GEMM threads sum 768-to-1408-wide layers in another order (~2e-6)
     processor_auto_class = AutoImageProcessor
     classifier_auto_classes: dict = {}  # task -> the Auto class a classifier loads with
-    has_noise = True  # ``noise`` fixes the mask
+    # the pre-training model's base_model is an instance of the method's registered base class (not so for image and
+    # video methods built on MAE's or VideoMAE's encoder: ColorMAE's base_model is an MAEModel)
+    base_model_is_the_base_class = False
 
     def __init__(self, preset: str):
         self.preset = preset
@@ -427,7 +429,6 @@ class VideoTextAdapter(VideoAdapter):
     overrides it); without them TGM masks as VideoMAE does."""
 
     processor_auto_class = AutoProcessor
-    has_noise = False
     captions = ("a red square moving left", "a green square moving up", "a blue square moving right")
 
     def shrink(self):
@@ -477,6 +478,8 @@ class VideoTextAdapter(VideoAdapter):
 class AudioAdapter(Adapter):
     """Filterbanks ``input_values`` (batch, max_length, num_mel_bins); ``noise`` per 16x16 patch of the (time,
     frequency) grid. Paper presets: one encoder block, two decoder blocks (a window and a shifted window), 64 frames."""
+
+    base_model_is_the_base_class = True
 
     input_name = "input_values"
     processor_auto_class = AutoFeatureExtractor
@@ -571,8 +574,10 @@ class AudioAdapter(Adapter):
 
 class PointCloudAdapter(Adapter):
     """``point_values`` (batch, N, 3); ``noise`` (batch, num_groups) hides int(mask_ratio * num_groups) groups; the
-    encoder sees the visible groups. Paper presets: one block per stack; a teacher named by ``teacher_name_or_path``
-    becomes a tiny random ViT."""
+    encoder sees the visible groups. Paper presets: one block per stack, a quarter of the points and groups; a teacher
+    named by ``teacher_name_or_path`` becomes a tiny random ViT on 32-px depth images."""
+
+    base_model_is_the_base_class = True
 
     input_name = "point_values"
     processor_auto_class = AutoFeatureExtractor
@@ -589,10 +594,15 @@ class PointCloudAdapter(Adapter):
         config = create_config(self.preset)
         shrink = {name: 1 for name in ("num_hidden_layers", "decoder_num_hidden_layers") if hasattr(config, name)}
         shrink.update({name: [1] * len(getattr(config, name)) for name in ("depths", "decoder_depths") if hasattr(config, name)})
-        if getattr(config, "teacher_name_or_path", None):  # I2P-MAE: a tiny random ViT teacher, nothing downloaded
-            shrink.update(teacher_name_or_path=None, teacher_feature_dim=32, teacher_config=dict(
-                model_type="vit", image_size=224, patch_size=16, hidden_size=32, num_hidden_layers=1,
-                num_attention_heads=2, intermediate_size=64))  # fmt: skip
+        # a quarter of the points and groups (the group sizes kept): sampling and grouping dominate a CPU forward
+        if hasattr(config, "group_counts"):
+            shrink.update(num_points=config.num_points // 4, group_counts=[n // 4 for n in config.group_counts])
+        else:
+            shrink.update(num_points=config.num_points // 4, num_groups=config.num_groups // 4)
+        if getattr(config, "teacher_name_or_path", None):  # I2P-MAE: a tiny random ViT teacher on 32-px depth
+            shrink.update(teacher_name_or_path=None, teacher_feature_dim=32, image_size=32, densify=3,  # images
+                          teacher_config=dict(model_type="vit", image_size=32, patch_size=8, hidden_size=32,
+                                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
         return shrink
 
     def inputs(self, config, seed=0):
@@ -698,6 +708,8 @@ class PointCloudAdapter(Adapter):
 class GraphAdapter(Adapter):
     """A disjoint union of two graphs (7 and 5 nodes): ``node_features`` (N, F), ``edge_index`` (2, E), ``batch``
     (N,); ``noise`` per node. Paper presets: 12 features, 16 hidden units, at most 2 layers."""
+
+    base_model_is_the_base_class = True
 
     input_name = "node_features"
     processor_auto_class = AutoFeatureExtractor
