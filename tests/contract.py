@@ -40,7 +40,6 @@ class Adapter:
     """The modality-independent part; subclasses fill in inputs and expectations."""
 
     batch = 3
-    input_name = "pixel_values"
     remote_atol = 1e-5  # another process's GEMM threads sum 768-to-1408-wide layers in another order (~2e-6)
     processor_auto_class = AutoImageProcessor
     classifier_auto_classes: dict = {}  # task -> the Auto class a classifier loads with
@@ -481,7 +480,6 @@ class AudioAdapter(Adapter):
 
     base_model_is_the_base_class = True
 
-    input_name = "input_values"
     processor_auto_class = AutoFeatureExtractor
     classifier_auto_classes = {"audio-classification": AutoModelForAudioClassification}
 
@@ -579,7 +577,6 @@ class PointCloudAdapter(Adapter):
 
     base_model_is_the_base_class = True
 
-    input_name = "point_values"
     processor_auto_class = AutoFeatureExtractor
 
     @property
@@ -711,7 +708,6 @@ class GraphAdapter(Adapter):
 
     base_model_is_the_base_class = True
 
-    input_name = "node_features"
     processor_auto_class = AutoFeatureExtractor
     sizes = (7, 5)
     batch = 2  # graphs
@@ -877,7 +873,6 @@ class EmbeddingsAdapter(Adapter):
     ``attention_mask`` (the second sequence padded). The default importance masking is a function of the inputs;
     ``noise`` fixes random masking. Paper preset: one block per stack, widths kept."""
 
-    input_name = "inputs_embeds"
     processor_auto_class = AutoFeatureExtractor
     classifier_auto_classes = {"video-classification": AutoModelForVideoClassification}
     batch = 2
