@@ -42,9 +42,9 @@ from safetensors.torch import load_file, save_file
 job = json.load(open("job.json"))
 tensors = load_file("inputs.safetensors")
 report = []
-for i, call in enumerate(job["calls"]):
+def run_call(i, call):
     auto_class = getattr(transformers, call["auto_class"])
-    obj = auto_class.from_pretrained(job["folder"], trust_remote_code=True, **call["load_kwargs"])
+    obj = auto_class.from_pretrained(call.get("folder") or job["folder"], trust_remote_code=True, **call["load_kwargs"])
     inputs = {k: tensors[f"{i}.in.{k}"] for k in call["inputs"]}
     kwargs = {**call["kwargs"], **{k: tensors[f"{i}.kw.{k}"] for k in call["tensor_kwargs"]}}
     outputs = {}
@@ -58,7 +58,17 @@ for i, call in enumerate(job["calls"]):
         result = obj(**{k: v.numpy() for k, v in inputs.items()}, return_tensors="pt", **kwargs)
         outputs = {k: v for k, v in result.items() if isinstance(v, torch.Tensor)}
     save_file({k: v.detach().clone() for k, v in outputs.items()}, f"out{i}.safetensors")
-    report.append({"module": type(obj).__module__, "class_name": type(obj).__name__})
+    return {"module": type(obj).__module__, "class_name": type(obj).__name__}
+
+import traceback
+for i, call in enumerate(job["calls"]):
+    try:
+        meta = run_call(i, call)
+    except Exception:
+        if not job.get("keep_going"):
+            raise
+        meta = {"error": traceback.format_exc()[-4000:]}
+    report.append(meta)
 json.dump(report, open("report.json", "w"))
 '''
 
@@ -68,6 +78,7 @@ class RemoteOutputs(dict):
 
     module: str = ""
     class_name: str = ""
+    error: str | None = None  # the child's traceback of a failed call (``keep_going=True`` only)
 
 
 def _split_tensors(values: dict | None) -> tuple[dict, dict]:
@@ -78,8 +89,8 @@ def _split_tensors(values: dict | None) -> tuple[dict, dict]:
     return tensors, plain
 
 
-def run_in_fresh_process(folder, calls: list[tuple], *, env: dict | None = None,
-                         timeout: float = 300) -> list[RemoteOutputs]:
+def run_in_fresh_process(folder, calls: list[tuple], *, env: dict | None = None, timeout: float = 300,
+                         keep_going: bool = False) -> list[RemoteOutputs]:
     """Runs several loads in one fresh process without hf_mae.
 
     folder: a local folder or a Hub repo id (then pass ``env`` from ``HubServer.client_env``).
@@ -87,6 +98,9 @@ def run_in_fresh_process(folder, calls: list[tuple], *, env: dict | None = None,
         ``inputs`` is a dict of tensors passed by name (``None`` to only load, e.g. for AutoConfig); processors
         receive them as numpy arrays. ``call_kwargs`` may hold tensors and JSON values.
     env: the child's environment (default: this one, offline). HF_HOME is always a fresh folder unless env sets it.
+    keep_going: a failing call does not stop the others; its RemoteOutputs is empty with ``error`` set to the
+        child's traceback (without it any failure raises RuntimeError).
+    A call's ``load_kwargs`` may name its own ``folder`` (several folders in one process: see :func:`run_many`).
     Returns one RemoteOutputs per call.
     """
     with tempfile.TemporaryDirectory(prefix="hf-mae-remote-") as tmp:
@@ -98,12 +112,15 @@ def run_in_fresh_process(folder, calls: list[tuple], *, env: dict | None = None,
             tensor_kwargs, plain_kwargs = _split_tensors(kwargs)
             tensors.update({f"{i}.in.{k}": v.detach().cpu().clone() for k, v in inputs.items()})
             tensors.update({f"{i}.kw.{k}": v.detach().cpu().clone() for k, v in tensor_kwargs.items()})
+            load_kwargs = dict(load_kwargs or {})
+            call_folder = load_kwargs.pop("folder", None)
             job_calls.append({"auto_class": auto_class, "inputs": sorted(inputs), "kwargs": plain_kwargs,
-                              "tensor_kwargs": sorted(tensor_kwargs), "load_kwargs": load_kwargs or {}})
+                              "tensor_kwargs": sorted(tensor_kwargs), "load_kwargs": load_kwargs,
+                              "folder": None if call_folder is None else str(Path(call_folder).resolve())})
         save_file(tensors, str(tmp / "inputs.safetensors"))
         local = Path(folder)
         folder = str(local.resolve()) if local.exists() else str(folder)
-        (tmp / "job.json").write_text(json.dumps({"folder": folder, "calls": job_calls}))
+        (tmp / "job.json").write_text(json.dumps({"folder": folder, "calls": job_calls, "keep_going": keep_going}))
         child_env = dict(os.environ, HF_HUB_OFFLINE="1") if env is None else dict(env)
         child_env.pop("PYTHONPATH", None)
         child_env.setdefault("HF_HOME", str(tmp / "hf_home"))
@@ -115,8 +132,12 @@ def run_in_fresh_process(folder, calls: list[tuple], *, env: dict | None = None,
             raise RuntimeError(f"fresh-process load of {folder} failed (exit {proc.returncode}):\n{tail}")
         results = []
         for i, meta in enumerate(json.loads((tmp / "report.json").read_text())):
-            out = RemoteOutputs(load_file(str(tmp / f"out{i}.safetensors")))
-            out.module, out.class_name = meta["module"], meta["class_name"]
+            if "error" in meta:
+                out = RemoteOutputs()
+                out.error = meta["error"]
+            else:
+                out = RemoteOutputs(load_file(str(tmp / f"out{i}.safetensors")))
+                out.module, out.class_name = meta["module"], meta["class_name"]
             results.append(out)
         return results
 
@@ -127,3 +148,11 @@ def load_in_fresh_process(folder, auto_class_name: str, inputs: dict | None, cal
     fresh process without hf_mae, calls it on ``inputs`` and ``call_kwargs``, and returns its output tensors.
     ``options``: ``env``, ``timeout`` as in :func:`run_in_fresh_process`."""
     return run_in_fresh_process(folder, [(auto_class_name, inputs, call_kwargs)], **options)[0]
+
+
+def run_many(jobs: list[tuple], **options) -> list[RemoteOutputs]:
+    """Runs ``(folder, auto_class_name, inputs, call_kwargs)`` jobs, each on its own folder, in ONE fresh process
+    (a start costs seconds of importing torch and transformers; a suite of 45 presets pays it once). A failing job
+    does not stop the others: its result has ``error`` set. ``options``: ``env``, ``timeout``."""
+    calls = [(auto_class, inputs, kwargs, {"folder": folder}) for folder, auto_class, inputs, kwargs in jobs]
+    return run_in_fresh_process(jobs[0][0], calls, keep_going=True, **options)

@@ -1,0 +1,972 @@
+"""Input adapters of the model contract suite (tests/test_contract.py): one per modality, method quirks as
+subclasses keyed by method name.
+
+An adapter turns a registered preset into what the suite needs: a CPU-sized config (paper presets keep their widths
+and patch sizes but get one or two blocks and a small grid), inputs and a fixed ``noise``, labels per task, and the
+modality's own expectations (which mask a fixed noise gives, which bad inputs raise what). The suite itself is
+written once against this interface, as transformers' ``ModelTesterMixin`` is written against a model tester.
+
+A new method of an existing modality needs nothing here. A method whose masking or outputs differ from its
+modality's (SimMIM's mask tokens, MixedAE's groups, MP3's key mask, ...) adds a subclass to ``METHOD_ADAPTERS``; a new
+modality adds an adapter to ``MODALITY_ADAPTERS``.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from transformers import (
+    AutoFeatureExtractor,
+    AutoImageProcessor,
+    AutoModelForAudioClassification,
+    AutoModelForImageClassification,
+    AutoModelForVideoClassification,
+    AutoProcessor,
+)
+
+import hf_mae
+from hf_mae.modeling.embeddings import to_2tuple
+from hf_mae.registry import PRESETS, create_config
+
+
+def method_of(preset: str):
+    """The registry row of ``preset`` (the only place the suite reads the registry's rows)."""
+    return PRESETS[preset]
+
+
+class Adapter:
+    """The modality-independent part; subclasses fill in inputs and expectations."""
+
+    batch = 3
+    remote_atol = 1e-5  # another process's GEMM threads sum 768-to-1408-wide layers in another order (~2e-6)
+    processor_auto_class = AutoImageProcessor
+    classifier_auto_classes: dict = {}  # task -> the Auto class a classifier loads with
+    # the pre-training model's base_model is an instance of the method's registered base class (not so for image and
+    # video methods built on MAE's or VideoMAE's encoder: ColorMAE's base_model is an MAEModel)
+    base_model_is_the_base_class = False
+
+    def __init__(self, preset: str):
+        self.preset = preset
+        self.method = method_of(preset)
+
+    # -- building --
+    def shrink(self) -> dict:
+        """Config overrides that make a paper-sized preset CPU-sized (none for ``-tiny`` presets)."""
+        return {}
+
+    def config(self, **overrides):
+        return create_config(self.preset, **{**self.shrink(), **overrides})
+
+    def model_class(self, task: str = "pretraining"):
+        return self.method.model_classes[task]
+
+    def classification_tasks(self) -> list[str]:
+        return [task for task in self.method.model_classes if task not in ("base", "pretraining")]
+
+    def build(self, task="pretraining", attn_implementation=None, **overrides):
+        config = self.config(**overrides)
+        model_class = self.model_class(task)
+        if attn_implementation is None:
+            return model_class(config).eval()
+        return model_class._from_config(copy.deepcopy(config), attn_implementation=attn_implementation).eval()
+
+    def processor(self):
+        return hf_mae.create_processor(self.preset, **self.shrink())
+
+    # -- inputs --
+    def inputs(self, config, seed=0) -> dict:
+        """The model inputs (no noise), by name."""
+        raise NotImplementedError
+
+    def noise(self, config, seed=0) -> dict:
+        """The keyword arguments that fix the mask of a pre-training forward (``{"noise": ...}``)."""
+        raise NotImplementedError
+
+    def fixed(self, config, seed=0) -> dict:
+        """Inputs plus the mask-fixing arguments: a pre-training call whose output is a function of them."""
+        return {**self.inputs(config, seed), **self.noise(config, seed)}
+
+    def base_inputs(self, model, fixed: dict) -> dict:
+        """Arguments of ``model.base_model`` that reproduce the encoding inside ``model(**fixed)``."""
+        return dict(fixed)
+
+    def feature_inputs(self, config) -> dict:
+        """Inputs of a feature-extraction or classification call (no mask-fixing or pre-training-only arguments)."""
+        return self.inputs(config)
+
+    def labels(self, task: str, config) -> torch.Tensor:
+        return torch.tensor([0, 2, 1, 2][: self.batch])
+
+    def half(self, inputs: dict, dtype) -> dict:
+        """``inputs`` with the data (not the noise) in ``dtype``."""
+        return {k: v.to(dtype) if k != "noise" and torch.is_floating_point(v) else v for k, v in inputs.items()}
+
+    # -- expectations --
+    fine_tuning_prefixes = ("classifier", "fc_norm")  # weights a classifier adds to a pre-training checkpoint
+
+    def check_fine_tuning_load(self, model, classifier, info, task):
+        assert all(key.startswith(self.fine_tuning_prefixes) for key in info["missing_keys"]), info["missing_keys"]
+
+    def check_classifier_output(self, classifier, config, task):
+        assert classifier(**self.feature_inputs(config)).logits.shape == (self.batch, 3)
+
+    def check_processor(self, processor, config):
+        assert type(processor) is type(self.processor())
+
+    def masked_count(self, config) -> int:
+        """How many tokens a pre-training forward hides per sample, drawn or fixed."""
+        raise NotImplementedError
+
+    def check_drawn_mask(self, out, config):
+        """A pre-training forward without noise still masks config.mask_ratio of each sample."""
+        assert out.mask.sum(1).tolist() == [self.masked_count(config)] * self.batch
+
+    def gradient_exemptions(self, model, task) -> set[str]:
+        """Trainable parameters that get no gradient by design (asserted to be exactly zero by the caller)."""
+        return set()
+
+    def num_blocks(self, config) -> int:
+        return config.num_hidden_layers
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """ViT-like encoders: one hidden state per block plus the embeddings, rows of attention summing to one."""
+        out = model.base_model(**base_inputs, output_hidden_states=True, output_attentions=True)
+        tokens, heads = out.last_hidden_state.shape[1], model.config.num_attention_heads
+        assert len(out.hidden_states) == model.config.num_hidden_layers + 1
+        assert len(out.attentions) == model.config.num_hidden_layers
+        assert out.attentions[0].shape == (self.batch, heads, tokens, tokens)
+        torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(self.batch, heads, tokens))
+
+
+class ImageAdapter(Adapter):
+    batch = 4  # divisible by MixedAE's mixing group
+    remote_atol = 1e-6
+    classifier_auto_classes = {"image-classification": AutoModelForImageClassification}
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        config = create_config(self.preset)
+        patch = to_2tuple(config.patch_size)
+        shrink = dict(num_hidden_layers=1, image_size=(4 * patch[0], 4 * patch[1]))
+        if hasattr(config, "decoder_num_hidden_layers"):
+            shrink["decoder_num_hidden_layers"] = 1
+        return shrink
+
+    def noise_grid(self, config):
+        """The grid ``noise`` is drawn over: patches (MAE) or mask cells (SimMIM)."""
+        return config.grid_size
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        return {"pixel_values": torch.randn(self.batch, config.num_channels, height, width, generator=generator)}
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        torch.randn(self.batch, config.num_channels, height, width, generator=generator)  # drawn after the pixels
+        rows, cols = self.noise_grid(config)
+        return {"noise": torch.rand(self.batch, rows * cols, generator=generator)}
+
+    def expected_mask(self, config, noise):
+        """The int(L * (1 - r)) smallest noise values stay visible."""
+        kept = int(noise.shape[1] * (1 - config.mask_ratio))
+        return 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+
+    def per_unit(self, config) -> int:
+        """Patches per noise value."""
+        return 1
+
+    def masked_count(self, config):
+        cells = self.noise_grid(config)[0] * self.noise_grid(config)[1]
+        return (cells - int(cells * (1 - config.mask_ratio))) * self.per_unit(config)
+
+    reorders_tokens = True  # the encoder shuffles tokens and returns ids_restore
+
+    def logits_shape(self, config, height, width):
+        """Per-patch pixels (batch, N, p*p*C) of MAE's decoder."""
+        patch = to_2tuple(config.patch_size)
+        return (self.batch, (height // patch[0]) * (width // patch[1]), patch[0] * patch[1] * config.num_channels)
+
+    def labels(self, task, config):
+        return torch.tensor([0, 2, 1, 2])
+
+    def check_fixed_noise(self, model, fixed):
+        config = model.config
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
+        noise = fixed["noise"]
+        assert torch.equal(a.mask, self.expected_mask(config, noise))  # kept: the smallest noise values
+        kept = int(noise.shape[1] * (1 - config.mask_ratio))
+        assert a.mask.sum(1).tolist() == [(noise.shape[1] - kept) * self.per_unit(config)] * self.batch
+        c = model(fixed["pixel_values"])  # without noise: a drawn mask, the same count
+        assert c.mask.sum(1).tolist() == a.mask.sum(1).tolist()
+
+    def check_mask_ratio_zero(self, model):
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        out = model(pixel_values, mask_ratio=0.0)
+        num_patches = out.mask.shape[1]
+        assert out.last_hidden_state.shape[1] == num_patches + 1
+        assert out.mask.sum() == 0
+        if self.reorders_tokens:
+            assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(self.batch, -1))
+        else:  # the encoder never reorders tokens: no permutation to undo
+            assert out.ids_restore is None
+        # identical to passing the identity order as noise (ViTMAE's way to switch shuffling off)
+        rows, cols = self.noise_grid(model.config)
+        identity = torch.arange(rows * cols, dtype=torch.float).expand(self.batch, -1)
+        torch.testing.assert_close(out.last_hidden_state,
+                                   model(pixel_values, noise=identity, mask_ratio=0.0).last_hidden_state)  # fmt: skip
+        # each token's feature does not depend on the batch it is in
+        torch.testing.assert_close(model(pixel_values[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values, noise = fixed["pixel_values"], fixed["noise"]
+        batch, channels = self.batch, model.config.num_channels
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, channels + 1, *pixel_values.shape[-2:]))
+        with pytest.raises(ValueError, match="divisible"):
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]), interpolate_pos_encoding=True)
+        with pytest.raises(ValueError, match="image_size"):  # another size without interpolation
+            patch = to_2tuple(model.config.patch_size)
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + patch[0], pixel_values.shape[-1]))
+        for ratio in (1.0, -0.1, 1.5):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(pixel_values, mask_ratio=ratio)
+        with pytest.raises(TypeError, match="mask_ratio"):
+            model(pixel_values, mask_ratio="0.5")
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(pixel_values, noise=noise[:, :-1])
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+
+    def check_other_sizes(self, model):
+        """A larger image runs with interpolated positions; at the native size interpolation is the identity."""
+        fixed = self.fixed(model.config)
+        pixel_values = fixed["pixel_values"]
+        patch = to_2tuple(model.config.patch_size)
+        larger = torch.randn(self.batch, model.config.num_channels, pixel_values.shape[-2] + 2 * patch[0], pixel_values.shape[-1])
+        self.check_larger(model, larger)
+        torch.testing.assert_close(model(**fixed, interpolate_pos_encoding=True).logits, model(**fixed).logits)
+
+    def check_larger(self, model, larger):
+        out = model(larger, interpolate_pos_encoding=True)
+        assert out.logits.shape == self.logits_shape(model.config, *larger.shape[-2:])
+        assert torch.isfinite(out.loss)
+
+
+class SimMIMAdapter(ImageAdapter):
+    """Mask tokens: the encoder sees every patch; ``noise`` is per mask cell of mask_unit x mask_unit patches; the
+    head predicts the full image."""
+
+    reorders_tokens = False
+
+    def noise_grid(self, config):
+        return config.mask_grid_size
+
+    def per_unit(self, config):
+        return config.mask_unit**2
+
+    def expected_mask(self, config, noise):
+        cells = super().expected_mask(config, noise)
+        unit, (rows, cols) = config.mask_unit, config.mask_grid_size
+        return cells.reshape(-1, rows, cols).repeat_interleave(unit, 1).repeat_interleave(unit, 2).flatten(1)
+
+    def logits_shape(self, config, height, width):
+        return (self.batch, config.num_channels, height, width)
+
+
+class MixedAEAdapter(ImageAdapter):
+    """Groups of mix_group images are mixed into one; member j of a group sees ranks [j*kept, (j+1)*kept) of the
+    group's first member's noise."""
+
+    def expected_mask(self, config, noise):
+        kept = int(noise.shape[1] * (1 - config.mask_ratio))
+        group = config.mix_group
+        first_ranks = noise[::group].argsort(1).argsort(1).repeat_interleave(group, 0)
+        member = torch.arange(noise.shape[0])[:, None] % group
+        return 1.0 - ((first_ranks >= member * kept) & (first_ranks < (member + 1) * kept)).float()
+
+
+class MP3Adapter(ImageAdapter):
+    """Key mask: every token stays in order, hidden ones are masked as attention keys only; logits (batch, L, L)
+    classify positions of the pre-training grid."""
+
+    reorders_tokens = False
+    # the paper adds fine-tuning position embeddings, zero-initialised, to a pre-training checkpoint
+    fine_tuning_prefixes = ("classifier", "fc_norm", "mp3.embeddings.position_embeddings")
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        return (self.batch, (height // patch[0]) * (width // patch[1]), config.num_positions)
+
+    def check_larger(self, model, larger):  # the position classifier has the pre-training grid's classes only
+        with pytest.raises(ValueError, match="positions"):
+            model(larger, interpolate_pos_encoding=True)
+
+
+class DMJDAdapter(ImageAdapter):
+    """Targets are per-patch HOG histograms, not pixels."""
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        return (self.batch, (height // patch[0]) * (width // patch[1]), config.hog_dim)
+
+
+class VideoAdapter(Adapter):
+    """Clips (batch, frames, C, H, W); tube masking: ``noise`` over the spatial grid, one spatial mask in every time
+    slice; pre-training logits cover the decoded tokens only."""
+
+    classifier_auto_classes = {"video-classification": AutoModelForVideoClassification}
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        config = create_config(self.preset)
+        patch = to_2tuple(config.patch_size)
+        return dict(num_hidden_layers=1, decoder_num_hidden_layers=1, image_size=(4 * patch[0], 4 * patch[1]),
+                    num_frames=2 * config.tubelet_size)  # fmt: skip
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        shape = (self.batch, config.num_frames, config.num_channels, height, width)
+        return {"pixel_values": torch.randn(*shape, generator=generator)}
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        torch.randn(self.batch, config.num_frames, config.num_channels, height, width, generator=generator)
+        _, rows, cols = config.grid_size
+        return {"noise": torch.rand(self.batch, rows * cols, generator=generator)}
+
+    def expected_mask(self, config, noise):
+        """The int(rows * cols * (1 - r)) smallest noise values stay visible, in every time slice."""
+        kept = int(noise.shape[1] * (1 - config.mask_ratio))
+        spatial = 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+        return spatial.repeat(1, config.grid_size[0])
+
+    def masked_count(self, config):
+        _, rows, cols = config.grid_size
+        return (rows * cols - int(rows * cols * (1 - config.mask_ratio))) * config.grid_size[0]
+
+    def decoded_count(self, config, hidden: int) -> int:
+        """Tokens the decoder predicts: the encoder's hidden ones."""
+        return hidden
+
+    def labels(self, task, config):
+        return torch.tensor([0, 2, 1])
+
+    def check_fixed_noise(self, model, fixed):
+        config, clips, noise = model.config, fixed["pixel_values"], fixed["noise"]
+        a, b = model(clips, noise=noise), model(clips, noise=noise)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, self.expected_mask(config, noise))
+        hidden = int(self.expected_mask(config, noise)[0].sum())
+        assert a.logits.shape[:2] == (self.batch, self.decoded_count(config, hidden))
+        drawn = model(clips)  # a random tube mask: the same count, the same spatial mask in every slice
+        assert drawn.mask.sum(1).tolist() == [hidden] * self.batch
+        slices = drawn.mask.reshape(self.batch, config.grid_size[0], -1)
+        assert torch.equal(slices, slices[:, :1].expand_as(slices))
+        # transformers' argument: the same mask as a bool tensor gives the same output (V2: with the same decoder mask)
+        given = {"decoder_mask": a.decoder_mask.bool()} if getattr(a, "decoder_mask", None) is not None else {}
+        torch.testing.assert_close(model(clips, bool_masked_pos=a.mask.bool(), **given).logits, a.logits, rtol=0, atol=0)
+
+    def check_mask_ratio_zero(self, model):
+        clips = self.inputs(model.config)["pixel_values"]
+        out = model(clips, mask_ratio=0.0)
+        assert out.last_hidden_state.shape[1] == model.config.num_tokens and out.mask.sum() == 0
+        assert torch.equal(out.ids_restore, torch.arange(model.config.num_tokens).expand(self.batch, -1))
+        torch.testing.assert_close(model(clips[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        clips, noise = self.inputs(model.config)["pixel_values"], VideoAdapter.noise(self, model.config)["noise"]
+        batch, (frames, channels, height, width) = self.batch, clips.shape[1:]
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, frames, channels + 1, height, width))
+        with pytest.raises(ValueError, match="num_frames"):
+            model(torch.randn(batch, frames + model.config.tubelet_size, channels, height, width))
+        with pytest.raises(ValueError, match="image_size"):
+            model(torch.randn(batch, frames, channels, height * 2, width))
+        with pytest.raises(ValueError, match="5 dimensions"):
+            model(clips[:, 0])
+        for ratio in (1.0, -0.1):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(clips, mask_ratio=ratio)
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((clips * 100).to(torch.uint8))
+        with pytest.raises(ValueError, match="empty batch"):
+            model(clips[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(clips, noise=noise[:, :-1])
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+
+
+class VideoMAEV2Adapter(VideoAdapter):
+    """Dual masking: the decoder reconstructs only the running cells' share (int(4 * r_d) of every 2x2 cell are not
+    decoded)."""
+
+    def decoded_count(self, config, hidden):
+        ratio = config.decoder_mask_ratio
+        return hidden if ratio == 0.0 else config.num_tokens * (4 - int(4 * ratio)) // 4
+
+
+class VideoTextAdapter(VideoAdapter):
+    """TGM: clips plus one caption each. With captions the mask is text-guided (no ``noise``; ``bool_masked_pos``
+    overrides it); without them TGM masks as VideoMAE does."""
+
+    processor_auto_class = AutoProcessor
+    captions = ("a red square moving left", "a green square moving up", "a blue square moving right")
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        shrink = super().shrink()
+        config = create_config(self.preset)
+        height, _ = shrink["image_size"]
+        # tgm-tiny's random CLIP scorer and byte-level text tower, on this preset's patch grid: nothing downloaded
+        tiny = create_config("tgm-tiny")
+        clip_config = copy.deepcopy(tiny.clip_config)
+        clip_config["vision_config"].update(image_size=height, patch_size=to_2tuple(config.patch_size)[0])
+        return dict(shrink, clip_name_or_path=None, text_encoder_name_or_path=None, tokenizer_name_or_path=None,
+                    clip_config=clip_config, text_config=copy.deepcopy(tiny.text_config),
+                    max_text_length=tiny.max_text_length)  # fmt: skip
+
+    def inputs(self, config, seed=0):
+        tokens = self.processor()(text=list(self.captions[: self.batch]), return_tensors="pt")
+        return {**super().inputs(config, seed), "input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"]}
+
+    def noise(self, config, seed=0):
+        return {}
+
+    def base_inputs(self, model, fixed):
+        mask = model(**fixed).mask.bool()  # the encoder under the text-guided mask
+        return {"pixel_values": fixed["pixel_values"], "bool_masked_pos": mask}
+
+    def feature_inputs(self, config):
+        return {"pixel_values": self.inputs(config)["pixel_values"]}
+
+    def check_fixed_noise(self, model, fixed):
+        captioned_a, captioned_b = model(**fixed), model(**fixed)  # text-guided: a function of clips and captions
+        assert torch.equal(captioned_a.mask, captioned_b.mask) and torch.equal(captioned_a.logits, captioned_b.logits)
+        assert captioned_a.mask.sum(1).tolist() == [self.masked_count(model.config)] * self.batch
+        clips = fixed["pixel_values"]
+        super().check_fixed_noise(model, {"pixel_values": clips, **super().noise(model.config)})  # no captions
+
+    def check_bad_inputs(self, model):
+        super().check_bad_inputs(model)
+        fixed = self.fixed(model.config)
+        with pytest.raises(ValueError, match="input_ids"):
+            model(fixed["pixel_values"], input_ids=fixed["input_ids"][:1])
+        with pytest.raises(ValueError, match="noise"):
+            model(**fixed, noise=super().noise(model.config)["noise"])
+
+
+class AudioAdapter(Adapter):
+    """Filterbanks ``input_values`` (batch, max_length, num_mel_bins); ``noise`` per 16x16 patch of the (time,
+    frequency) grid. Paper presets: one encoder block, two decoder blocks (a window and a shifted window), 64 frames."""
+
+    base_model_is_the_base_class = True
+
+    processor_auto_class = AutoFeatureExtractor
+    classifier_auto_classes = {"audio-classification": AutoModelForAudioClassification}
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        return dict(num_hidden_layers=1, decoder_num_hidden_layers=2, max_length=64)
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return {"input_values": torch.randn(self.batch, config.max_length, config.num_mel_bins, generator=generator)}
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        torch.randn(self.batch, config.max_length, config.num_mel_bins, generator=generator)
+        rows, cols = config.grid_size
+        return {"noise": torch.rand(self.batch, rows * cols, generator=generator)}
+
+    def expected_mask(self, config, noise):
+        kept = int(noise.shape[1] * (1 - config.mask_ratio))
+        return 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+
+    def masked_count(self, config):
+        patches = config.grid_size[0] * config.grid_size[1]
+        return patches - int(patches * (1 - config.mask_ratio))
+
+    def labels(self, task, config):
+        return torch.tensor([0, 2, 1])
+
+    def check_classifier_output(self, classifier, config, task):
+        assert type(classifier) is self.model_class(task)
+        super().check_classifier_output(classifier, config, task)
+
+    def check_fixed_noise(self, model, fixed):
+        values, noise = fixed["input_values"], fixed["noise"]
+        a, b = model(values, noise=noise), model(values, noise=noise)
+        mask = self.expected_mask(model.config, noise)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, mask)
+        rows, cols = model.config.grid_size
+        assert a.logits.shape == (self.batch, rows * cols, 16 * 16)  # every patch predicted, the loss reads the hidden
+        drawn = model(values)  # a random mask hides the same count
+        assert drawn.mask.sum(1).tolist() == mask.sum(1).tolist()
+
+    def check_mask_ratio_zero(self, model):
+        values = self.inputs(model.config)["input_values"]
+        num_patches = model.config.grid_size[0] * model.config.grid_size[1]
+        out = model(values, mask_ratio=0.0)
+        assert out.last_hidden_state.shape[1] == 1 + num_patches and out.mask.sum() == 0
+        assert torch.equal(out.ids_restore, torch.arange(num_patches).expand(self.batch, -1))
+        torch.testing.assert_close(model(values[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        values, noise = fixed["input_values"], fixed["noise"]
+        batch, (frames, bins) = self.batch, values.shape[1:]
+        with pytest.raises(ValueError, match="num_mel_bins"):
+            model(torch.randn(batch, frames, bins // 2))
+        with pytest.raises(ValueError, match="max_length"):
+            model(torch.randn(batch, frames + 16, bins))
+        with pytest.raises(ValueError, match="multiple of the patch size"):
+            model(torch.randn(batch, frames + 8, bins), interpolate_pos_encoding=True)
+        with pytest.raises(ValueError, match="3 dimensions"):
+            model(values[:, None])
+        for ratio in (1.0, -0.1):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(values, mask_ratio=ratio)
+        with pytest.raises(TypeError, match="input_values.*dtype"):
+            model((values * 100).to(torch.int16))
+        with pytest.raises(TypeError, match="input_values must be a torch.Tensor"):
+            model(values.tolist())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(values[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(values, noise=noise[:, :-1])
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+        with pytest.raises(ValueError, match="decoder_mode"):
+            create_config(self.preset, decoder_mode="local")
+        with pytest.raises(ValueError, match="num_channels"):
+            create_config(self.preset, num_channels=3)
+
+    def check_other_sizes(self, model):
+        """Clips of another length (a multiple of the patch) run with interpolated positions, in both decoders."""
+        values = self.inputs(model.config)["input_values"]
+        out = model(torch.cat([values, values], dim=1), interpolate_pos_encoding=True)
+        rows, cols = model.config.grid_size
+        assert out.logits.shape == (self.batch, 2 * rows * cols, 256) and torch.isfinite(out.loss)
+
+
+class PointCloudAdapter(Adapter):
+    """``point_values`` (batch, N, 3); ``noise`` (batch, num_groups) hides int(mask_ratio * num_groups) groups; the
+    encoder sees the visible groups. Paper presets: one block per stack, a quarter of the points and groups; a teacher
+    named by ``teacher_name_or_path`` becomes a tiny random ViT on 32-px depth images."""
+
+    base_model_is_the_base_class = True
+
+    processor_auto_class = AutoFeatureExtractor
+
+    @property
+    def classifier_auto_classes(self):
+        from hf_mae.auto import AutoModelForPointCloudClassification
+
+        return {"point-cloud-classification": AutoModelForPointCloudClassification}
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        config = create_config(self.preset)
+        shrink = {name: 1 for name in ("num_hidden_layers", "decoder_num_hidden_layers") if hasattr(config, name)}
+        shrink.update({name: [1] * len(getattr(config, name)) for name in ("depths", "decoder_depths") if hasattr(config, name)})
+        # a quarter of the points and groups (the group sizes kept): sampling and grouping dominate a CPU forward
+        if hasattr(config, "group_counts"):
+            shrink.update(num_points=config.num_points // 4, group_counts=[n // 4 for n in config.group_counts])
+        else:
+            shrink.update(num_points=config.num_points // 4, num_groups=config.num_groups // 4)
+        if getattr(config, "teacher_name_or_path", None):  # I2P-MAE: a tiny random ViT teacher on 32-px depth
+            shrink.update(teacher_name_or_path=None, teacher_feature_dim=32, image_size=32, densify=3,  # images
+                          teacher_config=dict(model_type="vit", image_size=32, patch_size=8, hidden_size=32,
+                                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+        return shrink
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return {"point_values": torch.randn(self.batch, config.num_points, 3, generator=generator) * 0.5}
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        torch.randn(self.batch, config.num_points, 3, generator=generator)
+        return {"noise": torch.rand(self.batch, config.num_groups, generator=generator)}
+
+    def masked_count(self, config):
+        return int(config.mask_ratio * config.num_groups)
+
+    def labels(self, task, config):
+        return torch.tensor([0, 2, 1])
+
+    def num_blocks(self, config):
+        return sum(config.depths) if hasattr(config, "depths") else config.num_hidden_layers
+
+    def check_fine_tuning_load(self, model, classifier, info, task):
+        assert type(classifier) is self.model_class(task)
+        # every encoder weight comes from the checkpoint; only the new head's are missing
+        prefix = model.base_model_prefix
+        encoder_keys = {f"{prefix}.{key}" for key in model.base_model.state_dict()}
+        assert info["missing_keys"] and not set(info["missing_keys"]) & encoder_keys, info["missing_keys"]
+        for key, value in model.base_model.state_dict().items():
+            assert torch.equal(classifier.state_dict()[f"{prefix}.{key}"], value), key
+
+    def check_classifier_output(self, classifier, config, task):
+        logits = classifier.eval()(**self.inputs(config)).logits  # eval: the new head's BatchNorm statistics
+        assert logits.shape == (self.batch, 3) and torch.isfinite(logits).all()
+
+    def check_processor(self, processor, config):
+        super().check_processor(processor, config)
+        assert processor.num_points == config.num_points
+
+    def check_fixed_noise(self, model, fixed):
+        points, noise = fixed["point_values"], fixed["noise"]
+        a, b = model(points, noise=noise), model(points, noise=noise)
+        groups, masked = model.config.num_groups, self.masked_count(model.config)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask) and torch.equal(a.loss, b.loss)
+        assert a.mask.shape == (self.batch, groups) and a.mask.sum(1).tolist() == [masked] * self.batch
+        assert set(a.mask.unique().tolist()) <= {0.0, 1.0}
+        other = model(points, noise=torch.rand(self.batch, groups, generator=torch.Generator().manual_seed(7)))
+        assert not torch.equal(other.mask, a.mask)  # the noise, not the points, picks the hidden groups
+        encoded = model.base_model(points, noise=noise)
+        assert encoded.last_hidden_state.shape[:2] == (self.batch, groups - masked)  # the encoder sees the visible
+        assert encoded.mask.sum(1).tolist() == [masked] * self.batch and encoded.centers.shape == (self.batch, groups, 3)
+        assert model(points).mask.sum(1).tolist() == [masked] * self.batch  # a drawn mask hides the same count
+
+    def check_mask_ratio_zero(self, model):
+        fixed = self.fixed(model.config)
+        points, noise = fixed["point_values"], fixed["noise"]
+        out = model(points, mask_ratio=0.0)
+        assert out.last_hidden_state.shape[:2] == (self.batch, model.config.num_groups) and out.mask.sum() == 0
+        # in group order whatever the noise, and each cloud encoded on its own
+        assert torch.equal(model(points, noise=noise, mask_ratio=0.0).last_hidden_state, out.last_hidden_state)
+        torch.testing.assert_close(model(points[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """Multi-scale encoders (I2P-MAE) have several stacks: at least one block's states and attentions."""
+        out = model.base_model(**base_inputs, output_hidden_states=True, output_attentions=True)
+        tokens = out.last_hidden_state.shape[1]
+        assert len(out.hidden_states) >= 2 and len(out.attentions) >= 1
+        last = out.attentions[-1]
+        assert last.shape[0] == self.batch and last.shape[-2:] == (tokens, tokens)
+        torch.testing.assert_close(last.sum(-1), torch.ones(last.shape[:-1]))
+        assert model.base_model(**base_inputs).hidden_states is None
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        points, noise, batch = fixed["point_values"], fixed["noise"], self.batch
+        with pytest.raises(ValueError, match="point_values.*last dimension"):
+            model(torch.randn(batch, points.shape[1], 4))
+        with pytest.raises(ValueError, match="point_values.*3 dimensions"):
+            model(points[0])
+        with pytest.raises(TypeError, match="point_values.*dtype"):
+            model((points * 100).to(torch.int32))
+        with pytest.raises(TypeError, match="point_values must be a torch.Tensor"):
+            model(points.tolist())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(points[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(points, noise=noise[:, :-1])
+        broken = points.clone()
+        broken[1, 5, 2] = float("nan")
+        with pytest.raises(ValueError, match="point_values.*NaN"):
+            model(broken)
+        for ratio in (1.0, -0.1):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(points, mask_ratio=ratio)
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+        config = create_config(self.preset)
+        with pytest.raises(ValueError, match="group_size"):
+            create_config(self.preset, group_size=config.num_points + 1)
+        with pytest.raises(ValueError, match="num_groups"):
+            create_config(self.preset, num_groups=config.num_points + 1)
+
+
+class GraphAdapter(Adapter):
+    """A disjoint union of two graphs (7 and 5 nodes): ``node_features`` (N, F), ``edge_index`` (2, E), ``batch``
+    (N,); ``noise`` per node. Paper presets: 12 features, 16 hidden units, at most 2 layers."""
+
+    base_model_is_the_base_class = True
+
+    processor_auto_class = AutoFeatureExtractor
+    sizes = (7, 5)
+    batch = 2  # graphs
+
+    @property
+    def classifier_auto_classes(self):
+        from hf_mae import AutoModelForGraphClassification, AutoModelForNodeClassification
+
+        return {"node-classification": AutoModelForNodeClassification,
+                "graph-classification": AutoModelForGraphClassification}  # fmt: skip
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        layers = min(create_config(self.preset).num_hidden_layers, 2)
+        return dict(num_features=12, hidden_size=16, num_hidden_layers=layers)
+
+    def processor(self):
+        shrink = self.shrink()
+        return hf_mae.create_processor(self.preset, **{k: shrink[k] for k in ("num_features", "hidden_size") if k in shrink})
+
+    @property
+    def num_nodes(self):
+        return sum(self.sizes)
+
+    def graphs(self, config, seed=0):
+        """Two random graphs as raw dicts (features of width config.num_features, a few random edges each)."""
+        generator = torch.Generator().manual_seed(seed)
+        return [
+            {"x": torch.rand(n, config.num_features, generator=generator),
+             "edge_index": torch.randint(0, n, (2, 2 * n), generator=generator), "y": label}
+            for label, n in enumerate(self.sizes)
+        ]  # fmt: skip
+
+    def inputs(self, config, seed=0):
+        union = self.processor()(self.graphs(config, seed))
+        return {"node_features": union["node_features"], "edge_index": union["edge_index"], "batch": union["batch"]}
+
+    def noise(self, config, seed=0):
+        return {"noise": torch.rand(self.num_nodes, generator=torch.Generator().manual_seed(seed + 1))}
+
+    def base_inputs(self, model, fixed):
+        return {k: v for k, v in fixed.items() if k != "noise"}
+
+    def masked_count(self, config):
+        return int(config.mask_rate * self.num_nodes)
+
+    def check_drawn_mask(self, out, config):
+        assert out.mask.sum() == self.masked_count(config)
+
+    def labels(self, task, config):
+        return torch.arange(self.num_nodes) % 3 if task == "node-classification" else torch.tensor([0, 2])
+
+    def gradient_exemptions(self, model, task):
+        # A GAT decoder's target-side attention vector scores a_r . W h_i of the node being rebuilt; the loss reads
+        # only masked nodes, whose codes h_i were re-masked to zero, so a_r never gets a gradient (as in the
+        # official code): expected, not a bug.
+        if task == "pretraining" and model.config.decoder_type == "gat":
+            return {"decoder.net.layers.0.attn_r"}
+        return set()
+
+    def check_fine_tuning_load(self, model, classifier, info, task):
+        assert type(classifier) is self.model_class(task)
+        assert all(key.startswith("classifier") for key in info["missing_keys"]), info["missing_keys"]
+        x, edges, batch = self.inputs(model.config).values()
+        torch.testing.assert_close(classifier.eval().graphmae(x, edges, batch).last_hidden_state,
+                                   model.base_model(x, edges, batch).last_hidden_state)  # fmt: skip
+
+    def check_classifier_output(self, classifier, config, task):
+        x, edges, batch = self.inputs(config).values()
+        if task == "node-classification":
+            logits = classifier.eval()(x, edges).logits
+            assert logits.shape == (self.num_nodes, 3)
+        else:
+            logits = classifier.eval()(x, edges, batch).logits
+            assert logits.shape == (len(self.sizes), 3)
+        assert torch.isfinite(logits).all()
+
+    def check_processor(self, processor, config):
+        super().check_processor(processor, config)
+        assert processor.feature_normalization == config.feature_normalization
+        assert torch.equal(processor(self.graphs(config))["node_features"], self.inputs(config)["node_features"])
+
+    def check_fixed_noise(self, model, fixed):
+        from hf_mae.modeling.graphmae import graph_mask
+
+        x, edges, batch, noise = fixed["node_features"], fixed["edge_index"], fixed["batch"], fixed["noise"]
+        a, b = model(**fixed), model(**fixed)
+        mask, _, _ = graph_mask(x.shape[0], model.config.mask_rate, model.config.replace_rate, noise=noise)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss) and torch.equal(a.mask, mask)
+        assert a.logits.shape == x.shape and a.mask.sum() == self.masked_count(model.config)
+        drawn = model(x, edges, batch)  # a random mask hides the same count
+        assert drawn.mask.sum() == a.mask.sum()
+        given = model(x, edges, batch, mask=mask)  # an explicit mask: the same masked nodes
+        assert torch.equal(given.mask, mask)
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """Message-passing layers: one hidden state per layer (no embedding state), no attention maps."""
+        out = model.base_model(**base_inputs, output_hidden_states=True)
+        assert len(out.hidden_states) == model.config.num_hidden_layers
+        assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+        # extra fields of a collated batch are accepted (the pretrain loop calls model(**batch))
+        fixed = {**base_inputs, **self.noise(model.config)}
+        masks = {"train_mask": torch.ones(self.num_nodes, dtype=torch.bool), "labels": torch.tensor([0, 1])}
+        torch.testing.assert_close(model(**fixed, **masks).loss, model(**fixed).loss)
+
+    def check_alone_and_in_a_union(self, model):
+        """Embeddings of a graph alone and inside a union agree."""
+        processor = self.processor()
+        first, second = self.graphs(model.config)
+        union = processor([first, second])
+        out = model(union["node_features"], union["edge_index"], union["batch"])
+        for index, graph in enumerate((first, second)):
+            alone = processor(graph)
+            single = model(alone["node_features"], alone["edge_index"])  # batch None: one graph
+            rows = union["batch"] == index
+            torch.testing.assert_close(out.last_hidden_state[rows], single.last_hidden_state, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(out.pooler_output[index : index + 1], single.pooler_output, rtol=1e-5, atol=1e-6)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        x, edges, batch, noise = fixed["node_features"], fixed["edge_index"], fixed["batch"], fixed["noise"]
+        with pytest.raises(ValueError, match="num_features"):
+            model(x[:, :-1], edges)
+        with pytest.raises(ValueError, match=r"edge_index holds node ids in \[0, 12\]"):
+            model(x, torch.cat([edges, torch.tensor([[0], [12]])], dim=1))
+        with pytest.raises(ValueError, match=r"edge_index must have shape \(2, num_edges\)"):
+            model(x, edges.T)
+        with pytest.raises(TypeError, match="edge_index must be an integer tensor"):
+            model(x, edges.float())
+        with pytest.raises(TypeError, match="node_features must be a floating-point"):
+            model(x.long(), edges)
+        with pytest.raises(TypeError, match="node_features must be a torch.Tensor"):
+            model(x.tolist(), edges)
+        with pytest.raises(ValueError, match=r"batch must have shape \(12,\)"):
+            model(x, edges, batch[:-1])
+        with pytest.raises(ValueError, match=r"noise must be a tensor of shape \(12,\)"):
+            model(x, edges, noise=noise[:-1])
+        with pytest.raises(ValueError, match="mask must be a bool tensor"):
+            model(x, edges, mask=torch.ones(12))
+        with pytest.raises(TypeError, match="unexpected argument"):
+            model(x, edges, nosie=noise)
+        for rate in (0.0, 1.0, -0.1):
+            with pytest.raises(ValueError, match="mask_rate"):
+                create_config(self.preset, mask_rate=rate)
+        for rate in (1.0, -0.5):
+            with pytest.raises(ValueError, match="replace_rate"):
+                create_config(self.preset, replace_rate=rate)
+        with pytest.raises(ValueError, match="encoder_type"):
+            create_config(self.preset, encoder_type="gcn")
+        with pytest.raises(ValueError, match="decoder_type"):
+            create_config(self.preset, decoder_type="transformer")
+        with pytest.raises(ValueError, match="pooling"):
+            create_config(self.preset, pooling="attention")
+        with pytest.raises(ValueError, match="divisible by num_attention_heads"):
+            create_config(self.preset, encoder_type="gat", hidden_size=10, num_attention_heads=4)
+        with pytest.raises(ValueError, match="labels must hold one label per graph"):
+            self.build("graph-classification", num_labels=2)(x, edges, batch, labels=torch.tensor([0, 1, 1]))
+
+
+class EmbeddingsAdapter(Adapter):
+    """LV-MAE: sequences of segment embeddings ``inputs_embeds`` (batch, L, embedding_dim) with an
+    ``attention_mask`` (the second sequence padded). The default importance masking is a function of the inputs;
+    ``noise`` fixes random masking. Paper preset: one block per stack, widths kept."""
+
+    processor_auto_class = AutoFeatureExtractor
+    classifier_auto_classes = {"video-classification": AutoModelForVideoClassification}
+    batch = 2
+    length, padded_length = 10, 6
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        return dict(num_hidden_layers=1, decoder_num_hidden_layers=1)
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        embeds = torch.randn(self.batch, self.length, config.embedding_dim, generator=generator)
+        mask = torch.ones(self.batch, self.length, dtype=torch.long)
+        mask[1, self.padded_length :] = 0
+        return {"inputs_embeds": embeds, "attention_mask": mask}
+
+    def noise(self, config, seed=0):
+        return {}  # importance masking needs none
+
+    def masked_count(self, config):
+        return self.length - int(self.length * (1 - config.mask_ratio))  # the unpadded sequence
+
+    def check_drawn_mask(self, out, config):
+        assert out.mask[0].sum() == self.masked_count(config)  # the unpadded sequence
+
+    def labels(self, task, config):
+        return torch.tensor([0, 2])
+
+    def check_fine_tuning_load(self, model, classifier, info, task):
+        assert set(info["missing_keys"]) == {"classifier.weight", "classifier.bias"}
+
+    def check_fixed_noise(self, model, fixed):
+        a, b = model(**fixed), model(**fixed)  # importance masking: a function of the embeddings
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
+        assert a.mask[0].sum().item() == self.masked_count(model.config)
+        assert a.mask[1, self.padded_length :].sum() == 0  # padding is neither kept nor hidden
+        # random masking with a fixed noise: the int(L * (1 - r)) smallest noise values stay visible
+        embeds = fixed["inputs_embeds"][:1]
+        noise = torch.rand(1, self.length, generator=torch.Generator().manual_seed(3))
+        out = model(embeds, noise=noise, masking_strategy="random")
+        kept = int(self.length * (1 - model.config.mask_ratio))
+        expected = 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+        assert torch.equal(out.mask.float(), expected)
+        assert torch.equal(model(embeds, noise=noise, masking_strategy="random").logits, out.logits)
+
+    def check_mask_ratio_zero(self, model):
+        fixed = self.fixed(model.config)
+        out = model(**fixed, mask_ratio=0.0)
+        assert out.mask.sum() == 0 and out.last_hidden_state.shape[1] == 1 + self.length
+        torch.testing.assert_close(model(fixed["inputs_embeds"][:1], mask_ratio=0.0).last_hidden_state,
+                                   out.last_hidden_state[:1], rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        config, fixed = model.config, self.fixed(model.config)
+        embeds = fixed["inputs_embeds"]
+        with pytest.raises(ValueError, match=f"embedding_dim={config.embedding_dim}"):
+            model(embeds[..., :-1])
+        with pytest.raises(ValueError, match=f"max_segments={config.max_segments}"):
+            model(torch.randn(1, config.max_segments + 1, config.embedding_dim))
+        with pytest.raises(TypeError, match="floating-point"):
+            model(embeds.long())
+        with pytest.raises(ValueError, match="attention_mask must have shape"):
+            model(embeds, attention_mask=fixed["attention_mask"][:, :-1])
+        with pytest.raises(ValueError, match="noise"):
+            model(embeds, noise=torch.rand(self.batch, self.length - 1), masking_strategy="random")
+        for ratio in (1.0, -0.1):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(embeds, mask_ratio=ratio)
+        with pytest.raises(ValueError, match="masking_strategy"):
+            model(embeds, masking_strategy="block")
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+
+
+MODALITY_ADAPTERS = {
+    "image": ImageAdapter,
+    "video": VideoAdapter,
+    "video-text": VideoTextAdapter,
+    "audio": AudioAdapter,
+    "point-cloud": PointCloudAdapter,
+    "graph": GraphAdapter,
+    "embeddings": EmbeddingsAdapter,
+}
+# methods whose masking or outputs differ from their modality's
+METHOD_ADAPTERS = {
+    "simmim": SimMIMAdapter,
+    "mixedae": MixedAEAdapter,
+    "mp3": MP3Adapter,
+    "dmjd": DMJDAdapter,
+    "videomaev2": VideoMAEV2Adapter,
+}
+
+
+def adapter_for(preset: str) -> Adapter:
+    method = method_of(preset)
+    return METHOD_ADAPTERS.get(method.name, MODALITY_ADAPTERS[method.modality])(preset)
