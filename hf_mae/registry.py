@@ -32,7 +32,14 @@ from transformers import (
 )
 
 from . import modeling, processors
-from .auto import AutoModelForGraphClassification, AutoModelForNodeClassification, AutoModelForPointCloudClassification
+from .modeling.backbone import backbone_class_for
+from .auto import (
+    AutoModelForGraphClassification,
+    AutoModelForNodeClassification,
+    AutoModelForPointCloudClassification,
+    register_backbone,
+    register_video_processor,
+)
 
 # task name (as in create_model, the CLI and a row's model_classes) -> the Auto class that loads it
 AUTO_CLASSES = {
@@ -172,7 +179,9 @@ def public_classes(methods: dict) -> dict:
     """Name -> class for every class the rows name (config, models, processor, exports): ``hf_mae``'s names."""
     names = {}
     for method in methods.values():
+        backbone = backbone_class_for(method.model_classes["base"])  # <Method>Backbone, where the family has one
         classes = (method.config_class, *method.model_classes.values(), method.processor_class)
+        classes += (backbone,) if backbone is not None else ()
         for name, cls in [*((cls.__name__, cls) for cls in classes), *method.exports.items()]:
             if names.setdefault(name, cls) is not cls:
                 raise ValueError(f"two classes are named {name}: {names[name]} and {cls}")
@@ -254,6 +263,9 @@ def _register(method: Method) -> None:
     else:  # TGM's ProcessorMixin (video processor + caption tokenizer); feature extractors for embedding sequences
         # (LV-MAE), waveforms -> filterbanks, clouds -> normalised points, graphs -> tensors
         auto_class.register(config_class, method.processor_class)
+    if method.modality == "video":  # pipeline("video-classification") asks AutoVideoProcessor
+        register_video_processor(config_class, method.processor_class)
+    register_backbone(config_class, method.model_classes["base"])  # ViT image encoders only; others: a no-op
 
 
 def register_all() -> None:

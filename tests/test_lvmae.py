@@ -55,7 +55,9 @@ def test_importance_masking_keeps_exactly_the_least_similar_segments():
     embeds = torch.randn(3, 12, DIM)
     mask = torch.ones(3, 12, dtype=torch.long)
     mask[1, 9:], mask[2, 5:] = 0, 0  # lengths 12, 9, 5
-    out = model.lvmae(embeds, attention_mask=mask)
+    # the base model masks nothing unless asked (the feature default): pass the pre-training ratio
+    assert model.lvmae(embeds, attention_mask=mask).mask.sum() == 0
+    out = model.lvmae(embeds, attention_mask=mask, mask_ratio=model.config.mask_ratio)
     for i, length in enumerate((12, 9, 5)):
         e = torch.nn.functional.normalize(embeds[i, :length], dim=-1)
         similarity = [0.0] + [float(e[t] @ e[t - 1]) for t in range(1, length)]  # to the predecessor; first: 0

@@ -13,6 +13,7 @@ import textwrap
 import types
 
 import pytest
+from transformers.backbone_utils import BackboneMixin
 import torch
 from transformers import AutoModelForMaskedImageModeling, PreTrainedModel
 
@@ -110,11 +111,12 @@ VideoMAEV2ForVideoClassification VideoMAEV2Model create_config create_model crea
 
 
 def _model_classes_defined_in(module):
-    """The task classes a module defines: PreTrainedModel subclasses other than the shared ``*PreTrainedModel`` bases."""
+    """The task classes a module defines: PreTrainedModel subclasses other than the shared ``*PreTrainedModel`` bases
+    and the backbones (``modeling/backbone.py`` derives those from a row's base class; the registry registers them)."""
     return {
         obj for obj in vars(module).values()
         if inspect.isclass(obj) and issubclass(obj, PreTrainedModel) and obj.__module__ == module.__name__
-        and not obj.__name__.endswith("PreTrainedModel")
+        and not obj.__name__.endswith("PreTrainedModel") and not issubclass(obj, BackboneMixin)
     }
 
 

@@ -24,18 +24,22 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
+from transformers.utils import TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel
 from .embeddings import sincos_1d
-from .layers import build_blocks, run_blocks
+from .layers import Attention, TransformerBlock, build_blocks, run_blocks
 from .losses import classification_loss, masked_mse
-from .masking import check_mask_ratio, gather_tokens, num_kept, restore_tokens
+from .masking import check_mask_ratio, feature_mask_ratio, gather_tokens, num_kept, restore_tokens
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 from .targets import patch_statistics
 
@@ -210,6 +214,9 @@ class LVMAEModel(LVMAEPreTrainedModel):
 
     ``add_final_norm=False`` leaves out the last LayerNorm (a mean-pooling classifier normalises after pooling)."""
 
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+
     def __init__(self, config: LVMAEConfig, add_final_norm: bool = True):
         super().__init__(config)
         same = config.embedding_dim == config.hidden_size
@@ -248,6 +255,8 @@ class LVMAEModel(LVMAEPreTrainedModel):
             raise ValueError("attention_mask has a sample without any real segment (a row of zeros)")
         return attention_mask.to(inputs_embeds.device).long()
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         inputs_embeds: torch.Tensor | None = None,
@@ -255,26 +264,23 @@ class LVMAEModel(LVMAEPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         masking_strategy: str | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         inputs_embeds: (batch, L, embedding_dim) segment embeddings (L <= max_segments).
         attention_mask: (batch, L), 1 = a real segment, 0 = padding (anywhere); default: all real.
         noise: (batch, L) optional, fixes random masking (the lowest noise is kept); ignored by importance masking,
             which is deterministic.
-        mask_ratio: overrides ``config.mask_ratio``; ``0.0`` keeps every real segment. masking_strategy: overrides
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): every real segment, in order, the same
+            features on every call; pre-training passes ``config.mask_ratio``. masking_strategy: overrides
             ``config.masking_strategy`` ("random" or "importance").
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks).
         Returns LVMAEEncoderOutput.
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         if inputs_embeds is None:
             raise ValueError("inputs_embeds is required")
         attention_mask = self.check_inputs(inputs_embeds, attention_mask)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise)
         strategy = self.config.masking_strategy if masking_strategy is None else masking_strategy
         if strategy not in MASKING_STRATEGIES:
             raise ValueError(f"masking_strategy must be one of {MASKING_STRATEGIES}, got {strategy!r}")
@@ -300,20 +306,15 @@ class LVMAEModel(LVMAEPreTrainedModel):
         cls = (self.cls_token + positions[:, :1]).expand(batch, -1, -1)
         hidden = torch.cat([cls, tokens], dim=1)
         token_mask = torch.cat([slot_valid.new_ones(batch, 1), slot_valid], dim=1)
-        hidden, all_hidden, all_attentions = run_blocks(
-            self.layers, hidden, key_padding_mask(token_mask, hidden.dtype), output_hidden_states, output_attentions
-        )
-        output = LVMAEEncoderOutput(
+        hidden, _, _ = run_blocks(self.layers, hidden, key_padding_mask(token_mask, hidden.dtype))
+        return LVMAEEncoderOutput(
             last_hidden_state=self.layernorm(hidden),
             mask=(attention_mask.bool() & ~keep).float(),
             ids_restore=torch.argsort(ids_shuffle, dim=1),
-            hidden_states=all_hidden,
-            attentions=all_attentions,
             ids_keep=ids_keep,
             token_mask=token_mask.long(),
             attention_mask=attention_mask,
         )
-        return output if return_dict else output.to_tuple()
 
     def normalize(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """The embeddings the model reads and reconstructs: L2-normalised (official data loader) unless disabled."""
@@ -371,6 +372,7 @@ class LVMAEForPreTraining(LVMAEPreTrainedModel):
         self.decoder = LVMAEDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         inputs_embeds: torch.Tensor | None = None,
@@ -378,22 +380,18 @@ class LVMAEForPreTraining(LVMAEPreTrainedModel):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         masking_strategy: str | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`LVMAEModel.forward`. Returns MaskedPreTrainingOutput: ``logits`` (batch, L,
         embedding_dim) predicted embeddings of every position, ``loss`` over the hidden real segments, ``mask``."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.lvmae(
             inputs_embeds,
             attention_mask=attention_mask,
             noise=noise,
-            mask_ratio=mask_ratio,
+            mask_ratio=self.config.mask_ratio if mask_ratio is None else mask_ratio,
             masking_strategy=masking_strategy,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         if encoded.mask.sum() == 0:
             raise ValueError("pre-training needs hidden segments: mask_ratio hides none of these videos' segments")
@@ -407,7 +405,7 @@ class LVMAEForPreTraining(LVMAEPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
     def target(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(batch, L, embedding_dim) float32 targets: the normalised input embeddings, standardised per segment with
@@ -432,25 +430,22 @@ class LVMAEForVideoClassification(LVMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         inputs_embeds: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """inputs_embeds (batch, L, embedding_dim), attention_mask (batch, L); labels (batch,). Returns logits
         (batch, num_labels)."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         encoded = self.lvmae(
             inputs_embeds,
             attention_mask=attention_mask,
             mask_ratio=0.0,
-            output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions,
             return_dict=True,
+            **kwargs,
         )
         tokens = encoded.last_hidden_state
         if self.config.classifier_pooling == "mean":
@@ -463,7 +458,7 @@ class LVMAEForVideoClassification(LVMAEPreTrainedModel):
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
         )
-        return output if return_dict else output.to_tuple()
+        return output
 
 
 __all__ = [
