@@ -111,9 +111,6 @@ def test_upernet_on_the_backbone_trains():
     assert grad is not None and grad.abs().sum() > 0  # the loss reaches the encoder
 
 
-@pytest.mark.xfail(strict=True, reason="MAEPreTrainedModel._init_weights re-initialises the patch projection "
-                   "through a view after loading (ISSUE12 section 3, the _init_weights bullet); remove this mark "
-                   "when that fix lands")
 def test_upernet_on_the_backbone_reloads(tmp_path):
     from transformers import UperNetForSemanticSegmentation
 

@@ -255,8 +255,9 @@ def test_a_new_method_file_with_a_row_is_discovered(tmp_path, monkeypatch):
     model = method.model_classes["pretraining"](config).eval()
     out = model(torch.randn(2, 3, 32, 32))
     assert out.mask.sum().item() == 2 * 32  # mask_ratio 0.5 of the preset: 32 of 64 patches hidden per image
+    # a ViT image encoder also gets its AutoBackbone class, derived from the row's base class
     assert set(registry.public_classes(methods)) == {"ToyMAEConfig", "ToyMAEModel", "ToyMAEForPreTraining",
-                                                     "MAEImageProcessor"}
+                                                     "MAEImageProcessor", "ToyMAEBackbone"}
     # a processor only its method uses may live in the method file itself (as LV-MAE's once did)
     package = _toy_package(tmp_path, monkeypatch, "toy_methods_b", "ToyProcessor", "dict(scale=2)")
     method = registry.discover_methods(package)["toymae"]
