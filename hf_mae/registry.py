@@ -72,13 +72,6 @@ class Method:
     make_processor: Callable  # config -> processor: ``processor_class.from_model_config(config, **processor_settings)``
     presets: dict = field(default_factory=dict)  # preset name -> config kwargs
     modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph
-    # "token-drop": the encoder sees only the kept tokens, ``noise`` is per token (MAE);
-    # "mask-token": the encoder sees every token, hidden ones as a mask token, ``noise`` is per mask cell (SimMIM)
-    # "mixing": groups of mix_group images are mixed into one; ``mask`` is per source image and a fixed ``noise``
-    # gives each group the ranks of its first member's noise, ranks [j*L/g, (j+1)*L/g) to member j (MixedAE)
-    # "key-mask": the encoder sees every token in order, hidden ones are masked as attention keys only; ``noise``
-    # is per token; logits (batch, L, L) classify positions, at the pre-training grid only (MP3)
-    masking: str = "token-drop"
     # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
     # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
     pretrain_lr: float | None = None
@@ -90,7 +83,7 @@ class Method:
 # the keys of a ``METHOD`` row: required, and optional with their default
 REQUIRED_ROW_KEYS = ("name", "paper", "config_class", "model_classes", "processor", "presets")
 OPTIONAL_ROW_KEYS = {
-    "processor_settings": {}, "modality": "image", "masking": "token-drop", "pretrain_lr": None, "exports": [],
+    "processor_settings": {}, "modality": "image", "pretrain_lr": None, "exports": [],
 }
 
 
@@ -149,7 +142,7 @@ def method_from_row(row, module) -> Method:
         name=row["name"], paper=row["paper"], config_class=row["config_class"], model_classes=row["model_classes"],
         processor_class=processor_class,
         make_processor=functools.partial(processor_class.from_model_config, **settings),
-        presets=row["presets"], modality=row["modality"], masking=row["masking"], pretrain_lr=row["pretrain_lr"],
+        presets=row["presets"], modality=row["modality"], pretrain_lr=row["pretrain_lr"],
         processor_settings=settings, exports={name: getattr(module, name) for name in row["exports"]},
         module=module.__name__,
     )

@@ -43,28 +43,28 @@ PRESET_NAMES = {
     "videomae": ["videomae-tiny", "videomae-vit-base-patch16", "videomae-vit-large-patch16"],
     "videomaev2": ["videomaev2-tiny", "videomaev2-vit-base-patch16", "videomaev2-vit-giant-patch14"],
 }
-# method -> (modality, masking, pretrain_lr, processor class, processor settings)
+# method -> (modality, pretrain_lr, processor class, processor settings)
 ROW_FACTS = {
-    "audiomae": ("audio", "token-drop", None, "AudioMAEFeatureExtractor", {}),
-    "birdmae": ("audio", "token-drop", None, "AudioMAEFeatureExtractor", {"augmentations": "birdmae"}),
-    "colormae": ("image", "token-drop", None, "MAEImageProcessor", {}),
-    "cropmae": ("image", "token-drop", None, "TwoViewImageProcessor",
+    "audiomae": ("audio", None, "AudioMAEFeatureExtractor", {}),
+    "birdmae": ("audio", None, "AudioMAEFeatureExtractor", {"augmentations": "birdmae"}),
+    "colormae": ("image", None, "MAEImageProcessor", {}),
+    "cropmae": ("image", None, "TwoViewImageProcessor",
                 {"view_mode": "global_to_local", "crop_scale": [0.1, 1.0], "local_crop_scale": [0.3, 0.6]}),
-    "crossvideomae": ("video", "token-drop", None, "MAEVideoProcessor", {}),
-    "dmjd": ("image", "token-drop", None, "MAEImageProcessor", {}),
-    "graphmae": ("graph", "token-drop", 1e-3, "GraphProcessor", {}),
-    "hpm": ("image", "token-drop", None, "MAEImageProcessor", {}),
-    "i2pmae": ("point-cloud", "token-drop", 1e-3, "PointCloudFeatureExtractor", {}),
-    "lut": ("image", "token-drop", None, "TwoViewImageProcessor", {"view_mode": "independent"}),
-    "lvmae": ("embeddings", "token-drop", None, "LVMAEFeatureExtractor", {}),
-    "mae": ("image", "token-drop", None, "MAEImageProcessor", {}),
-    "mixedae": ("image", "mixing", None, "MAEImageProcessor", {}),
-    "mp3": ("image", "key-mask", None, "MAEImageProcessor", {}),
-    "pointmae": ("point-cloud", "token-drop", 1e-3, "PointCloudFeatureExtractor", {}),
-    "simmim": ("image", "mask-token", None, "MAEImageProcessor", {}),
-    "tgm": ("video-text", "token-drop", None, "TGMProcessor", {}),
-    "videomae": ("video", "token-drop", None, "MAEVideoProcessor", {}),
-    "videomaev2": ("video", "token-drop", None, "MAEVideoProcessor", {}),
+    "crossvideomae": ("video", None, "MAEVideoProcessor", {}),
+    "dmjd": ("image", None, "MAEImageProcessor", {}),
+    "graphmae": ("graph", 1e-3, "GraphProcessor", {}),
+    "hpm": ("image", None, "MAEImageProcessor", {}),
+    "i2pmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "lut": ("image", None, "TwoViewImageProcessor", {"view_mode": "independent"}),
+    "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
+    "mae": ("image", None, "MAEImageProcessor", {}),
+    "mixedae": ("image", None, "MAEImageProcessor", {}),
+    "mp3": ("image", None, "MAEImageProcessor", {}),
+    "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "simmim": ("image", None, "MAEImageProcessor", {}),
+    "tgm": ("video-text", None, "TGMProcessor", {}),
+    "videomae": ("video", None, "MAEVideoProcessor", {}),
+    "videomaev2": ("video", None, "MAEVideoProcessor", {}),
 }
 # preset -> a few config values it sets (sizes from the shared presets, method-specific fields, nested configs)
 CONFIG_VALUES = {
@@ -138,11 +138,11 @@ def test_rows_give_the_19_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
     assert len(registry.METHODS) == 19 and len(registry.PRESETS) == 46
-    for name, (modality, masking, lr, processor, settings) in ROW_FACTS.items():
+    for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
-        facts = (method.modality, method.masking, method.pretrain_lr, method.processor_class.__name__,
+        facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
                  method.processor_settings)
-        assert facts == (modality, masking, lr, processor, settings), name
+        assert facts == (modality, lr, processor, settings), name
         assert registry.METHOD_BY_CONFIG[method.config_class] is method
         assert set(method.model_classes) <= set(registry.AUTO_CLASSES)
     for preset, values in CONFIG_VALUES.items():
@@ -246,7 +246,7 @@ def test_a_new_method_file_with_a_row_is_discovered(tmp_path, monkeypatch):
     method, toy = methods["toymae"], sys.modules["toy_methods_a.toymae"]
     assert (method.module, method.config_class, method.model_classes) == (
         "toy_methods_a.toymae", toy.ToyMAEConfig, {"base": toy.ToyMAEModel, "pretraining": toy.ToyMAEForPreTraining})
-    assert (method.modality, method.masking, method.pretrain_lr) == ("image", "token-drop", None)  # row defaults
+    assert (method.modality, method.pretrain_lr) == ("image", None)  # row defaults
     config = method.config_class(**method.presets["toymae-tiny"])
     processor = method.make_processor(config)
     assert type(processor) is MAEImageProcessor and processor.size == {"height": 32, "width": 32}

@@ -451,5 +451,4 @@ METHOD = dict(
         # the paper's ViT-B/16 with MAE's decoder, mixing ratio 0.25 (groups of 4, r = 0.75 per source)
         "mixedae-vit-base-patch16": dict(patch_size=16, mix_group=4, **VIT["base"]),
     },
-    masking="mixing",
 )

@@ -367,5 +367,4 @@ METHOD = dict(
         "mp3-vit-small-patch16": dict(patch_size=16, **VIT["small"]),
         "mp3-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
     },
-    masking="key-mask",
 )

@@ -401,5 +401,4 @@ METHOD = dict(
             image_size=192, patch_size=16, mask_ratio=0.6, mask_patch_size=32, **VIT["base"]
         ),
     },
-    masking="mask-token",
 )
