@@ -63,7 +63,8 @@ class Adapter:
         return self.method.model_classes[task]
 
     def classification_tasks(self) -> list[str]:
-        return [task for task in self.method.model_classes if task not in ("base", "pretraining")]
+        # SimMIM's "masked-image-modeling" is its pre-training class under a second Auto class, not a classifier
+        return [task for task in self.method.model_classes if task.endswith("-classification")]
 
     def build(self, task="pretraining", attn_implementation=None, **overrides):
         config = self.config(**overrides)

@@ -23,6 +23,19 @@ ALL_PRESETS = hf_mae.list_models()
 TINY_PRESETS = [preset for preset in ALL_PRESETS if preset.endswith("-tiny")]
 
 
+def known_gap(presets, reason):
+    """Parametrize values with a strict xfail for the presets that do not meet a check yet (issue 12, open work):
+    the gap stays visible in every run, and the mark fails the run as soon as the check passes, so it gets removed."""
+    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=reason)) if p.split("-")[0] in presets else p
+            for p in ALL_PRESETS]
+
+
+EXPORT_GAP = ("data-dependent input checks (graphmae.check_graph_inputs, point_groups.check_point_values, "
+              "LVMAEModel.check_inputs) still break torch.export; masking.check_tensor_condition is the fix")
+CAPTURE_GAP = "Point-MAE and I2P-MAE keep hand-written hidden-state plumbing: no _can_record_outputs yet"
+DETERMINISM_GAP = "Point-MAE and I2P-MAE base models still mask at config.mask_ratio by default"
+
+
 def presets_where(condition, presets=ALL_PRESETS):
     return [preset for preset in presets if condition(adapter_for(preset))]
 
@@ -79,7 +92,8 @@ class Exports:
             from remote_check import run_many
 
             selected = {item.callspec.params["preset"] for item in self.request.session.items
-                        if item.originalname == "test_remote_code_round_trip"} | {preset}  # fmt: skip
+                        if item.originalname == "test_remote_code_round_trip" and hasattr(item, "callspec")
+                        and item.module is self.request.module} | {preset}  # fmt: skip
             selected = [p for p in ALL_PRESETS if p in selected and p not in self.remote]
             jobs = [(self(p).folder, "AutoModelForPreTraining", self(p).fixed, {}) for p in selected]
             self.remote.update(zip(selected, run_many(jobs, timeout=1200)))
@@ -386,7 +400,8 @@ def test_loads_and_runs_in_half_precision(preset, dtype, exports):
         assert difference <= 4 * 2**-7 * max(1.0, logits[0].abs().max().item())
 
 
-@pytest.mark.parametrize("preset", TINY_PRESETS)
+@pytest.mark.parametrize("preset", [p for p in known_gap({"graphmae", "i2pmae", "lvmae", "pointmae"}, EXPORT_GAP)
+                                    if getattr(p, "values", [p])[0] in TINY_PRESETS])
 def test_torch_export_matches_eager(preset, exports):
     """``torch.export.export`` of the base model (AutoModel) traces its default call and matches eager within 1e-5."""
     export = exports(preset)
@@ -398,7 +413,8 @@ def test_torch_export_matches_eager(preset, exports):
     torch.testing.assert_close(exported.module()(**inputs).last_hidden_state, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset", presets_where(has_attention))
+@pytest.mark.parametrize("preset", [p for p in known_gap({"i2pmae", "pointmae"}, CAPTURE_GAP)
+                                    if getattr(p, "values", [p])[0] in presets_where(has_attention)])
 def test_output_capture_follows_transformers(preset):
     """transformers' output capture: the base class declares ``_can_record_outputs`` for hidden states and
     attentions, and a forward returns one hidden state per block plus the embeddings' and one (batch, heads, n, n)
@@ -416,7 +432,7 @@ def test_output_capture_follows_transformers(preset):
         assert attention.shape[:2] == (adapter.batch, heads) and attention.shape[-1] == attention.shape[-2]
 
 
-@pytest.mark.parametrize("preset", ALL_PRESETS)
+@pytest.mark.parametrize("preset", known_gap({"i2pmae", "pointmae"}, DETERMINISM_GAP))
 def test_base_model_is_deterministic_by_default(preset, exports):
     """AutoModel in eval mode is a feature extractor: two calls on the same input are equal and nothing is masked
     unless asked; the pre-training class still masks config.mask_ratio of every sample."""

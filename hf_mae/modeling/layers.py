@@ -35,36 +35,8 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return output, weights
 
 
-# Checkpoints always hold the fused ``qkv`` layout. A model built with ``config.split_qkv = True`` has separate
-# ``query`` / ``key`` / ``value`` Linears instead (what PEFT's ``target_modules=["query", "value"]`` looks for, as in
-# transformers' ViT); transformers' weight conversion chunks ``qkv`` into them on load and concatenates them back on
-# save. A fused model loading a fused checkpoint is untouched: transformers applies a conversion only when its target
-# key exists in the model.
-SPLIT_QKV_FIELD = "split_qkv"
-_SPLIT_QKV_CONVERSION = (("attention.qkv", ["attention.query", "attention.key", "attention.value"]),)
-
-
-def _register_split_qkv_conversion(model_type: str | None) -> None:
-    """Registers the fused <-> split conversion for ``model_type`` once per process (any earlier entry is kept)."""
-    from transformers.conversion_mapping import (
-        get_checkpoint_conversion_mapping,
-        register_checkpoint_conversion_mapping,
-    )
-    from transformers.core_model_loading import Chunk, WeightConverter
-
-    if not model_type:
-        return
-    existing = get_checkpoint_conversion_mapping(model_type) or []
-    if any(getattr(t, "_original_source_patterns", None) == [_SPLIT_QKV_CONVERSION[0][0]] for t in existing):
-        return
-    ours = [WeightConverter(source, targets, operations=[Chunk(dim=0)]) for source, targets in _SPLIT_QKV_CONVERSION]
-    register_checkpoint_conversion_mapping(model_type, [*existing, *ours], overwrite=True)
-
-
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (one matmul instead of three), or, with
-    ``config.split_qkv = True``, separate ``query`` / ``key`` / ``value`` projections (for LoRA and other adapters
-    that target them by name; same weights, same outputs, same checkpoint files)."""
+    """Multi-head self-attention with one fused qkv projection (one matmul instead of three)."""
 
     def __init__(
         self, config, hidden_size: int, num_heads: int, qkv_bias: bool | str = True, attention_dropout: float = 0.0
@@ -82,27 +54,13 @@ class Attention(nn.Module):
         self.is_causal = False  # sdpa defaults to causal when this attribute is missing
         if qkv_bias not in (True, False, "qv"):
             raise ValueError(f"qkv_bias must be True, False or 'qv', got {qkv_bias!r}")
-        split = getattr(config, SPLIT_QKV_FIELD, False)
-        if not isinstance(split, bool):
-            raise TypeError(f"config.{SPLIT_QKV_FIELD} must be True or False, got {split!r}")
-        self.split_qkv = split
-        if split:
-            self.query, self.key, self.value = (
-                nn.Linear(hidden_size, hidden_size, bias=qkv_bias is True) for _ in range(3)
-            )
-            _register_split_qkv_conversion(getattr(config, "model_type", None))
-        else:
-            self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias is True)
-        # "qv" biases stay parameters of their own in both layouts (same state-dict keys)
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias is True)
         self.q_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
         self.v_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, tokens, hidden). Returns (output (batch, tokens, hidden), weights or None)."""
-        if self.split_qkv:
-            query, key, value = self.project(hidden_states, hidden_states)
-            return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
         batch, tokens, _ = hidden_states.shape
         if self.q_bias is None:
             qkv = self.qkv(hidden_states)
@@ -114,18 +72,6 @@ class Attention(nn.Module):
         # gradients straight into qkv's layout (one copy; permuting first costs a second one).
         query, key, value = (states.transpose(1, 2) for states in qkv.unbind(2))
         return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
-
-    def project(self, hidden_states, context):
-        """Split layout: queries from ``hidden_states`` (batch, queries, hidden), keys and values from ``context``
-        (batch, keys, hidden), each (batch, heads, tokens, head_dim). The projections are called as modules so that
-        adapters wrapping them (PEFT's LoRA) take part."""
-        query, key, value = self.query(hidden_states), self.key(context), self.value(context)
-        if self.q_bias is not None:
-            query, value = query + self.q_bias, value + self.v_bias
-        return tuple(
-            states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
-            for states in (query, key, value)
-        )
 
     def attend(self, query, key, value, attention_mask=None, output_attentions: bool = False, **kwargs):
         """Attention through the configured interface, then the output projection.
@@ -154,16 +100,12 @@ class CrossAttention(Attention):
 
     The projections are packed in one (3 * hidden, hidden) ``qkv`` as in :class:`Attention` and in
     ``nn.MultiheadAttention``'s ``in_proj_weight``: rows [0, hidden) project the queries, the rest the keys and
-    values of the context (or separate ``query`` / ``key`` / ``value`` with ``config.split_qkv``). Same attention
-    interface (eager, sdpa, ...) as self-attention.
+    values of the context. Same attention interface (eager, sdpa, ...) as self-attention.
     """
 
     def forward(self, hidden_states, context, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, queries, hidden); context: (batch, keys, hidden); attention_mask broadcastable to
         (batch, heads, queries, keys). Returns (output (batch, queries, hidden), weights or None)."""
-        if self.split_qkv:
-            query, key, value = self.project(hidden_states, context)
-            return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
         width = self.num_heads * self.head_dim
         weight, bias = self.qkv.weight, self.qkv.bias
         if self.q_bias is not None:  # qkv_bias="qv": no key bias
