@@ -33,6 +33,7 @@ from transformers import (
 
 from . import modeling, processors
 from .modeling.backbone import backbone_class_for
+from .training.augmentation import MAE_RECIPE, check_recipe
 from .auto import (
     AutoModelForGraphClassification,
     AutoModelForNodeClassification,
@@ -75,6 +76,9 @@ class Method:
     # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
     # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
     pretrain_lr: float | None = None
+    # the recipe's pre-training augmentation (``training/augmentation.py``): a RandomResizedCrop + flip dict, "views"
+    # (the processor draws its own views) or None; a row that says nothing gets MAE's recipe for images, else None
+    pretrain_augmentation: dict | str | None = None
     processor_settings: dict = field(default_factory=dict)  # fixed processor kwargs (e.g. CropMAE's view mode)
     exports: dict = field(default_factory=dict)  # further names of the method's module exported by ``hf_mae``
     module: str = ""  # the modeling module that holds the row
@@ -84,6 +88,7 @@ class Method:
 REQUIRED_ROW_KEYS = ("name", "paper", "config_class", "model_classes", "processor", "presets")
 OPTIONAL_ROW_KEYS = {
     "processor_settings": {}, "modality": "image", "pretrain_lr": None, "exports": [],
+    "pretrain_augmentation": "default",  # MAE's recipe for image rows, None for the others (method_from_row)
 }
 
 
@@ -138,11 +143,16 @@ def method_from_row(row, module) -> Method:
     if missing_exports:
         raise ValueError(f"{where}: exports names {missing_exports}, which {module.__name__} does not define")
     settings = row.pop("processor_settings")
+    augmentation = row["pretrain_augmentation"]
+    if augmentation == "default":
+        augmentation = dict(MAE_RECIPE) if row["modality"] == "image" else None
+    augmentation = check_recipe(augmentation, f"{where}: pretrain_augmentation")
     return Method(
         name=row["name"], paper=row["paper"], config_class=row["config_class"], model_classes=row["model_classes"],
         processor_class=processor_class,
         make_processor=functools.partial(processor_class.from_model_config, **settings),
         presets=row["presets"], modality=row["modality"], pretrain_lr=row["pretrain_lr"],
+        pretrain_augmentation=augmentation,
         processor_settings=settings, exports={name: getattr(module, name) for name in row["exports"]},
         module=module.__name__,
     )

@@ -93,6 +93,9 @@ METHOD = dict(
         "image-classification": ColorMAEForImageClassification,
     },
     processor="MAEImageProcessor",
+    # carlosh93/ColorMAE inherits mmpretrain's mae_vit-base-p16_8xb512-amp-coslr-300e_in1k pipeline:
+    # RandomResizedCrop(crop_ratio_range=(0.2, 1.0), bicubic, pillow) + RandomFlip(0.5), i.e. MAE's
+    pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
     presets={
         # mae-tiny's sizes; green noise is the default colour
         "colormae-tiny": dict(TINY),

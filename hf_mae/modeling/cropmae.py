@@ -236,6 +236,8 @@ METHOD = dict(
     # pre-training views (official GlobalToLocal): a global crop (area 0.1-1) and a local crop of it (0.3-0.6)
     processor="TwoViewImageProcessor",
     processor_settings=dict(view_mode="global_to_local", crop_scale=[0.1, 1.0], local_crop_scale=[0.3, 0.6]),
+    # alexandre-eymael/CropMAE GlobalToLocal: the processor's two views are the augmentation (seeded per sample)
+    pretrain_augmentation="views",
     presets={
         # mae-tiny's sizes; r = 1 - 2/64 keeps 2 of the 64 patches, as r = 0.985 keeps 2 of 196
         "cropmae-tiny": dict(TINY, mask_ratio=0.96875),

@@ -387,6 +387,8 @@ METHOD = dict(
         "base": HPMModel, "pretraining": HPMForPreTraining, "image-classification": HPMForImageClassification,
     },
     processor="MAEImageProcessor",
+    # Haochen-Wang409/HPM mask_transform.py MaskTransform: MAE's RandomResizedCrop(scale=(0.2, 1.0), BICUBIC) + flip
+    pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
     presets={
         # mae-tiny's sizes; the curriculum spans 1000 forwards and the EMA is faster than the paper's
         # (0.99 -> 0.999), since tiny runs last a few hundred steps; set total_steps to your run's length

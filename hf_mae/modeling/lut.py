@@ -362,6 +362,8 @@ METHOD = dict(
     # pre-training views: two independent random resized crops (area 0.2-1) with flips, MAE's crop
     processor="TwoViewImageProcessor",
     processor_settings=dict(view_mode="independent"),
+    # naver-ai/lut: the two views above are the augmentation; only their draws are seeded per sample
+    pretrain_augmentation="views",
     presets={
         # mae-tiny's sizes, 256-d heads; the EMA is faster than the paper's (0.99 -> 1 over 1000 forwards),
         # since tiny runs last a few hundred steps; set total_steps to your run's length

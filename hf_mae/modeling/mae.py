@@ -399,6 +399,9 @@ METHOD = dict(
         "base": MAEModel, "pretraining": MAEForPreTraining, "image-classification": MAEForImageClassification,
     },
     processor="MAEImageProcessor",
+    # facebookresearch/mae main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0), interpolation=3 (bicubic)),
+    # torchvision's ratio (3/4, 4/3), RandomHorizontalFlip() (hf_mae.training.augmentation)
+    pretrain_augmentation=dict(crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bicubic", flip_probability=0.5),
     presets={
         "mae-tiny": dict(TINY),
         "mae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),

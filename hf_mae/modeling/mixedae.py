@@ -445,6 +445,8 @@ METHOD = dict(
         "image-classification": MixedAEForImageClassification,
     },
     processor="MAEImageProcessor",
+    # no official code (see the method card); the paper builds on MAE's pipeline, so MAE's crop + flip [unverified]
+    pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
     presets={
         # mae-tiny's sizes, groups of 4 (16 of the 64 patches per source), a 64-d recognition head
         "mixedae-tiny": dict(TINY, homologous_projection_dim=64),

@@ -360,6 +360,8 @@ METHOD = dict(
         "base": MP3Model, "pretraining": MP3ForPreTraining, "image-classification": MP3ForImageClassification,
     },
     processor="MAEImageProcessor",
+    # no official code (see the method card): MAE's crop + flip, the row's default for image methods [unverified]
+    pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
     presets={
         # mae-tiny's encoder (no decoder): 64 positions to classify, 16 context patches at eta = 0.75
         "mp3-tiny": dict(TINY_ENCODER),

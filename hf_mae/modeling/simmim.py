@@ -393,6 +393,9 @@ METHOD = dict(
         "masked-image-modeling": SimMIMForPreTraining,  # AutoModelForMaskedImageModeling, as transformers' SimMIM
     },
     processor="MAEImageProcessor",
+    # microsoft/SimMIM data/data_simmim.py SimMIMTransform: RandomResizedCrop(scale=(0.67, 1.), ratio=(3/4, 4/3)) with
+    # torchvision's default (bilinear) interpolation, RandomHorizontalFlip()
+    pretrain_augmentation=dict(crop_scale=(0.67, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bilinear"),
     presets={
         # mae-tiny's encoder; 8-px mask cells (2x2 patches) on 32-px images, as 32-px cells on 16-px patches
         "simmim-tiny": dict(TINY_ENCODER, mask_patch_size=8),

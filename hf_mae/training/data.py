@@ -206,7 +206,8 @@ def num_classes(dataset, label_column: str) -> int:
     return int(max(dataset[label_column])) + 1
 
 
-def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False):
+def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False,
+                      augmentation=None, seed: int = 0):
     """Lazily turns examples into model inputs with ``processor``: ``{"pixel_values": (C, H, W), "labels": int}``
     from an image column; clips (T, C, H, W) from a video column (paths or frames) for a video processor;
     ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``;
@@ -215,7 +216,13 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
 
     ``training=True`` calls the processor with its ``training_call_kwargs`` on every access: fresh random views
     (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
-    a video processor."""
+    a video processor.
+
+    ``augmentation`` (a recipe, ``training/augmentation.py``; images only, with ``training=True``): every image is
+    augmented with a generator seeded by ``(seed, epoch, index)`` before the processor sees it. The result is then a
+    torch data set keyed by ``(epoch, index)`` pairs (``EpochSampler(..., keyed=True)`` yields them), or, for a
+    streamed data set, an iterable one whose ``set_epoch`` picks the epoch (:class:`SeededImages`,
+    :class:`SeededImageStream`). ``None``: the examples as they are (evaluation: probes, fine-tuning eval)."""
     if "edge_index" in getattr(processor, "model_input_names", ()):
         return _with_graph_inputs(dataset, processor, with_labels)
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
@@ -261,9 +268,93 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
             out["labels"] = torch.as_tensor(batch[label_column])
         return out
 
+    if augmentation is not None:
+        from .augmentation import build_augmentation, check_recipe
+
+        if video or embeddings or audio or points:
+            raise ValueError(f"augmentation={augmentation!r} is for image data sets; this one has a {input_column!r} column")
+        if not training:
+            raise ValueError("augmentation is a pre-training transform: pass training=True with it (evaluation stays as is)")
+        recipe = check_recipe(augmentation, "augmentation")
+        seeded = dict(transform=transform, input_column=input_column, augment=build_augmentation(recipe, processor),
+                      seed=seed)
+        if hasattr(dataset, "with_transform"):
+            return SeededImages(dataset, **seeded)
+        return SeededImageStream(dataset, **seeded)
     if hasattr(dataset, "with_transform"):  # map-style: processed on access
         return dataset.with_transform(transform)
     return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
+
+
+class _Seeded:
+    """What the seeded data sets share: augment the images of some rows, each with its own generator, and process
+    them. ``augment`` None (a two-view processor, ``"views"``): the processor's own draws from the global RNG are made
+    under ``fork_rng`` with the sample's seed, one image per call, so they too depend on the sample alone."""
+
+    def __init__(self, dataset, transform, input_column, augment, seed):
+        self.dataset, self.transform, self.input_column = dataset, transform, input_column
+        self.augment, self.seed = augment, seed
+
+    def _process(self, rows: dict, seeds: list[int]) -> list[dict]:
+        if self.augment is None:
+            examples = []
+            for i, seed in enumerate(seeds):
+                with torch.random.fork_rng(devices=[]):  # the global RNG (masks) is left as it was
+                    torch.manual_seed(seed)
+                    examples += _split(self.transform({key: values[i : i + 1] for key, values in rows.items()}))
+            return examples
+        rows = dict(rows)
+        rows[self.input_column] = [
+            self.augment(image, torch.Generator().manual_seed(seed)) for image, seed in zip(rows[self.input_column], seeds)
+        ]
+        return _split(self.transform(rows))
+
+
+def _split(batch: dict) -> list[dict]:
+    """A processed batch (columns of n) -> n examples."""
+    size = len(next(iter(batch.values())))
+    return [{key: values[i] for key, values in batch.items()} for i in range(size)]
+
+
+class SeededImages(_Seeded, torch.utils.data.Dataset):
+    """A map-style image data set whose key ``(epoch, index)`` (or a bare ``index``: epoch 0) gives example ``index``,
+    augmented with the generator of :func:`~hf_mae.training.augmentation.sample_seed` ``(seed, epoch, index)``."""
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys) -> list[dict]:  # the DataLoader fetches a whole batch in one call
+        from .augmentation import sample_seed
+
+        pairs = [key if isinstance(key, (tuple, list)) else (0, key) for key in keys]
+        rows = self.dataset[[int(index) for _, index in pairs]]
+        return self._process(rows, [sample_seed(self.seed, epoch, index) for epoch, index in pairs])
+
+
+class SeededImageStream(_Seeded, torch.utils.data.IterableDataset):
+    """A streamed image data set: the ``position``-th example a DataLoader worker reads in epoch ``epoch`` is augmented
+    with the generator of ``sample_seed(seed, epoch, worker, position)``. A stream has no index, but its order is
+    fixed by the seeded shuffle, so a resumed run (which re-reads the stream and skips the batches it saw) and an
+    uninterrupted one augment every example alike, given the same ``--num-workers``."""
+
+    epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate's loader.set_epoch calls it; the stream reshuffles too
+        self.epoch = epoch
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __iter__(self):
+        from .augmentation import sample_seed
+
+        info = torch.utils.data.get_worker_info()
+        worker = info.id if info is not None else 0
+        for position, row in enumerate(self.dataset):  # datasets shards the stream between workers itself
+            seed = sample_seed(self.seed, self.epoch, worker, position)
+            yield from self._process({key: [value] for key, value in row.items()}, [seed])
 
 
 def _with_graph_inputs(dataset, processor, with_labels: bool):

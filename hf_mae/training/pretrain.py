@@ -45,7 +45,8 @@ RUN_FILES = (
     "preprocessor_config.json", "reconstruction.png", "tensorboard",
 )
 # arguments a resumed run must share with the run it continues
-RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "streaming", "batch_size", "grad_accum", "seed")
+RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "streaming", "batch_size", "grad_accum", "seed",
+               "no_augment")
 
 
 # --------------------------------------------------------------------------------------------- arguments
@@ -64,6 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
     model.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    model.add_argument("--no-augment", action="store_true",
+                       help="feed each image as it is. Default: image methods augment with their recipe (the registry "
+                            "row's pretrain_augmentation; MAE: RandomResizedCrop scale 0.2-1, ratio 3/4-4/3, bicubic, "
+                            "+ horizontal flip; SimMIM: scale 0.67-1, bilinear; DMJD: scale 0.5-1), seeded per image by "
+                            "--seed, epoch and index; LUT's and CropMAE's own two views are kept either way")
     model.add_argument("--output-dir", required=True, help="the run folder (model, checkpoints, metrics)")
 
     optim = parser.add_argument_group("optimisation")
@@ -168,20 +174,30 @@ def resolve_lr(args, effective_batch: int) -> float:
 
 
 class EpochSampler(torch.utils.data.Sampler):
-    """A seeded random permutation per epoch (``seed + epoch``), so a resumed run can recompute the order."""
+    """A seeded random permutation per epoch (``seed + epoch``), so a resumed run can recompute the order.
+    ``keyed=True`` yields ``(epoch, index)`` pairs, the keys of ``data.SeededImages``: the epoch travels with each
+    key into whatever worker loads it."""
 
-    def __init__(self, num_samples: int, seed: int):
-        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+    def __init__(self, num_samples: int, seed: int, keyed: bool = False):
+        self.num_samples, self.seed, self.epoch, self.keyed = num_samples, seed, 0, keyed
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=generator).tolist())
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
+        return iter([(self.epoch, index) for index in order] if self.keyed else order)
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def augmentation_of(args):
+    """The run's augmentation recipe: the method's (``Method.pretrain_augmentation``), or None with --no-augment."""
+    from .. import registry
+
+    return None if getattr(args, "no_augment", False) else registry.get_method(args.model).pretrain_augmentation
 
 
 def build_dataloader(args, processor):
@@ -191,14 +207,17 @@ def build_dataloader(args, processor):
     raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
-    # training=True: fresh random views (LUT, CropMAE) or frame windows (video) on every access
-    dataset = with_model_inputs(raw, processor, with_labels=False, training=True)
+    # training=True: fresh random views (LUT, CropMAE) or frame windows (video) on every access; with a recipe,
+    # every image is augmented from a generator seeded by (seed, epoch, index), whatever worker loads it
+    augmentation = augmentation_of(args)
+    dataset = with_model_inputs(raw, processor, with_labels=False, training=True, augmentation=augmentation,
+                                seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
     common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate, num_workers=args.num_workers,
                   generator=generator)
     if args.streaming:
         return torch.utils.data.DataLoader(dataset, **common), raw
-    sampler = EpochSampler(len(dataset), args.seed)
+    sampler = EpochSampler(len(dataset), args.seed, keyed=augmentation is not None)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
 
@@ -241,6 +260,7 @@ def plan_output_dir(args, output_dir: Path):
         saved = output_dir / "run_args.json"
         if saved.is_file():
             previous = json.loads(saved.read_text())
+            previous.setdefault("no_augment", True)  # runs saved before augmentation existed fed images as they are
             current = run_args_dict(args)
             changed = {k: (previous.get(k), current[k]) for k in RESUME_KEYS if previous.get(k) != current[k]}
             if changed:
@@ -355,6 +375,7 @@ def train(args) -> tuple[Path, dict]:
     from tqdm.auto import tqdm
 
     from .. import registry
+    from .augmentation import describe
     from .optim import build_adamw, warmup_cosine_schedule
     from .visualize import save_reconstruction_grid
 
@@ -571,6 +592,7 @@ def train(args) -> tuple[Path, dict]:
             wall_time_s=wall_time,
             lr=lr,
             warmup_steps=warmup_steps,
+            augmentation=describe(augmentation_of(args)),
             effective_batch_size=effective_batch,
             num_processes=accelerator.num_processes,
             mixed_precision=str(accelerator.mixed_precision),
