@@ -113,10 +113,12 @@ def test_result_loads_with_auto_classes(tiny_run):
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     """A run killed with SIGKILL right after its first checkpoint and resumed ends with the same weights and the
     same per-step losses (so the same masks: the torch RNG comes back with the checkpoint) as an uninterrupted one.
-    30 steps of 2 accumulated micro-batches of 64 cross two epoch boundaries (11 steps per epoch)."""
+    30 steps of 2 accumulated micro-batches of 64 cross two epoch boundaries (11 steps per epoch). The run is
+    augmented (MAE's crop + flip, the default) and loads with 2 workers: each image's augmentation is seeded by
+    (seed, epoch, index), so the resumed run sees the same pixels."""
     kwargs = dict(
         model="mae-tiny", config_overrides=TINY, dataset="digits", max_steps=30, batch_size=64, grad_accum=2,
-        lr=2e-3, clip_grad=1.0, save_steps=4, save_total_limit=3, log_steps=1, report_to="none",
+        lr=2e-3, clip_grad=1.0, save_steps=4, save_total_limit=3, log_steps=1, report_to="none", num_workers=2,
     )
     killed = tmp_path / "killed"
     process = subprocess.Popen(
@@ -138,6 +140,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     resumed, summary = pretrain(output_dir=killed, resume=True, **kwargs)
     print(f"killed after checkpoint step {killed_at}; resumed from step {summary['resumed_from_step']}")
     assert 4 <= summary["resumed_from_step"] < 30 and summary["steps"] == 30
+    assert expected["augmentation"] == summary["augmentation"] == (
+        "RandomResizedCrop(scale 0.2-1, ratio 0.75-1.33, bicubic) + horizontal flip p 0.5")
 
     a, b = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
