@@ -76,6 +76,10 @@ class Method:
     # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
     # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
     pretrain_lr: float | None = None
+    # otherwise the paper's base lr (per 256 images) and its batch, which ``optim.small_batch_lr`` scales from:
+    # linearly above that batch, by the square root below it
+    pretrain_base_lr: float = 1.5e-4
+    pretrain_batch: int = 4096
     # the recipe's pre-training augmentation (``training/augmentation.py``): a RandomResizedCrop + flip dict, "views"
     # (the processor draws its own views) or None; a row that says nothing gets MAE's recipe for images, else None
     pretrain_augmentation: dict | str | None = None
@@ -88,6 +92,7 @@ class Method:
 REQUIRED_ROW_KEYS = ("name", "paper", "config_class", "model_classes", "processor", "presets")
 OPTIONAL_ROW_KEYS = {
     "processor_settings": {}, "modality": "image", "pretrain_lr": None, "exports": [],
+    "pretrain_base_lr": 1.5e-4, "pretrain_batch": 4096,
     "pretrain_augmentation": "default",  # MAE's recipe for image rows, None for the others (method_from_row)
 }
 
@@ -147,12 +152,16 @@ def method_from_row(row, module) -> Method:
     if augmentation == "default":
         augmentation = dict(MAE_RECIPE) if row["modality"] == "image" else None
     augmentation = check_recipe(augmentation, f"{where}: pretrain_augmentation")
+    for key, kind in (("pretrain_base_lr", (int, float)), ("pretrain_batch", int)):
+        if not (isinstance(row[key], kind) and not isinstance(row[key], bool) and row[key] > 0):
+            raise ValueError(f"{where}: {key} must be a positive number, got {row[key]!r}")
     return Method(
         name=row["name"], paper=row["paper"], config_class=row["config_class"], model_classes=row["model_classes"],
         processor_class=processor_class,
         make_processor=functools.partial(processor_class.from_model_config, **settings),
         presets=row["presets"], modality=row["modality"], pretrain_lr=row["pretrain_lr"],
-        pretrain_augmentation=augmentation,
+        pretrain_augmentation=augmentation, pretrain_base_lr=float(row["pretrain_base_lr"]),
+        pretrain_batch=row["pretrain_batch"],
         processor_settings=settings, exports={name: getattr(module, name) for name in row["exports"]},
         module=module.__name__,
     )

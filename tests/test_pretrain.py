@@ -304,3 +304,40 @@ def test_param_groups_lr_scale_and_schedule():
     assert warmup_cosine(12, 4, 12) == pytest.approx(0.0) and lrs == sorted(lrs[:4]) + sorted(lrs[4:], reverse=True)
     with pytest.raises(ValueError, match=r"warmup_steps must be in \[0, total_steps=12\], got 13"):
         warmup_cosine_schedule(optimizer, 13, 12)
+
+
+def test_default_lr_follows_the_stated_rule_per_method_and_batch():
+    from hf_mae.training.pretrain import LR_RULE, build_parser, resolve_lr
+
+    def lr(model, batch, *argv):
+        args = build_parser().parse_args(["--model", model, "--dataset", "x", "--output-dir", "y", *argv])
+        return resolve_lr(args, effective_batch=batch)
+
+    # MAE's paper lr 1.5e-4 * 4096 / 256 = 2.4e-3 at its batch 4096; square root below, linear above
+    for model in ("mae-tiny", "hpm-tiny", "simmim-tiny", "cropmae-tiny", "videomae-tiny"):
+        assert lr(model, 4096) == pytest.approx(2.4e-3) and lr(model, 8192) == pytest.approx(4.8e-3)
+        assert lr(model, 1024) == pytest.approx(1.2e-3) and lr(model, 256) == pytest.approx(6e-4)
+        assert lr(model, 64) == pytest.approx(3e-4) and lr(model, 16) == pytest.approx(1.5e-4)
+    assert lr("graphmae-tiny", 1) == lr("pointmae-tiny", 64) == 1e-3  # their recipes' absolute lr
+    # --base-lr is the papers' knob: their linear rule, as their scripts use it; --lr wins over both
+    assert lr("mae-tiny", 64, "--base-lr", "1.5e-4") == pytest.approx(3.75e-5)
+    assert lr("graphmae-tiny", 1, "--base-lr", "0.256") == pytest.approx(1e-3)
+    assert lr("mae-tiny", 64, "--base-lr", "1.5e-4", "--lr", "0.01") == 0.01
+    flat_help = " ".join(build_parser().format_help().split())
+    assert " ".join(LR_RULE.split()) in flat_help and "2.4e-3 at 4096, 6e-4 at 256, 3e-4 at 64" in flat_help
+
+
+def test_default_length_is_whole_epochs_of_at_least_the_minimum_steps():
+    import argparse
+
+    from hf_mae.training.pretrain import DEFAULT_MIN_STEPS, build_parser, plan_steps
+
+    defaults = build_parser().parse_args(["--model", "mae-tiny", "--dataset", "x", "--output-dir", "y"])
+    assert DEFAULT_MIN_STEPS == 500
+    assert plan_steps(defaults, 22) == 23 * 22  # digits at batch 64: 23 epochs, 506 steps
+    assert plan_steps(defaults, 78) == 7 * 78  # 5,000 CIFAR-10 images at batch 64
+    assert plan_steps(defaults, 20_000) == 20_000  # a large data set: one epoch
+    assert plan_steps(argparse.Namespace(**{**vars(defaults), "epochs": 1.0}), 22) == 22
+    assert plan_steps(argparse.Namespace(**{**vars(defaults), "epochs": 2.0, "max_steps": 7}), 22) == 7
+    flat_help = " ".join(build_parser().format_help().split())
+    assert "passes over the data (default: whole epochs of at least 500 steps)" in flat_help

@@ -1,6 +1,6 @@
 """Optimisation pieces shared by pre-training and fine-tuning: parameter groups (no weight decay on norms,
 biases, position embeddings and tokens; optional per-parameter lr scale for layer-wise decay), MAE's lr scaling
-rule, AdamW and the warm-up + cosine schedule."""
+rule and the pre-training default built on it for small batches, AdamW and the warm-up + cosine schedule."""
 
 from __future__ import annotations
 
@@ -52,6 +52,17 @@ def param_groups(
 def scaled_lr(base_lr: float, effective_batch_size: int) -> float:
     """MAE's linear scaling rule: ``lr = base_lr * effective_batch_size / 256``."""
     return base_lr * effective_batch_size / 256
+
+
+def small_batch_lr(base_lr: float, effective_batch_size: int, reference_batch: int) -> float:
+    """``hf-mae pretrain``'s default lr: the paper's linear rule ``base_lr * batch / 256`` at and above the paper's
+    batch ``reference_batch``; below it, square-root scaling from the paper's lr,
+    ``base_lr * reference_batch / 256 * sqrt(batch / reference_batch)`` (Adam's rule: Malladi et al., 2022).
+    The linear rule taken down to a batch 64 times smaller gives a tiny model a 64x smaller lr, which barely trains
+    it (the figures are in the README)."""
+    if effective_batch_size >= reference_batch:
+        return scaled_lr(base_lr, effective_batch_size)
+    return scaled_lr(base_lr, reference_batch) * math.sqrt(effective_batch_size / reference_batch)
 
 
 def build_adamw(

@@ -4,9 +4,13 @@
     accelerate launch --num_processes 8 -m hf_mae.training.pretrain --model mae-vit-base-patch16 ...
 
 One script for one CPU, one GPU or many (``accelerate launch``). What it does:
-- AdamW (betas 0.9, 0.95), no weight decay on norms, biases, position embeddings and tokens;
-  ``lr = base_lr * effective_batch / 256`` unless ``--lr`` (or the method's own absolute lr, ``Method.pretrain_lr``,
-  when neither is given: GraphMAE, Point-MAE, I2P-MAE); linear warm-up, then cosine to 0 (see ``optim.py``);
+- AdamW (betas 0.9, 0.95), no weight decay on norms, biases, position embeddings and tokens; the lr (``resolve_lr``):
+  ``--lr``; else ``--base-lr * effective_batch / 256`` (the papers' rule, as their scripts use it); else the
+  method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE); else ``LR_RULE``: the paper's lr
+  at the paper's batch, scaled linearly above that batch and by the square root below it; linear warm-up (5% of
+  the steps), then cosine to 0 (see ``optim.py``);
+- with neither --epochs nor --max-steps, whole epochs of at least ``DEFAULT_MIN_STEPS`` steps;
+- image methods augment each image with their recipe (``augmentation.py``; ``--no-augment``: as it is);
 - data in a seeded per-epoch order that a resumed run recomputes, skipping the batches already seen;
 - checkpoints ``DIR/checkpoints/step_N`` (``accelerator.save_state``: model, optimiser, scheduler, RNG, plus
   ``trainer_state.json`` with the data position), written to a temporary folder and renamed, the last K kept;
@@ -44,6 +48,15 @@ RUN_FILES = (
     CHECKPOINTS, "metrics.jsonl", "metrics.json", "run_args.json", "model.safetensors", "config.json",
     "preprocessor_config.json", "reconstruction.png", "tensorboard",
 )
+# the default lr, as --help and the README state it
+LR_RULE = (
+    "lr = paper_lr * sqrt(batch / paper_batch) below the paper's batch, paper_lr * batch / paper_batch at or above "
+    "it, with paper_lr = base_lr * paper_batch / 256 the method's (MAE: base_lr 1.5e-4, paper_batch 4096, so "
+    "2.4e-3 at 4096, 6e-4 at 256, 3e-4 at 64); batch = the effective batch (batch size x grad accum x processes); "
+    "GraphMAE, Point-MAE and I2P-MAE take their recipe's absolute lr"
+)
+# without --epochs or --max-steps: whole epochs, at least this many optimiser steps (one epoch of digits is 22)
+DEFAULT_MIN_STEPS = 500
 # arguments a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "streaming", "batch_size", "grad_accum", "seed",
                "no_augment")
@@ -75,13 +88,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=positive_int, default=64, help="images per device per micro-batch")
     optim.add_argument("--grad-accum", type=positive_int, default=1, help="micro-batches per optimiser step")
-    optim.add_argument("--base-lr", type=positive_float, default=1.5e-4, help="lr = base_lr * effective batch / 256")
+    optim.add_argument("--base-lr", type=positive_float, default=None,
+                       help="lr = base_lr * effective batch / 256, the papers' linear rule (default: " + LR_RULE + ")")
     optim.add_argument("--lr", type=positive_float, default=None, help="absolute learning rate (overrides --base-lr)")
     optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
     optim.add_argument("--warmup-steps", type=non_negative_int, default=None, help="default: 5%% of the steps")
     optim.add_argument("--warmup-epochs", type=non_negative_float, default=None, help="warm-up length in epochs")
     optim.add_argument("--max-steps", type=positive_int, default=None, help="optimiser steps (wins over --epochs)")
-    optim.add_argument("--epochs", type=positive_float, default=None, help="passes over the data (default 1)")
+    optim.add_argument("--epochs", type=positive_float, default=None,
+                       help=f"passes over the data (default: whole epochs of at least {DEFAULT_MIN_STEPS} steps)")
     optim.add_argument("--clip-grad", type=positive_float, default=None, help="max gradient norm (default: no clipping)")
     optim.add_argument("--seed", type=int, default=0, help="seeds the init, the data order and the masks")
     optim.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations to save memory")
@@ -157,17 +172,30 @@ def tensorboard_importable() -> bool:
 
 
 def resolve_lr(args, effective_batch: int) -> float:
-    """--lr if given; else the method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE) unless
-    --base-lr was changed; else MAE's ``base_lr * effective_batch / 256``."""
+    """--lr if given; else --base-lr with the papers' ``base_lr * effective_batch / 256``; else the method's own
+    absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE); else ``LR_RULE`` with the method's
+    ``pretrain_base_lr`` and ``pretrain_batch`` (``optim.small_batch_lr``)."""
     from .. import registry
-    from .optim import scaled_lr
+    from .optim import scaled_lr, small_batch_lr
 
     if args.lr is not None:
         return args.lr
-    recipe_lr = registry.get_method(args.model).pretrain_lr
-    if recipe_lr is not None and args.base_lr == build_parser().get_default("base_lr"):
-        return recipe_lr
-    return scaled_lr(args.base_lr, effective_batch)
+    if args.base_lr is not None:
+        return scaled_lr(args.base_lr, effective_batch)
+    method = registry.get_method(args.model)
+    if method.pretrain_lr is not None:
+        return method.pretrain_lr
+    return small_batch_lr(method.pretrain_base_lr, effective_batch, method.pretrain_batch)
+
+
+def plan_steps(args, steps_per_epoch: int) -> int:
+    """Optimiser steps of a run over a data set of ``steps_per_epoch``: --max-steps, else --epochs, else whole epochs
+    of at least ``DEFAULT_MIN_STEPS`` steps (one epoch of a small data set teaches nothing: digits is 22 steps)."""
+    if args.max_steps:
+        return args.max_steps
+    if args.epochs:
+        return max(1, round(args.epochs * steps_per_epoch))
+    return math.ceil(DEFAULT_MIN_STEPS / steps_per_epoch) * steps_per_epoch
 
 
 # ----------------------------------------------------------------------------------------- data ordering
@@ -435,7 +463,7 @@ def train(args) -> tuple[Path, dict]:
                 f"batch of --batch-size {args.batch_size} x {accelerator.num_processes} process(es)"
             )
         steps_per_epoch = math.ceil(len(loader) / args.grad_accum)
-        total_steps = args.max_steps or max(1, round((args.epochs or 1.0) * steps_per_epoch))
+        total_steps = plan_steps(args, steps_per_epoch)
     if args.warmup_steps is not None:
         warmup_steps = args.warmup_steps
     elif args.warmup_epochs is not None and steps_per_epoch is not None:
