@@ -173,3 +173,20 @@ def test_bad_recipes_are_refused_naming_the_key():
     with pytest.raises(ValueError, match="pass training=True"):
         with_model_inputs(load_image_dataset("digits", "test"), hf_mae.create_processor("mae-tiny"), augmentation=MAE_RECIPE)
     assert build_augmentation("views", None) is None and build_augmentation(None, None) is None
+
+
+def test_rows_with_a_bad_recipe_or_lr_rule_are_refused_naming_the_module():
+    import types
+
+    mae = registry.METHODS["mae"]
+    module = types.ModuleType("hf_mae.modeling.fake_method")
+    row = dict(name="fake", paper="p", config_class=mae.config_class, model_classes={"base": mae.model_classes["base"]},
+               processor="MAEImageProcessor", presets={})
+    plain = registry.method_from_row(dict(row), module)
+    assert plain.pretrain_augmentation == MAE_RECIPE and (plain.pretrain_base_lr, plain.pretrain_batch) == (1.5e-4, 4096)
+    assert registry.method_from_row(dict(row, modality="video"), module).pretrain_augmentation is None
+    assert registry.method_from_row(dict(row, pretrain_augmentation=None), module).pretrain_augmentation is None
+    with pytest.raises(ValueError, match=r"fake_method: pretrain_augmentation\['flip_probability'\] must be in \[0, 1\], got 2"):
+        registry.method_from_row(dict(row, pretrain_augmentation={"flip_probability": 2}), module)
+    with pytest.raises(ValueError, match=r"fake_method: pretrain_batch must be a positive number, got 0"):
+        registry.method_from_row(dict(row, pretrain_batch=0), module)
