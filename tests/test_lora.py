@@ -201,6 +201,7 @@ def test_splitting_one_model_changes_nothing_for_the_next(tmp_path):
     assert max_diff(features, expected) <= 1e-6
 
 
+@pytest.mark.slow  # a fresh Python process (importing torch and transformers again)
 def test_split_checkpoint_loads_as_remote_code_without_hf_mae(tmp_path):
     adapter = adapter_for("mae-tiny")
     model = adapter.build().split_qkv_projections()
