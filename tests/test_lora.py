@@ -77,6 +77,12 @@ def test_converting_twice_keeps_the_layout_and_bad_layouts_are_refused():
     model.fuse_qkv_projections()
     qkv = model.mae.layers[0].attention.qkv
     assert model.fuse_qkv_projections().mae.layers[0].attention.qkv is qkv
+    # a part converted alone would disagree with the config it shares with the rest (here the decoder)
+    adapter = adapter_for("mae-tiny")
+    pretraining = adapter.build()
+    pretraining.mae.split_qkv_projections()
+    with pytest.raises(RuntimeError, match=r"holds fused q/k/v projections but its config says qkv_layout='split'"):
+        pretraining(**adapter.fixed(pretraining.config))
     config = create_config("mae-tiny")
     config.qkv_layout = "separate"
     with pytest.raises(ValueError, match=r"config.qkv_layout must be one of 'fused', 'split'; got 'separate'"):

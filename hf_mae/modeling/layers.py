@@ -118,6 +118,13 @@ class Attention(nn.Module):
     def project(self, hidden_states, context=None):
         """Queries from ``hidden_states`` (batch, queries, hidden), keys and values from ``context`` (batch, keys,
         hidden; default: ``hidden_states``), each (batch, heads, tokens, head_dim), in either layout."""
+        if self.qkv_layout != getattr(self.config, "qkv_layout", "fused"):
+            # a save would write a config that rebuilds this attention in the other layout, with its weights lost
+            raise RuntimeError(
+                f"this attention holds {self.qkv_layout} q/k/v projections but its config says qkv_layout="
+                f"{getattr(self.config, 'qkv_layout', 'fused')!r}: convert with split_qkv_projections() / "
+                "fuse_qkv_projections() on the top-level model (the one you save), not on a part of it"
+            )
         if self.qkv_layout == "split":
             context = hidden_states if context is None else context
             # called as modules, so that adapters wrapping them (PEFT's LoRA layers) take part
