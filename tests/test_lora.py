@@ -28,7 +28,8 @@ def max_diff(a, b) -> float:
 
 
 def lora_names(model) -> list[str]:
-    return sorted(name.removeprefix("base_model.model.") for name, m in model.named_modules() if isinstance(m, LoraLayer))
+    names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    return sorted(name.removeprefix("base_model.model.") for name in names)
 
 
 def classifier(num_labels=3):
@@ -70,7 +71,7 @@ def test_split_layout_gives_the_fused_outputs_and_fuses_back_exactly(preset):
     assert max_diff(refused.logits, fused.logits) <= 1e-6 and max_diff(refused.loss, fused.loss) <= 1e-6
 
 
-def test_converting_twice_keeps_the_layout_and_bad_layouts_are_refused():
+def test_conversion_is_idempotent_and_refuses_what_it_cannot_convert():
     model = classifier()
     query = model.split_qkv_projections().mae.layers[0].attention.query
     assert model.split_qkv_projections().mae.layers[0].attention.query is query  # already split: untouched
@@ -83,6 +84,11 @@ def test_converting_twice_keeps_the_layout_and_bad_layouts_are_refused():
     pretraining.mae.split_qkv_projections()
     with pytest.raises(RuntimeError, match=r"holds fused q/k/v projections but its config says qkv_layout='split'"):
         pretraining(**adapter.fixed(pretraining.config))
+    # an adapter on the fused qkv would be dropped by splitting: refused, nothing converted
+    on_qkv = get_peft_model(classifier(), LoraConfig(r=4, target_modules=["qkv"]))
+    with pytest.raises(TypeError, match=r"split_qkv_projections needs plain nn.Linear projections, but mae\.layers\.0"):
+        on_qkv.split_qkv_projections()
+    assert getattr(on_qkv.config, "qkv_layout", "fused") == "fused" and len(lora_names(on_qkv)) == 4
     config = create_config("mae-tiny")
     config.qkv_layout = "separate"
     with pytest.raises(ValueError, match=r"config.qkv_layout must be one of 'fused', 'split'; got 'separate'"):
@@ -122,7 +128,8 @@ def test_lora_targets_query_and_value_of_encoder_and_decoder():
     assert len(both) == 2 * (config.num_hidden_layers + config.decoder_num_hidden_layers) == 12
     assert {name.rsplit(".", 1)[1] for name in both} == {"query", "value"}  # keys are not adapted
     # the encoder only: a regex over the full module name, or the block indices under "layers"
-    encoder = [f"mae.layers.{i}.attention.{part}" for i in range(config.num_hidden_layers) for part in ("query", "value")]
+    encoder = [f"mae.layers.{i}.attention.{part}" for i in range(config.num_hidden_layers)
+               for part in ("query", "value")]
     by_regex = LoraConfig(r=4, target_modules=r"mae\.layers\.\d+\.attention\.(query|value)")
     assert lora_names(get_peft_model(copy.deepcopy(model), by_regex)) == sorted(encoder)
     by_index = LoraConfig(r=4, target_modules=["query", "value"], layers_pattern="layers",
@@ -167,7 +174,8 @@ def test_lora_trains_then_merges_and_fuses_into_a_plain_checkpoint(tmp_path, one
         fused = merged.fuse_qkv_projections()
         fused_logits = fused(pixel_values=pixels).logits
     assert not lora_names(merged)
-    diffs = {"merged vs adapted": max_diff(merged_logits, adapted), "fused vs merged": max_diff(fused_logits, merged_logits)}
+    diffs = {"merged vs adapted": max_diff(merged_logits, adapted),
+             "fused vs merged": max_diff(fused_logits, merged_logits)}
     print("max |diff|:", diffs)
     assert all(d <= 1e-5 for d in diffs.values()), diffs
 
@@ -213,8 +221,9 @@ def test_split_checkpoint_loads_as_remote_code_without_hf_mae(tmp_path):
     model = adapter.build().split_qkv_projections()
     folder = save_pretrained_with_code(model, tmp_path / "remote")
     inputs = adapter.fixed(model.config)
-    (base,) = run_in_fresh_process(folder, [("AutoModel", {"pixel_values": inputs["pixel_values"]}, {"mask_ratio": 0.0})])
+    pixels = inputs["pixel_values"]
+    (base,) = run_in_fresh_process(folder, [("AutoModel", {"pixel_values": pixels}, {"mask_ratio": 0.0})])
     with torch.no_grad():
-        expected = model.mae(inputs["pixel_values"], mask_ratio=0.0).last_hidden_state
+        expected = model.mae(pixels, mask_ratio=0.0).last_hidden_state
     assert base.module.startswith("transformers_modules.") and base.class_name == "MAEModel"
     assert max_diff(base["last_hidden_state"], expected) <= adapter.remote_atol

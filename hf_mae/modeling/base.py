@@ -114,14 +114,15 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
         # only the attentions built from this config follow this config's layout.
         attentions = [(name, module) for name, module in self.named_modules()
                       if isinstance(module, Attention) and module.config is self.config]
-        if layout == "fused":  # check them all first: a failure leaves the model as it was
-            wrapped = [f"{name}.{part}" for name, module in attentions for part in module.wrapped_projections()]
-            if wrapped:
-                raise TypeError(
-                    f"fuse_qkv_projections needs plain nn.Linear projections, but {', '.join(wrapped[:4])}"
-                    f"{' ...' if len(wrapped) > 4 else ''} are wrapped by an adapter: merge it into the weights first "
-                    "(PEFT: model = model.merge_and_unload())"
-                )
+        # check them all first, so that a refusal leaves the model as it was
+        wrapped = [f"{name}.{part}" for name, module in attentions
+                   if module.qkv_layout != layout for part in module.wrapped_projections()]
+        if wrapped:
+            raise TypeError(
+                f"{'split' if layout == 'split' else 'fuse'}_qkv_projections needs plain nn.Linear projections, but "
+                f"{', '.join(wrapped[:4])}{' ...' if len(wrapped) > 4 else ''} carry an adapter (converting would drop "
+                "it): merge it into the weights first (PEFT: model = model.merge_and_unload())"
+            )
         for _, module in attentions:
             if layout == "split":
                 module.split_projections()

@@ -118,12 +118,13 @@ class Attention(nn.Module):
     def project(self, hidden_states, context=None):
         """Queries from ``hidden_states`` (batch, queries, hidden), keys and values from ``context`` (batch, keys,
         hidden; default: ``hidden_states``), each (batch, heads, tokens, head_dim), in either layout."""
-        if self.qkv_layout != getattr(self.config, "qkv_layout", "fused"):
+        configured = qkv_layout_of(self.config)
+        if self.qkv_layout != configured:
             # a save would write a config that rebuilds this attention in the other layout, with its weights lost
             raise RuntimeError(
                 f"this attention holds {self.qkv_layout} q/k/v projections but its config says qkv_layout="
-                f"{getattr(self.config, 'qkv_layout', 'fused')!r}: convert with split_qkv_projections() / "
-                "fuse_qkv_projections() on the top-level model (the one you save), not on a part of it"
+                f"{configured!r}: convert with split_qkv_projections() / fuse_qkv_projections() on the top-level "
+                "model (the one you save), not on a part of it"
             )
         if self.qkv_layout == "split":
             context = hidden_states if context is None else context
@@ -154,24 +155,33 @@ class Attention(nn.Module):
         key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
         return query, key, value
 
+    def wrapped_projections(self) -> list[str]:
+        """Names of the projections (``qkv``, or ``query`` / ``key`` / ``value``) that are no longer plain Linears: an
+        adapter such as PEFT's LoRA wraps them, and converting would drop it."""
+        names = ("qkv",) if self.qkv_layout == "fused" else ("query", "key", "value")
+        return [name for name in names if type(getattr(self, name)) is not nn.Linear]
+
+    def _check_convertible(self) -> None:
+        wrapped = self.wrapped_projections()
+        if wrapped:
+            found = ", ".join(f"{name} is a {type(getattr(self, name)).__name__}" for name in wrapped)
+            raise TypeError(
+                f"converting the qkv projections needs plain nn.Linear ones, but {found}: merge the adapter into the "
+                "weights first (PEFT: model = model.merge_and_unload())"
+            )
+
     @torch.no_grad()
     def split_projections(self) -> None:
         """Fused -> split in place: ``query`` / ``key`` / ``value`` get rows [0, h), [h, 2h), [2h, 3h) of ``qkv``
         (copies, exactly). A split attention is left as it is."""
         if self.qkv_layout == "split":
             return
+        self._check_convertible()
         fused = self.qkv
         biases = (None,) * 3 if fused.bias is None else fused.bias.chunk(3)
         parts = [_linear_like(fused, w, b) for w, b in zip(fused.weight.chunk(3), biases)]
         _replace_children(self, ("qkv",), dict(zip(("query", "key", "value"), parts)))
         self.qkv_layout = "split"
-
-    def wrapped_projections(self) -> list[str]:
-        """Names of the split projections that are no longer plain Linears (an adapter such as PEFT's LoRA wraps
-        them): those cannot be fused."""
-        if self.qkv_layout == "fused":
-            return []
-        return [name for name in ("query", "key", "value") if type(getattr(self, name)) is not nn.Linear]
 
     @torch.no_grad()
     def fuse_projections(self) -> None:
@@ -179,13 +189,7 @@ class Attention(nn.Module):
         left as it is. Adapters must be merged first (PEFT: ``merge_and_unload()``)."""
         if self.qkv_layout == "fused":
             return
-        wrapped = self.wrapped_projections()
-        if wrapped:
-            found = ", ".join(f"{name} is a {type(getattr(self, name)).__name__}" for name in wrapped)
-            raise TypeError(
-                f"fusing the qkv projections needs plain nn.Linear query/key/value, but {found}: merge the adapter "
-                "into the weights first (PEFT: model = model.merge_and_unload())"
-            )
+        self._check_convertible()
         parts = (self.query, self.key, self.value)
         bias = None if self.query.bias is None else torch.cat([part.bias for part in parts])
         fused = _linear_like(self.query, torch.cat([part.weight for part in parts]), bias)
