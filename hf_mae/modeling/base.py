@@ -13,7 +13,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
 from .embeddings import PatchProjection, TubeletProjection
-from .layers import LayerScale, init_flat_xavier, init_norm
+from .layers import Attention, LayerScale, init_flat_xavier, init_norm
 
 # ---------------------------------------------------------------------------------------------------------------
 # Config validators: each raises ValueError naming the field, the value given and what is allowed.
@@ -91,6 +91,45 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
         if not isinstance(config, PreTrainedConfig):
             refuse_convertible_folder(cls, config if config is not None else pretrained_model_name_or_path, kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+
+    def split_qkv_projections(self):
+        """Gives every attention separate ``query`` / ``key`` / ``value`` Linears (as transformers' ViT), in place
+        and exactly: the rows of each fused ``qkv`` are copied, the outputs stay the same. Adapters that target the
+        projections by name then find them (PEFT: ``LoraConfig(target_modules=["query", "value"])``).
+
+        Sets ``config.qkv_layout = "split"``: ``save_pretrained`` writes the split weights and that config, and
+        ``from_pretrained`` builds the split layout from it directly. Call it on the model you save (the top-level
+        one): it converts the attentions that read this model's config. Returns the model.
+        """
+        return self._set_qkv_layout("split")
+
+    def fuse_qkv_projections(self):
+        """The inverse of :meth:`split_qkv_projections`: every attention's ``query`` / ``key`` / ``value`` are stacked
+        back into one ``qkv`` Linear (exactly) and ``config.qkv_layout = "fused"``, the layout every hf-mae
+        checkpoint loads in. Adapters must be merged first (PEFT: ``merge_and_unload()``). Returns the model."""
+        return self._set_qkv_layout("fused")
+
+    def _set_qkv_layout(self, layout: str):
+        # A nested model with a config of its own (CrossVideoMAE's frame encoder) is rebuilt from that config, so
+        # only the attentions built from this config follow this config's layout.
+        attentions = [(name, module) for name, module in self.named_modules()
+                      if isinstance(module, Attention) and module.config is self.config]
+        # check them all first, so that a refusal leaves the model as it was
+        wrapped = [f"{name}.{part}" for name, module in attentions
+                   if module.qkv_layout != layout for part in module.wrapped_projections()]
+        if wrapped:
+            raise TypeError(
+                f"{'split' if layout == 'split' else 'fuse'}_qkv_projections needs plain nn.Linear projections, but "
+                f"{', '.join(wrapped[:4])}{' ...' if len(wrapped) > 4 else ''} carry an adapter (converting would drop "
+                "it): merge it into the weights first (PEFT: model = model.merge_and_unload())"
+            )
+        for _, module in attentions:
+            if layout == "split":
+                module.split_projections()
+            else:
+                module.fuse_projections()
+        self.config.qkv_layout = layout
+        return self
 
     @torch.no_grad()
     def initialize_weights(self):
