@@ -216,3 +216,15 @@ def test_classification_fine_tune_beats_chance(pretrained, shapes_inputs):
         accuracy = (classifier.eval()(test).logits.argmax(-1) == test_labels).float().mean().item()
     print(f"fine-tuned accuracy on {len(SHAPE_CLASSES)} shapes after 80 steps: {accuracy:.3f} (chance 0.125)")
     assert accuracy > 0.35
+
+
+@pytest.mark.parametrize("preset", ["pointmae-tiny", "i2pmae-tiny"])
+def test_trainer_still_divides_the_batch_mean_losses_for_gradient_accumulation(preset, tmp_path):
+    """The forwards take **kwargs (transformers' output options), but their losses are batch means, not sums over
+    Trainer's num_items_in_batch: Trainer must keep dividing them by the accumulation steps."""
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    for task in ("pretraining", "point-cloud-classification"):
+        model = hf_mae.create_model(preset, task=task, num_labels=3)
+        assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False, task

@@ -37,7 +37,7 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
-from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .base import MaskedModelPreTrainedModel
@@ -333,6 +333,9 @@ class GraphMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = GraphMAEConfig
     base_model_prefix = "graphmae"
     main_input_name = "node_features"
+    # the losses are batch means, not sums over num_items_in_batch: Trainer must still divide them for gradient
+    # accumulation (a forward taking **kwargs would otherwise tell it the model normalises them itself)
+    accepts_loss_kwargs = False
     input_modalities = ("graph",)
     # message passing, no attention backend and no gradient checkpointing (as before the shared base)
     supports_gradient_checkpointing = False
@@ -370,8 +373,7 @@ class GraphMAEModel(GraphMAEPreTrainedModel):
                                     config.num_hidden_layers, encoding=True)  # fmt: skip
         self.post_init()
 
-    @merge_with_config_defaults
-    @capture_outputs
+    @capture_outputs  # (no merge_with_config_defaults: it would pass config.use_cache, which a GNN has no use for)
     def forward(
         self,
         node_features: torch.Tensor | None = None,
