@@ -453,8 +453,9 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
         return MaskedPreTrainingOutput(loss=loss, logits=logits, mask=mask, hidden_states=encoded.hidden_states)
 
 
-class GraphMAEClassifier(GraphMAEPreTrainedModel):
-    """The encoder and a linear classifier, shared by the node-level and the graph-level heads."""
+class GraphMAEClassifierMixin:
+    """``__init__`` of the node-level and the graph-level heads: the encoder and a linear classifier (a mixin, not a
+    model class: the registry lists every model class a file defines as a task)."""
 
     def __init__(self, config: GraphMAEConfig):
         super().__init__(config)
@@ -464,7 +465,7 @@ class GraphMAEClassifier(GraphMAEPreTrainedModel):
         self.post_init()
 
 
-class GraphMAEForNodeClassification(GraphMAEClassifier):
+class GraphMAEForNodeClassification(GraphMAEClassifierMixin, GraphMAEPreTrainedModel):
     """The encoder + a linear classifier on every node's embedding (the linear probe, when the encoder is frozen)."""
 
     @can_return_tuple
@@ -501,7 +502,7 @@ class GraphMAEForNodeClassification(GraphMAEClassifier):
         return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
 
 
-class GraphMAEForGraphClassification(GraphMAEClassifier):
+class GraphMAEForGraphClassification(GraphMAEClassifierMixin, GraphMAEPreTrainedModel):
     """The encoder, node embeddings pooled per graph (``config.pooling``), then a linear classifier."""
 
     @can_return_tuple
