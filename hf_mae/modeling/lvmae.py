@@ -39,7 +39,15 @@ from .base import MaskedModelPreTrainedModel
 from .embeddings import sincos_1d
 from .layers import Attention, TransformerBlock, build_blocks, run_blocks
 from .losses import classification_loss, masked_mse
-from .masking import check_mask_ratio, feature_mask_ratio, gather_tokens, num_kept, restore_tokens
+from .masking import (
+    check_mask_ratio,
+    check_tensor_condition,
+    data_dependent_count,
+    feature_mask_ratio,
+    gather_tokens,
+    num_kept,
+    restore_tokens,
+)
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 from .targets import patch_statistics
 
@@ -133,8 +141,9 @@ def position_table(num_segments: int, dim: int) -> torch.Tensor:
 
 def key_padding_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive attention mask (batch, 1, 1, keys) from ``valid`` (batch, keys) bool: the dtype's most negative value
-    at padded keys (finite, so no row turns to NaN), or None when nothing is padded."""
-    if bool(valid.all()):
+    at padded keys (finite, so no row turns to NaN), or None when nothing is padded (always a mask under
+    torch.export / torch.compile, which cannot read ``valid``: zeros where nothing is padded)."""
+    if not torch.compiler.is_compiling() and bool(valid.all()):
         return None
     additive = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
     return additive[:, None, None, :]
@@ -153,8 +162,9 @@ def keep_lowest(scores: torch.Tensor, attention_mask: torch.Tensor, mask_ratio: 
     """(batch, L) bool, True = kept: per sample, the ``int(length * (1 - mask_ratio))`` real segments with the lowest
     ``scores`` (ties: the earlier segment), as MAE's argsort of the noise. Padding (attention_mask 0) is never kept."""
     real = attention_mask.bool()
-    lengths = real.sum(dim=1)
-    kept = torch.tensor([num_kept(int(n), mask_ratio) for n in lengths.tolist()], device=scores.device)
+    # the kept count of every possible length, looked up (a table, not a read of the lengths: torch.export traces it)
+    counts = torch.tensor([num_kept(n, mask_ratio) for n in range(real.shape[1] + 1)], device=scores.device)
+    kept = counts[real.sum(dim=1)]
     order = torch.argsort(scores.float().masked_fill(~real, float("inf")), dim=1, stable=True)
     ranks = torch.argsort(order, dim=1)
     return (ranks < kept[:, None]) & real
@@ -251,8 +261,9 @@ class LVMAEModel(LVMAEPreTrainedModel):
             raise ValueError(
                 f"attention_mask must have shape (batch, segments) = {(batch, length)}, got {tuple(attention_mask.shape)}"
             )
-        if not bool(attention_mask.bool().any(dim=1).all()):
-            raise ValueError("attention_mask has a sample without any real segment (a row of zeros)")
+        # a runtime assertion under torch.export / torch.compile, which cannot read the mask
+        check_tensor_condition(attention_mask.bool().any(dim=1).all(),
+                               "attention_mask has a sample without any real segment (a row of zeros)")
         return attention_mask.to(inputs_embeds.device).long()
 
     @merge_with_config_defaults
@@ -297,7 +308,7 @@ class LVMAEModel(LVMAEPreTrainedModel):
         # kept segments first, each group in its original order; every video keeps its own count
         ids_shuffle = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
         counts = keep.sum(dim=1)
-        ids_keep = ids_shuffle[:, : int(counts.max())]
+        ids_keep = ids_shuffle[:, : data_dependent_count(counts.max(), length)]
         slot_valid = torch.arange(ids_keep.shape[1], device=keep.device)[None] < counts[:, None]
 
         positions = self.position_embeddings.to(embeddings.dtype)

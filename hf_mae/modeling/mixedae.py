@@ -41,11 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
 from .embeddings import to_2tuple
-from .layers import Attention
+from .layers import Attention, capturing_attentions
 from .losses import masked_mse
 from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, MAEPreTrainedModel
 from .masking import check_mask_ratio, feature_mask_ratio
@@ -295,6 +297,27 @@ class MixedAEModel(MAEModel):
             pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
 
+    @capture_outputs(tie_last_hidden_states=False)
+    def encode_mixed(self, mixed: torch.Tensor, cls: torch.Tensor, **kwargs: Unpack[TransformersKwargs]):
+        """Runs the blocks on mixed images (pre-training) with homologous attention in
+        ``homologous_attention_layers``.
+
+        mixed: (groups, L, hidden) mixed patch tokens with positions (and segment embeddings); cls: (groups, 1,
+        hidden). Returns BaseModelOutput: last_hidden_state (groups, 1 + L, hidden) after the final norm; hidden
+        states and attentions captured from the blocks as in :meth:`forward` (output_hidden_states, ...).
+        """
+        config = self.config
+        layers = config.homologous_attention_layers
+        layers = set(range(config.num_hidden_layers)) if layers is None else set(layers)
+        topk = config.homologous_topk or mixed.shape[1] // config.mix_group
+        hidden = torch.cat([cls, mixed], dim=1)
+        output_attentions = capturing_attentions()  # eager attention only while attentions are recorded
+        for index, block in enumerate(self.layers):
+            # the selection is made outside the block, so activation checkpointing replays the same mask
+            mask = homologous_attention_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
+            hidden, _ = block(hidden, mask, output_attentions)
+        return BaseModelOutput(last_hidden_state=self.layernorm(hidden))
+
 
 class MixedAEForImageClassification(MAEForImageClassification):
     """A MixedAE encoder with MAE's fine-tuning classifier: unmixed images, plain attention, no masking."""
@@ -324,29 +347,6 @@ class MixedAEForPreTraining(MAEForPreTraining):
         if isinstance(module, MixedAEForPreTraining) and module.segment_embeddings is not None:
             init.normal_(module.segment_embeddings, std=self.config.initializer_range)
 
-    def encode_mixed(self, mixed: torch.Tensor, cls: torch.Tensor, output_hidden_states=False, output_attentions=False):
-        """Runs the encoder on mixed images with homologous attention in ``homologous_attention_layers``.
-
-        mixed: (groups, L, hidden) mixed patch tokens with positions (and segment embeddings); cls: (groups, 1,
-        hidden). Returns ``(latent (groups, 1 + L, hidden) after the final norm, hidden states, attentions)``.
-        """
-        config = self.config
-        layers = config.homologous_attention_layers
-        layers = set(range(config.num_hidden_layers)) if layers is None else set(layers)
-        topk = config.homologous_topk or mixed.shape[1] // config.mix_group
-        hidden = torch.cat([cls, mixed], dim=1)
-        all_hidden = (hidden,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for index, block in enumerate(self.mae.layers):
-            # the selection is made outside the block, so activation checkpointing replays the same mask
-            mask = homologous_attention_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
-            hidden, weights = block(hidden, mask, output_attentions)
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            if output_attentions:
-                all_attentions += (weights,)
-        return self.mae.layernorm(hidden), all_hidden, all_attentions
-
     @can_return_tuple
     def forward(
         self,
@@ -354,8 +354,7 @@ class MixedAEForPreTraining(MAEForPreTraining):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, height, width), batch divisible by ``mix_group``; groups of ``mix_group``
@@ -366,9 +365,6 @@ class MixedAEForPreTraining(MAEForPreTraining):
         ``logits`` (batch, L, patch_h * patch_w * channels) per source image, ``mask`` (batch, L), ``ids_restore``.
         """
         config = self.config
-        # the mixed encoding runs its blocks itself (homologous attention masks), so it collects their outputs itself
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         embeddings = self.mae.embeddings
@@ -385,7 +381,8 @@ class MixedAEForPreTraining(MAEForPreTraining):
         if self.segment_embeddings is not None:
             mixed = mixed + self.segment_embeddings[partition].to(mixed.dtype)
         # 3. encode the mixed images with homologous attention
-        latent, all_hidden, all_attentions = self.encode_mixed(mixed, cls[::group], output_hidden_states, output_attentions)
+        encoded = self.mae.encode_mixed(mixed, cls[::group], return_dict=True, **kwargs)
+        latent = encoded.last_hidden_state
 
         # 4. unmix: each source keeps the encoded tokens it supplied, mask tokens elsewhere, and its group's cls token
         decoded = self.decoder.decoder_embed(latent).repeat_interleave(group, dim=0)
@@ -404,8 +401,8 @@ class MixedAEForPreTraining(MAEForPreTraining):
             logits=logits,
             mask=mask,
             ids_restore=partition_noise(noise, group).argsort(dim=1).argsort(dim=1),
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
             reconstruction_loss=reconstruction,
             homologous_loss=homologous,
             homologous_accuracy=accuracy,
