@@ -226,6 +226,24 @@ def test_trainer_callback_leaves_a_model_without_the_hook_alone(tmp_path):
     assert all(torch.equal(t, state[n]) for n, t in model.state_dict().items())
 
 
+def test_trainer_callback_refuses_fsdp1(tmp_path):
+    """FSDP1 keeps parameters as flat shards the EMA cannot read: the callback says so before training (a
+    one-process gloo group on CPU is enough to wrap the model)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from transformers import TrainerControl, TrainerState
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = FullyShardedDataParallel(hf_mae.create_model("hpm-tiny", **HPM_SMALL), device_id=torch.device("cpu"))
+        with pytest.raises(ValueError, match="HPMForPreTraining has an EMA teacher.*FSDP1.*use FSDP2"):
+            hf_mae.OptimizerStepHookCallback().on_train_begin(None, TrainerState(), TrainerControl(), model=wrapped)
+    finally:
+        dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------------------------- frozen teacher
 
 
