@@ -19,8 +19,9 @@ from hf_mae.modeling.layers import Attention
 from hf_mae.registry import METHODS, create_config
 from remote_check import run_in_fresh_process
 
-# an image, a video (query / value biases, no key bias), an audio preset, and CropMAE for its cross-attention
-PRESETS = ["mae-tiny", "videomae-tiny", "audiomae-tiny", "cropmae-tiny"]
+# an image, a video (query / value biases, no key bias), an audio preset, CropMAE for its cross-attention and
+# MixedAE, whose homologous attention selects keys from the attention's own q/k projections
+PRESETS = ["mae-tiny", "videomae-tiny", "audiomae-tiny", "cropmae-tiny", "mixedae-tiny"]
 
 
 def max_diff(a, b) -> float:

@@ -182,27 +182,48 @@ def mix_tokens(tokens: torch.Tensor, partition: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def homologous_attention_mask(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
-    """The additive attention mask that turns ``attention`` into homologous (TopK) attention for this input.
+def homologous_keys(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
+    """Which keys each query of ``attention`` may attend to under homologous (TopK) attention, for this input.
 
     hidden_states: (batch, 1 + L, hidden), the attention's input (after the block's norm1), cls token first.
-    Returns (batch, heads, 1 + L, 1 + L): 0 where a query may attend, the dtype's minimum elsewhere. Per head, each
-    patch query keeps the cls key and its ``topk`` highest-scoring patch keys (scores ``q.k * scaling``, from the
-    attention's own q/k projections); the cls query keeps every key. Computed without gradient: the selection is
-    discrete, the softmax over the kept scores is differentiated as usual.
+    Returns (batch, heads, 1 + L, 1 + L) bool. Per head, each patch query keeps the cls key and its ``topk``
+    highest-scoring patch keys (scores ``q.k * scaling``, from the attention's own q/k projections); the cls query
+    keeps every key. Computed without gradient: the selection is discrete, the softmax over the kept scores is
+    differentiated as usual.
     """
-    batch, tokens, hidden = hidden_states.shape
-    heads, head_dim = attention.num_heads, attention.head_dim
-    bias = attention.qkv.bias[: 2 * hidden] if attention.qkv.bias is not None else None
-    # the fused qkv projection stores q then k then v: the first 2 * hidden rows give q and k
-    query_key = F.linear(hidden_states, attention.qkv.weight[: 2 * hidden], bias).view(batch, tokens, 2, heads, head_dim)
-    query, key = (states.transpose(1, 2) for states in query_key.unbind(2))
+    batch, tokens, _ = hidden_states.shape
+    heads = attention.num_heads
+    # the attention's own projections, in either qkv layout (and with any adapter on them)
+    query, key, _ = attention.project(hidden_states)
     scores = torch.matmul(query[:, :, 1:], key[:, :, 1:].transpose(-1, -2))  # patch queries x patch keys
     chosen = scores.topk(min(topk, tokens - 1), dim=-1).indices
     keep = torch.ones(batch, heads, tokens, tokens, dtype=torch.bool, device=hidden_states.device)
     keep[:, :, 1:, 1:] = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True)
+    return keep
+
+
+@torch.no_grad()
+def homologous_attention_mask(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
+    """The additive attention mask (batch, heads, 1 + L, 1 + L) of :func:`homologous_keys`: 0 where a query may
+    attend, the dtype's minimum elsewhere (eager and sdpa attention)."""
+    keep = homologous_keys(attention, hidden_states, topk)
     blocked = torch.zeros(keep.shape, dtype=hidden_states.dtype, device=hidden_states.device)
     return blocked.masked_fill_(~keep, torch.finfo(hidden_states.dtype).min)
+
+
+def homologous_block_mask(attention: Attention, hidden_states: torch.Tensor, topk: int):
+    """:func:`homologous_keys` as a flex-attention ``BlockMask``: flex attention reads an additive mask tensor
+    through a score function, which crashes the process on CPU (torch 2.13); a mask function over ``keep`` does
+    not."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    keep = homologous_keys(attention, hidden_states, topk)
+    batch, heads, tokens, _ = keep.shape
+
+    def may_attend(b, h, query, key):
+        return keep[b, h, query, key]
+
+    return create_block_mask(may_attend, batch, heads, tokens, tokens, device=keep.device.type)
 
 
 def homologous_contrastive_loss(features: torch.Tensor, partition: torch.Tensor, temperature: float, mix_group: int):
@@ -312,9 +333,12 @@ class MixedAEModel(MAEModel):
         topk = config.homologous_topk or mixed.shape[1] // config.mix_group
         hidden = torch.cat([cls, mixed], dim=1)
         output_attentions = capturing_attentions()  # eager attention only while attentions are recorded
+        # flex attention takes the selection as a BlockMask; weights (output_attentions) come from eager attention
+        flex = config._attn_implementation == "flex_attention" and not output_attentions
+        build_mask = homologous_block_mask if flex else homologous_attention_mask
         for index, block in enumerate(self.layers):
             # the selection is made outside the block, so activation checkpointing replays the same mask
-            mask = homologous_attention_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
+            mask = build_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
             hidden, _ = block(hidden, mask, output_attentions)
         return BaseModelOutput(last_hidden_state=self.layernorm(hidden))
 
@@ -419,7 +443,9 @@ __all__ = [
     "MixedAEForPreTrainingOutput",
     "mixing_partition",
     "source_mask",
+    "homologous_keys",
     "homologous_attention_mask",
+    "homologous_block_mask",
     "homologous_contrastive_loss",
 ]
 
