@@ -1,4 +1,5 @@
-"""What every hf-mae model shares: config validators and the ``PreTrainedModel`` base with the common init.
+"""What every hf-mae model shares: config validators, the ViT config bases (encoder, image input, decoder) and the
+``PreTrainedModel`` base with the common init.
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
@@ -12,7 +13,7 @@ from torch import nn
 from transformers import PreTrainedConfig, PreTrainedModel
 from transformers import initialization as init
 
-from .embeddings import PatchProjection, TubeletProjection
+from .embeddings import PatchProjection, TubeletProjection, to_2tuple
 from .layers import LayerScale, init_flat_xavier, init_norm
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -48,6 +49,106 @@ def check_heads(name: str, width: int, heads: int, prefix: str = "") -> None:
         raise ValueError(
             f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads} ({name})"
         )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Config bases. A method's config derives from the ones it needs and declares only its own fields; redeclaring an
+# inherited field with an annotation (``hidden_size: int = 1024``) changes its default (configs are dataclasses).
+# The bases are no models: they have no ``model_type`` and are never registered.
+
+
+class ViTEncoderConfig(PreTrainedConfig):
+    r"""The transformer encoder's fields. Defaults: ViT-B (768-d, 12 blocks, 12 heads, MLP 3072).
+
+    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder width, depth (blocks), attention
+        heads and MLP width; the width must split evenly into the heads.
+    hidden_act: activation of the MLPs (a transformers ``ACT2FN`` name; "gelu" is the exact erf GELU).
+    qkv_bias: learned biases of the q/k/v projection.
+    layer_norm_eps: eps of the blocks' LayerNorms (1e-6 as the official ViTs; transformers' ViT uses 1e-12).
+    hidden_dropout_prob, attention_probs_dropout_prob: dropout after each sub-layer and on the attention weights,
+        in [0, 1).
+    drop_path_rate: stochastic depth of the encoder, rising linearly over its blocks to this rate, in [0, 1).
+    initializer_range: std of the truncated-normal initialisation of the linear layers.
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    hidden_dropout_prob: float = 0.0
+    attention_probs_dropout_prob: float = 0.0
+    drop_path_rate: float = 0.0
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            check_int(name, getattr(self, name))
+        check_heads("encoder", self.hidden_size, self.num_attention_heads)
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
+            check_rate(name, getattr(self, name))
+
+
+class ViTImageConfig(ViTEncoderConfig):
+    r"""An encoder over image patches: :class:`ViTEncoderConfig` plus
+
+    image_size, patch_size: an int or (height, width); the image size must be a multiple of the patch size.
+    num_channels: channels of the input images.
+    """
+
+    image_size: int | list[int] | tuple[int, int] = 224
+    patch_size: int | list[int] | tuple[int, int] = 16
+    num_channels: int = 3
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        check_int("num_channels", self.num_channels)
+        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
+        if image[0] % patch[0] or image[1] % patch[1]:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """(rows, columns) of the patch grid."""
+        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
+        return image[0] // patch[0], image[1] // patch[1]
+
+
+class ViTDecoderMixin(ViTEncoderConfig):
+    r"""The light transformer decoder of a masked autoencoder, beside an encoder config (with :class:`ViTImageConfig`
+    for MAE and VideoMAE, alone for LV-MAE). Defaults: MAE's 512-d decoder of 8 blocks, 16 heads, MLP 2048.
+
+    decoder_hidden_size, decoder_num_hidden_layers, decoder_num_attention_heads, decoder_intermediate_size: the
+        decoder's width, depth, heads and MLP width; its blocks share the encoder's ``hidden_act``, ``qkv_bias``
+        and ``layer_norm_eps`` (:meth:`decoder_block_kwargs`).
+    """
+
+    decoder_hidden_size: int = 512
+    decoder_num_hidden_layers: int = 8
+    decoder_num_attention_heads: int = 16
+    decoder_intermediate_size: int = 2048
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+            check_int(f"decoder_{name}", getattr(self, f"decoder_{name}"))
+        check_heads("decoder", self.decoder_hidden_size, self.decoder_num_attention_heads, prefix="decoder_")
+
+    def decoder_block_kwargs(self, **overrides) -> dict:
+        """``layers.build_blocks`` keywords of the decoder's blocks (no dropout, stochastic depth or LayerScale);
+        ``overrides`` replace any of them (VideoMAE's ``qkv_bias="qv"``)."""
+        kwargs = dict(
+            hidden_size=self.decoder_hidden_size,
+            num_heads=self.decoder_num_attention_heads,
+            intermediate_size=self.decoder_intermediate_size,
+            hidden_act=self.hidden_act,
+            qkv_bias=self.qkv_bias,
+            layer_norm_eps=self.layer_norm_eps,
+        )
+        return {**kwargs, **overrides}
 
 
 # ---------------------------------------------------------------------------------------------------------------

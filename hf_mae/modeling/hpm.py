@@ -173,16 +173,7 @@ class HPMLossPredictor(nn.Module):
         super().__init__()
         patch = to_2tuple(config.patch_size)
         depth = config.loss_predictor_num_hidden_layers or config.decoder_num_hidden_layers
-        self.layers = build_blocks(
-            config,
-            depth,
-            hidden_size=config.decoder_hidden_size,
-            num_heads=config.decoder_num_attention_heads,
-            intermediate_size=config.decoder_intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.layers = build_blocks(config, depth, **config.decoder_block_kwargs())
         self.norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.pred = nn.Linear(config.decoder_hidden_size, patch[0] * patch[1] * config.num_channels)
 
