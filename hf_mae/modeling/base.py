@@ -27,11 +27,13 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-def check_rate(name: str, value, closed: bool = False) -> float:
-    """A number in [0, 1) (``closed=False``: a fraction that must leave something, e.g. a mask ratio) or [0, 1]."""
-    upper_ok = value <= 1.0 if closed else value < 1.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value and upper_ok):
-        allowed = "[0, 1]" if closed else "[0, 1)"
+def check_rate(name: str, value, closed: bool = False, allow_zero: bool = True) -> float:
+    """A number in [0, 1) (``closed=False``: a fraction that must leave something, e.g. a mask ratio) or [0, 1];
+    ``allow_zero=False`` excludes 0 too ((0, 1) or (0, 1])."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    lower_ok = number and (value >= 0.0 if allow_zero else value > 0.0)
+    if not (lower_ok and (value <= 1.0 if closed else value < 1.0)):
+        allowed = ("[" if allow_zero else "(") + "0, 1" + ("]" if closed else ")")
         raise ValueError(f"{name} must be a number in {allowed}, got {value!r}")
     return value
 
@@ -43,12 +45,11 @@ def check_choice(name: str, value, choices) -> object:
     return value
 
 
-def check_heads(name: str, width: int, heads: int, prefix: str = "") -> None:
-    """The attention width must split evenly into heads; ``name`` is the model part, for the message."""
+def check_heads(width_name: str, width: int, heads_name: str, heads: int, why: str = "") -> None:
+    """The attention width must split evenly into heads (both already checked to be ints >= 1)."""
     if width % heads:
-        raise ValueError(
-            f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads} ({name})"
-        )
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{width_name} {width} must be divisible by {heads_name} {heads}{reason}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -87,7 +88,7 @@ class ViTEncoderConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             check_int(name, getattr(self, name))
-        check_heads("encoder", self.hidden_size, self.num_attention_heads)
+        check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             check_rate(name, getattr(self, name))
 
@@ -135,7 +136,9 @@ class ViTDecoderMixin(ViTEncoderConfig):
         super().__post_init__(**kwargs)
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
             check_int(f"decoder_{name}", getattr(self, f"decoder_{name}"))
-        check_heads("decoder", self.decoder_hidden_size, self.decoder_num_attention_heads, prefix="decoder_")
+        check_heads(
+            "decoder_hidden_size", self.decoder_hidden_size, "decoder_num_attention_heads", self.decoder_num_attention_heads
+        )
 
     def decoder_block_kwargs(self, **overrides) -> dict:
         """``layers.build_blocks`` keywords of the decoder's blocks (no dropout, stochastic depth or LayerScale);

@@ -33,6 +33,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_rate
 from .embeddings import to_2tuple
 from .layers import MLP, Attention, CrossAttention
 from .losses import masked_mse
@@ -73,8 +74,7 @@ class CropMAEConfig(MAEConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if not 0.0 <= self.decoder_dropout_prob < 1.0:
-            raise ValueError(f"decoder_dropout_prob must be in [0, 1), got {self.decoder_dropout_prob}")
+        check_rate("decoder_dropout_prob", self.decoder_dropout_prob)
 
 
 class CropMAEDecoderBlock(GradientCheckpointingLayer):
