@@ -61,16 +61,13 @@ class CropMAEConfig(MAEConfig):
     model_type = "cropmae"
 
     hidden_size: int = 384
-    num_hidden_layers: int = 12
     num_attention_heads: int = 6
     intermediate_size: int = 1536
     decoder_hidden_size: int = 256
     decoder_num_hidden_layers: int = 4
     decoder_num_attention_heads: int = 8
-    decoder_intermediate_size: int = 2048
     decoder_dropout_prob: float = 0.1
     mask_ratio: float = 0.985
-    norm_pix_loss: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)

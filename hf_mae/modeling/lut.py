@@ -69,7 +69,6 @@ class LUTConfig(MAEConfig):
 
     model_type = "lut"
 
-    norm_pix_loss: bool = True
     projector_hidden_size: int = 4096
     projector_num_layers: int = 2
     predictor_num_layers: int = 2
