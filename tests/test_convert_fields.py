@@ -1,12 +1,13 @@
 """hf_mae.convert's config mappings are derived from the config classes, not listed by hand: a field that both
 sides declare is converted without another edit; and the command line shows the stages of a conversion."""
 
-from transformers import VideoMAEConfig, ViTConfig, ViTMAEConfig
+from transformers import PreTrainedConfig, VideoMAEConfig, ViTConfig, ViTMAEConfig
 
 import hf_mae
 from hf_mae.cli import main
 from hf_mae.convert import mae_config_from_vit_mae, shared_config_fields, videomae_fields, vit_mae_fields
 from hf_mae.convert import vit_mae_config_from_mae, vit_mim_fields
+from hf_mae.modeling.base import ViTDecoderMixin, ViTImageConfig
 from hf_mae.modeling.mae import MAEConfig
 
 # The lists convert.py wrote by hand before they were derived (the same meaning under the same name, and VideoMAE's
@@ -37,6 +38,21 @@ def test_derived_mappings_hold_the_hand_written_lists():
     assert len(vit_mae_fields()) == 19 and len(vit_mim_fields()) == 14 and len(videomae_fields()) == 20
     # PreTrainedConfig's own fields (id2label, architectures, ...) are never part of a mapping
     assert not {"id2label", "architectures", "dtype"} & {ours for ours, _ in vit_mae_fields()}
+
+
+def shared_vit_fields(config_class) -> set:
+    """The fields a config base declares itself or inherits from another base (not PreTrainedConfig's)."""
+    return set(config_class.__dataclass_fields__) - set(PreTrainedConfig.__dataclass_fields__)
+
+
+def test_the_config_bases_fields_are_converted_where_transformers_declares_them():
+    """The shared ViT fields are declared once (modeling/base.py); the conversions carry every one of them, except
+    stochastic depth, which transformers' ViT configs do not have."""
+    image, decoder = shared_vit_fields(ViTImageConfig), shared_vit_fields(ViTDecoderMixin)
+    assert len(image) == 14 and len(decoder) == 15
+    assert (image | decoder) - {ours for ours, _ in vit_mae_fields()} == {"drop_path_rate"}
+    assert image - {ours for ours, _ in vit_mim_fields()} == {"drop_path_rate"}
+    assert (image | decoder) - {ours for ours, _ in videomae_fields()} == {"drop_path_rate"}
 
 
 class RegisterMAEConfig(MAEConfig):

@@ -86,9 +86,7 @@ class ViTEncoderConfig(PreTrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            check_int(name, getattr(self, name))
-        check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads)
+        check_transformer_sizes(self)
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "drop_path_rate"):
             check_rate(name, getattr(self, name))
 
@@ -134,24 +132,24 @@ class ViTDecoderMixin(ViTEncoderConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-            check_int(f"decoder_{name}", getattr(self, f"decoder_{name}"))
-        check_heads(
-            "decoder_hidden_size", self.decoder_hidden_size, "decoder_num_attention_heads", self.decoder_num_attention_heads
-        )
+        check_transformer_sizes(self, prefix="decoder_")
 
     def decoder_block_kwargs(self, **overrides) -> dict:
-        """``layers.build_blocks`` keywords of the decoder's blocks (no dropout, stochastic depth or LayerScale);
-        ``overrides`` replace any of them (VideoMAE's ``qkv_bias="qv"``)."""
-        kwargs = dict(
-            hidden_size=self.decoder_hidden_size,
-            num_heads=self.decoder_num_attention_heads,
-            intermediate_size=self.decoder_intermediate_size,
-            hidden_act=self.hidden_act,
-            qkv_bias=self.qkv_bias,
-            layer_norm_eps=self.layer_norm_eps,
-        )
-        return {**kwargs, **overrides}
+        """``layers.build_blocks`` keywords of the decoder's blocks: the decoder's sizes, the encoder's activation,
+        qkv bias and LayerNorm eps, no dropout, stochastic depth or LayerScale; ``overrides`` replace any of them
+        (VideoMAE's ``qkv_bias="qv"``)."""
+        sizes = dict(num_heads=self.decoder_num_attention_heads, intermediate_size=self.decoder_intermediate_size)
+        shared = {name: getattr(self, name) for name in ("hidden_act", "qkv_bias", "layer_norm_eps")}
+        return {"hidden_size": self.decoder_hidden_size, **sizes, **shared, **overrides}
+
+
+def check_transformer_sizes(config, prefix: str = "") -> None:
+    """Width, depth, heads and MLP width of a transformer (``prefix`` "decoder_": the decoder's fields) are ints >= 1
+    and the width splits evenly into the heads."""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        check_int(prefix + name, getattr(config, prefix + name))
+    width, heads = prefix + "hidden_size", prefix + "num_attention_heads"
+    check_heads(width, getattr(config, width), heads, getattr(config, heads))
 
 
 # ---------------------------------------------------------------------------------------------------------------
