@@ -52,6 +52,15 @@ def check_heads(width_name: str, width: int, heads_name: str, heads: int, why: s
         raise ValueError(f"{width_name} {width} must be divisible by {heads_name} {heads}{reason}")
 
 
+def check_transformer_sizes(config, prefix: str = "") -> None:
+    """Width, depth, heads and MLP width of a transformer (``prefix`` "decoder_": the decoder's fields) are ints >= 1
+    and the width splits evenly into the heads."""
+    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
+        check_int(prefix + name, getattr(config, prefix + name))
+    width, heads = prefix + "hidden_size", prefix + "num_attention_heads"
+    check_heads(width, getattr(config, width), heads, getattr(config, heads))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Config bases. A method's config derives from the ones it needs and declares only its own fields; redeclaring an
 # inherited field with an annotation (``hidden_size: int = 1024``) changes its default (configs are dataclasses).
@@ -69,7 +78,8 @@ class ViTEncoderConfig(PreTrainedConfig):
     hidden_dropout_prob, attention_probs_dropout_prob: dropout after each sub-layer and on the attention weights,
         in [0, 1).
     drop_path_rate: stochastic depth of the encoder, rising linearly over its blocks to this rate, in [0, 1).
-    initializer_range: std of the truncated-normal initialisation of the linear layers.
+    initializer_range: std of the (truncated-)normal init of tokens and (where not xavier-uniform, as MAE's are)
+        of the linear layers.
     """
 
     hidden_size: int = 768
@@ -141,15 +151,6 @@ class ViTDecoderMixin(ViTEncoderConfig):
         sizes = dict(num_heads=self.decoder_num_attention_heads, intermediate_size=self.decoder_intermediate_size)
         shared = {name: getattr(self, name) for name in ("hidden_act", "qkv_bias", "layer_norm_eps")}
         return {"hidden_size": self.decoder_hidden_size, **sizes, **shared, **overrides}
-
-
-def check_transformer_sizes(config, prefix: str = "") -> None:
-    """Width, depth, heads and MLP width of a transformer (``prefix`` "decoder_": the decoder's fields) are ints >= 1
-    and the width splits evenly into the heads."""
-    for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size"):
-        check_int(prefix + name, getattr(config, prefix + name))
-    width, heads = prefix + "hidden_size", prefix + "num_attention_heads"
-    check_heads(width, getattr(config, width), heads, getattr(config, heads))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -170,8 +170,7 @@ class I2PMAEConfig(PreTrainedConfig):
             raise ValueError(f"guided_masking_temperature must be > 0, got {self.guided_masking_temperature}")
         if self.densify < 1 or self.densify % 2 == 0:
             raise ValueError(f"densify must be an odd int >= 1 (a square centred on the point), got {self.densify}")
-        if self.image_size < 4:
-            raise ValueError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        check_int("image_size", self.image_size, minimum=4)  # pixels
         if self.teacher_config is not None and not (
             isinstance(self.teacher_config, dict) and "model_type" in self.teacher_config
         ):
