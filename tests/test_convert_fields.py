@@ -1,12 +1,13 @@
 """hf_mae.convert's config mappings are derived from the config classes, not listed by hand: a field that both
 sides declare is converted without another edit; and the command line shows the stages of a conversion."""
 
+import pytest
 from transformers import PreTrainedConfig, VideoMAEConfig, ViTConfig, ViTMAEConfig
 
 import hf_mae
 from hf_mae.cli import main
 from hf_mae.convert import mae_config_from_vit_mae, shared_config_fields, videomae_fields, vit_mae_fields
-from hf_mae.convert import vit_mae_config_from_mae, vit_mim_fields
+from hf_mae.convert import vit_config_from_simmim, vit_mae_config_from_mae, vit_mim_fields
 from hf_mae.modeling.base import ViTDecoderMixin, ViTImageConfig
 from hf_mae.modeling.mae import MAEConfig
 
@@ -96,3 +97,16 @@ def test_the_command_line_shows_the_stages(tmp_path, capsys):
     stages = ["0/3, read SRC", "1/3, convert", "2/3, write DST", "3/3, done"]
     assert all(f"convert mae -> mae-official: {stage}" in captured.err for stage in stages), captured.err
     assert f"converted mae {tmp_path / 'ours'} -> mae-official {tmp_path / 'official.pth'}" in captured.out
+
+
+def test_vit_routes_share_the_size_and_block_checks():
+    with pytest.raises(ValueError, match=r"^patch_size must be square to convert to vit-mae .* got \(4, 8\)$"):
+        vit_mae_config_from_mae(hf_mae.create_config("mae-tiny", patch_size=(4, 8)))
+    with pytest.raises(ValueError, match=r"^layer_scale_init_value=0.1: .* cannot be converted to vit-mim"):
+        vit_config_from_simmim(hf_mae.create_config("simmim-tiny", layer_scale_init_value=0.1))
+    with pytest.warns(UserWarning, match=r"^vit-mim has no \{'drop_path_rate': 0.2\}: dropped"):
+        vit = vit_config_from_simmim(hf_mae.create_config("simmim-tiny", drop_path_rate=0.2))
+    assert (vit.image_size, vit.patch_size) == (32, 4)
+    with pytest.warns(UserWarning, match=r"^vit-mae has no \{'mask_generator': 'block'\}: dropped"):
+        vit = vit_mae_config_from_mae(hf_mae.create_config("mae-tiny", image_size=[32, 32], mask_generator="block"))
+    assert (vit.image_size, vit.patch_size) == (32, 4)

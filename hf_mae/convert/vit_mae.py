@@ -7,18 +7,18 @@ dropped with a warning.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from transformers import ViTMAEConfig
 
-from ..modeling.embeddings import to_2tuple
 from ..modeling.mae import MAEConfig, MAEForPreTraining
 from .common import (
     Format,
     build_exactly,
+    check_vit_blocks,
     fuse_qkv,
     load_folder,
+    one_int_sizes,
     processor_settings,
     save_hf_mae,
     save_vit_folder,
@@ -44,23 +44,8 @@ def mae_config_from_vit_mae(vit_config) -> MAEConfig:
 
 def vit_mae_config_from_mae(config: MAEConfig):
     """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
-    kwargs = {theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}
-    for name in ("image_size", "patch_size"):
-        height, width = to_2tuple(kwargs[name])
-        if height != width:
-            raise ValueError(
-                f"{name} must be square to convert to vit-mae (ViTMAEConfig holds one int), got {kwargs[name]!r}"
-            )
-        kwargs[name] = height
-    if config.layer_scale_init_value:
-        raise ValueError(
-            f"layer_scale_init_value={config.layer_scale_init_value}: ViTMAE blocks have no LayerScale, "
-            "so this model cannot be converted to vit-mae (allowed: 0)"
-        )
-    dropped = {name: getattr(config, name) for name, off in _TRAINING_ONLY.items() if getattr(config, name) != off}
-    if dropped:
-        message = f"ViTMAE has no {dropped}: dropped (they act only in training; the weights are unaffected)"
-        warnings.warn(message, stacklevel=2)
+    kwargs = one_int_sizes({theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}, "vit-mae")
+    check_vit_blocks(config, "vit-mae", _TRAINING_ONLY)
     return ViTMAEConfig(**kwargs)
 
 
