@@ -7,7 +7,7 @@ from transformers import PreTrainedConfig, VideoMAEConfig, ViTConfig, ViTMAEConf
 import hf_mae
 from hf_mae.cli import main
 from hf_mae.convert import mae_config_from_vit_mae, shared_config_fields, videomae_fields, vit_mae_fields
-from hf_mae.convert import vit_config_from_simmim, vit_mae_config_from_mae, vit_mim_fields
+from hf_mae.convert import convert_to_videomae, vit_config_from_simmim, vit_mae_config_from_mae, vit_mim_fields
 from hf_mae.modeling.base import ViTDecoderMixin, ViTImageConfig
 from hf_mae.modeling.mae import MAEConfig
 
@@ -110,3 +110,5 @@ def test_vit_routes_share_the_size_and_block_checks():
     with pytest.warns(UserWarning, match=r"^vit-mae has no \{'mask_generator': 'block'\}: dropped"):
         vit = vit_mae_config_from_mae(hf_mae.create_config("mae-tiny", image_size=[32, 32], mask_generator="block"))
     assert (vit.image_size, vit.patch_size) == (32, 4)
+    with pytest.raises(ValueError, match=r"^image_size must be square to convert to videomae .* got \(32, 16\)$"):
+        convert_to_videomae(hf_mae.create_model("videomae-tiny", image_size=(32, 16)))
