@@ -323,6 +323,22 @@ def save_vit_folder(vit_model, config, src: Path) -> Callable[[Path], None]:
     return write
 
 
+def read_transformers_folder(model_class, model_type: str, convert, src, dst, overwrite: bool = False) -> Path:
+    """A transformers ``model_class`` folder (of ``model_type``) -> ``convert(model)`` written as an hf-mae folder,
+    with the source folder's processor normalisation."""
+    src = Path(src)
+    model = convert(load_folder(model_class, src, model_type))
+    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+
+
+def write_vit_folder(model_class, convert, src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae ``model_class`` folder -> ``convert(model)`` written as a transformers folder with a
+    ViTImageProcessor (hf-mae's normalisation, or the source folder's own)."""
+    src = Path(src)
+    model = load_folder(model_class, src, model_class.config_class.model_type)
+    return write_atomically(dst, save_vit_folder(convert(model), model.config, src), overwrite)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # progress: the command line shows the stages of a conversion (reading, converting and writing a large checkpoint
 # take minutes); a conversion called from Python shows nothing.

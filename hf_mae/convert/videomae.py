@@ -18,9 +18,8 @@ from .common import (
     image_processor_settings,
     load_folder,
     one_int_sizes,
-    processor_settings,
+    read_transformers_folder,
     rename_all,
-    save_hf_mae,
     shared_config_fields,
     write_atomically,
 )
@@ -130,9 +129,7 @@ def convert_videomae_folder(src, dst, overwrite: bool = False) -> Path:
     """A transformers VideoMAEForPreTraining folder -> an hf-mae VideoMAEForPreTraining folder (+ processor json)."""
     from transformers import VideoMAEForPreTraining as TransformersVideoMAE
 
-    src = Path(src)
-    model = convert_videomae(load_folder(TransformersVideoMAE, src, "videomae"))
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    return read_transformers_folder(TransformersVideoMAE, "videomae", convert_videomae, src, dst, overwrite)
 
 
 def convert_to_videomae_folder(src, dst, overwrite: bool = False) -> Path:

@@ -7,6 +7,7 @@ dropped with a warning.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from transformers import ViTMAEConfig
@@ -17,14 +18,11 @@ from .common import (
     build_exactly,
     check_vit_blocks,
     fuse_qkv,
-    load_folder,
     one_int_sizes,
-    processor_settings,
-    save_hf_mae,
-    save_vit_folder,
+    read_transformers_folder,
     shared_config_fields,
     split_qkv,
-    write_atomically,
+    write_vit_folder,
 )
 from .layouts import check_position_tables, rename_keys
 
@@ -72,16 +70,13 @@ def convert_vit_mae_folder(src, dst, overwrite: bool = False, strict: bool = Fal
     """A transformers ViTMAEForPreTraining folder -> an hf-mae MAEForPreTraining folder (+ processor json)."""
     from transformers import ViTMAEForPreTraining
 
-    src = Path(src)
-    model = convert_vit_mae(load_folder(ViTMAEForPreTraining, src, "vit_mae"), strict=strict)
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    convert = functools.partial(convert_vit_mae, strict=strict)
+    return read_transformers_folder(ViTMAEForPreTraining, "vit_mae", convert, src, dst, overwrite)
 
 
 def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
     """An hf-mae MAEForPreTraining folder -> a transformers ViTMAEForPreTraining folder (+ ViTImageProcessor json)."""
-    src = Path(src)
-    model = load_folder(MAEForPreTraining, src, MAEConfig.model_type)
-    return write_atomically(dst, save_vit_folder(convert_to_vit_mae(model), model.config, src), overwrite)
+    return write_vit_folder(MAEForPreTraining, convert_to_vit_mae, src, dst, overwrite)
 
 
 FORMAT = Format(

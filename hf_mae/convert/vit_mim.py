@@ -14,14 +14,11 @@ from .common import (
     build_exactly,
     check_vit_blocks,
     fuse_qkv,
-    load_folder,
     one_int_sizes,
-    processor_settings,
-    save_hf_mae,
-    save_vit_folder,
+    read_transformers_folder,
     shared_config_fields,
     split_qkv,
-    write_atomically,
+    write_vit_folder,
 )
 from .layouts import rename_keys
 
@@ -81,16 +78,12 @@ def convert_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
     """A transformers ViTForMaskedImageModeling folder -> an hf-mae SimMIMForPreTraining folder (+ processor json)."""
     from transformers import ViTForMaskedImageModeling
 
-    src = Path(src)
-    model = convert_vit_mim(load_folder(ViTForMaskedImageModeling, src, "vit"))
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    return read_transformers_folder(ViTForMaskedImageModeling, "vit", convert_vit_mim, src, dst, overwrite)
 
 
 def convert_to_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
     """An hf-mae SimMIMForPreTraining folder -> a ViTForMaskedImageModeling folder (+ ViTImageProcessor json)."""
-    src = Path(src)
-    model = load_folder(SimMIMForPreTraining, src, SimMIMConfig.model_type)
-    return write_atomically(dst, save_vit_folder(convert_to_vit_mim(model), model.config, src), overwrite)
+    return write_vit_folder(SimMIMForPreTraining, convert_to_vit_mim, src, dst, overwrite)
 
 
 FORMAT = Format(
