@@ -40,7 +40,7 @@ from transformers.modeling_outputs import (
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int, check_rate
 from .graph_layers import (  # edge_softmax: kept importable from here
     GATLayer,
     GINLayer,
@@ -113,35 +113,21 @@ class GraphMAEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         for name in ("num_features", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_out_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         for name, allowed in (
             ("encoder_type", ENCODER_TYPES), ("decoder_type", DECODER_TYPES), ("hidden_act", ACTIVATIONS),
             ("norm", NORMS), ("loss_fn", LOSSES), ("pooling", POOLINGS),
             ("feature_normalization", FEATURE_NORMALIZATIONS),
         ):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.encoder_type == "gat" and self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads} "
-                "(a GAT encoder concatenates its heads)"
-            )
-        _check_rate("mask_rate", self.mask_rate, allow_zero=False)
-        _check_rate("replace_rate", self.replace_rate, allow_zero=True)
-        _check_rate("in_drop", self.in_drop, allow_zero=True)
-        _check_rate("attn_drop", self.attn_drop, allow_zero=True)
+            check_choice(name, getattr(self, name), allowed)
+        if self.encoder_type == "gat":
+            check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads,
+                        why="a GAT encoder concatenates its heads")  # fmt: skip
+        check_rate("mask_rate", self.mask_rate, allow_zero=False)
+        for name in ("replace_rate", "in_drop", "attn_drop"):
+            check_rate(name, getattr(self, name))
         if isinstance(self.alpha_l, bool) or not isinstance(self.alpha_l, (int, float)) or self.alpha_l <= 0:
             raise ValueError(f"alpha_l must be a number > 0, got {self.alpha_l!r}")
-
-
-def _check_rate(name: str, value, allow_zero: bool) -> None:
-    interval = "[0, 1)" if allow_zero else "(0, 1)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a float in {interval}, got {value!r}")
-    if not (0.0 <= value < 1.0) or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be in {interval}, got {value}")
 
 
 # ------------------------------------------------------------------------------------------ input checks

@@ -38,7 +38,7 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int
 from .layers import Attention, DropPath, TransformerBlock, build_blocks, run_blocks
 from .losses import chamfer_l2
 from .masking import check_mask_ratio, data_dependent_count, feature_mask_ratio, gather_tokens, restore_tokens
@@ -161,24 +161,21 @@ class I2PMAEConfig(PreTrainedConfig):
             if size > available:
                 raise ValueError(f"group_sizes[{i}] ({size}) must be <= {source} ({available}): kNN needs that many")
             available = count
+        check_int("num_attention_heads", self.num_attention_heads)
         for i, width in enumerate(self.hidden_sizes):
-            if width % self.num_attention_heads:
-                raise ValueError(f"hidden_sizes[{i}] ({width}) must be divisible by num_attention_heads "
-                                 f"({self.num_attention_heads})")
+            check_heads(f"hidden_sizes[{i}]", width, "num_attention_heads", self.num_attention_heads)
         if not 1 <= len(self.decoder_depths) <= scales:
             raise ValueError(f"decoder_depths needs 1 to {scales} stages (one per scale), got {self.decoder_depths}")
         if len(self.decoder_up_blocks) != len(self.decoder_depths) - 1:
             raise ValueError(f"decoder_up_blocks needs one entry per decoder stage after the first "
                              f"({len(self.decoder_depths) - 1}), got {self.decoder_up_blocks}")
         check_mask_ratio(self.mask_ratio)
-        if self.masking not in MASKINGS:
-            raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        check_choice("masking", self.masking, MASKINGS)
         if not self.guided_masking_temperature > 0:
             raise ValueError(f"guided_masking_temperature must be > 0, got {self.guided_masking_temperature}")
         if self.densify < 1 or self.densify % 2 == 0:
             raise ValueError(f"densify must be an odd int >= 1 (a square centred on the point), got {self.densify}")
-        if self.image_size < 4:
-            raise ValueError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        check_int("image_size", self.image_size, minimum=4)  # pixels
         if self.teacher_config is not None and not (
             isinstance(self.teacher_config, dict) and "model_type" in self.teacher_config
         ):

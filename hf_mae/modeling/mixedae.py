@@ -46,6 +46,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 from transformers.utils.output_capturing import capture_outputs
 
+from .base import check_int
 from .embeddings import to_2tuple
 from .layers import Attention, capturing_attentions
 from .losses import masked_mse
@@ -85,16 +86,13 @@ class MixedAEConfig(MAEConfig):
     contrast_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
-        group = self.mix_group
-        if isinstance(group, bool) or not isinstance(group, int) or group < 2:
-            raise ValueError(f"mix_group must be an int >= 2 (images per mixed image), got {group!r}")
+        group = check_int("mix_group", self.mix_group, minimum=2)  # images per mixed image
         if self.mask_ratio is None:
             self.mask_ratio = 1.0 - 1.0 / group
         super().__post_init__(**kwargs)  # validates mask_ratio's type and range first
         check_mixing_ratio(self.mask_ratio, group, allow_zero=False)
-        topk = self.homologous_topk
-        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
-            raise ValueError(f"homologous_topk must be a positive int or None, got {topk!r}")
+        if self.homologous_topk is not None:
+            check_int("homologous_topk", self.homologous_topk)
         layers = self.homologous_attention_layers
         if layers is not None:
             bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_hidden_layers]

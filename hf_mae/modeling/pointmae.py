@@ -35,7 +35,7 @@ from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int
 from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, init_torch_default, run_blocks
 from .losses import chamfer_l2
 from .masking import TokenMask, check_mask_ratio, feature_mask_ratio, gather_tokens, keep_all, mask_from_bool
@@ -99,9 +99,7 @@ class PointMAEConfig(PreTrainedConfig):
         for name in ("num_points", "num_groups", "group_size", "hidden_size", "num_hidden_layers",
                      "num_attention_heads", "intermediate_size", "position_hidden_size", "decoder_num_hidden_layers",
                      "decoder_num_attention_heads", "classifier_hidden_size"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.group_size > self.num_points:
             raise ValueError(f"group_size ({self.group_size}) must be <= num_points ({self.num_points})")
         if self.num_groups > self.num_points:
@@ -110,13 +108,10 @@ class PointMAEConfig(PreTrainedConfig):
         if len(channels) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"embedding_channels must be 3 positive ints, got {self.embedding_channels!r}")
         self.embedding_channels = channels  # a list: JSON round trip
-        for heads, name in ((self.num_attention_heads, "num_attention_heads"),
-                            (self.decoder_num_attention_heads, "decoder_num_attention_heads")):  # fmt: skip
-            if self.hidden_size % heads:
-                raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by {name} ({heads})")
+        for name in ("num_attention_heads", "decoder_num_attention_heads"):  # the decoder has the encoder's width
+            check_heads("hidden_size", self.hidden_size, name, getattr(self, name))
         check_mask_ratio(self.mask_ratio)
-        if self.mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {self.mask_type!r}")
+        check_choice("mask_type", self.mask_type, MASK_TYPES)
 
 
 @dataclass
