@@ -178,6 +178,9 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = True
     _supports_flex_attn = True
     _supports_attention_backend = True
+    # The losses are batch means, not sums over ``num_items_in_batch``: Trainer must divide them for gradient
+    # accumulation itself (a forward taking ``**kwargs`` would otherwise tell it the model normalises them).
+    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):

@@ -319,9 +319,6 @@ class GraphMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = GraphMAEConfig
     base_model_prefix = "graphmae"
     main_input_name = "node_features"
-    # the losses are batch means, not sums over num_items_in_batch: Trainer must still divide them for gradient
-    # accumulation (a forward taking **kwargs would otherwise tell it the model normalises them itself)
-    accepts_loss_kwargs = False
     input_modalities = ("graph",)
     # message passing, no attention backend and no gradient checkpointing (as before the shared base)
     supports_gradient_checkpointing = False

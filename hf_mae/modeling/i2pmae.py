@@ -361,9 +361,6 @@ class I2PMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = I2PMAEConfig
     base_model_prefix = "i2pmae"
     main_input_name = "point_values"
-    # the losses are batch means, not sums over num_items_in_batch: Trainer must still divide them for gradient
-    # accumulation (a forward taking **kwargs would otherwise tell it the model normalises them itself)
-    accepts_loss_kwargs = False
     input_modalities = ("point-cloud",)
     _supports_flash_attn = False  # padded visible sets need an attention mask
     _supports_flex_attn = False

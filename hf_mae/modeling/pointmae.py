@@ -227,9 +227,6 @@ class PointMAEPreTrainedModel(MaskedModelPreTrainedModel):
     config_class = PointMAEConfig
     base_model_prefix = "pointmae"
     main_input_name = "point_values"
-    # the losses are batch means, not sums over num_items_in_batch: Trainer must still divide them for gradient
-    # accumulation (a forward taking **kwargs would otherwise tell it the model normalises them itself)
-    accepts_loss_kwargs = False
 
     @torch.no_grad()
     def _init_weights(self, module):
