@@ -16,6 +16,7 @@ from .registry import (
     list_models,
     register_all,
 )
+from .training.callbacks import OptimizerStepHookCallback
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "AutoModelForPointCloudClassification",
     "AutoModelForNodeClassification",
     "AutoModelForGraphClassification",
+    "OptimizerStepHookCallback",
     "METHODS",
     "create_config",
     "create_model",

@@ -91,3 +91,22 @@ def run_pretrain(argv, output_dir):
 
     assert cli.main(["pretrain", *argv, "--output-dir", str(output_dir)]) == 0
     return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _flex_attention_unavailable_reason() -> str | None:
+    """Why flex attention cannot run here, or None. transformers always runs it through torch.compile, which on CPU
+    builds C++ kernels (inductor), so a C++ compiler must be on PATH."""
+    import shutil
+
+    from transformers.utils import is_torch_flex_attn_available
+
+    if not is_torch_flex_attn_available():
+        return "this torch has no torch.nn.attention.flex_attention"
+    if not torch.cuda.is_available() and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
+        return "flex attention on CPU compiles C++ kernels (torch.compile / inductor) and no C++ compiler is on PATH"
+    return None
+
+
+requires_flex_attention = pytest.mark.skipif(
+    _flex_attention_unavailable_reason() is not None, reason=str(_flex_attention_unavailable_reason())
+)

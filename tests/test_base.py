@@ -6,7 +6,7 @@ import torch
 import transformers
 
 import hf_mae
-from hf_mae.modeling.base import check_choice, check_int, check_rate
+from hf_mae.modeling.base import check_choice, check_heads, check_int, check_rate
 
 
 def test_validators_name_the_field_the_value_and_what_is_allowed():
@@ -22,6 +22,15 @@ def test_validators_name_the_field_the_value_and_what_is_allowed():
     assert check_choice("pool", "cls", ("mean", "cls")) == "cls"
     with pytest.raises(ValueError, match=r"pool must be one of 'mean', 'cls'; got 'max'"):
         check_choice("pool", "max", ("mean", "cls"))
+    assert check_rate("mask_rate", 0.5, allow_zero=False) == 0.5
+    for bad in (0.0, 1.0, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match=r"^mask_rate must be a number in \(0, 1\), got "):
+            check_rate("mask_rate", bad, allow_zero=False)
+    check_heads("hidden_size", 64, "num_attention_heads", 4)
+    with pytest.raises(ValueError, match=r"^hidden_sizes\[1\] 30 must be divisible by num_attention_heads 4$"):
+        check_heads("hidden_sizes[1]", 30, "num_attention_heads", 4)
+    with pytest.raises(ValueError, match=r"^hidden_size 30 must be divisible by num_attention_heads 4 \(GAT\)$"):
+        check_heads("hidden_size", 30, "num_attention_heads", 4, why="GAT")
 
 
 def tiny_vit_mae_folder(path):

@@ -23,19 +23,6 @@ ALL_PRESETS = hf_mae.list_models()
 TINY_PRESETS = [preset for preset in ALL_PRESETS if preset.endswith("-tiny")]
 
 
-def known_gap(methods, reason, presets=ALL_PRESETS):
-    """Parametrize values with a strict xfail for the presets that do not meet a check yet (issue 12, open work):
-    the gap stays visible in every run, and the mark fails the run as soon as the check passes, so it gets removed."""
-    return [pytest.param(p, marks=pytest.mark.xfail(strict=True, reason=reason)) if p.split("-")[0] in methods else p
-            for p in presets]
-
-
-EXPORT_GAP = ("data-dependent input checks (graphmae.check_graph_inputs, point_groups.check_point_values, "
-              "LVMAEModel.check_inputs) still break torch.export; masking.check_tensor_condition is the fix")
-CAPTURE_GAP = "Point-MAE and I2P-MAE keep hand-written hidden-state plumbing: no _can_record_outputs yet"
-DETERMINISM_GAP = "Point-MAE and I2P-MAE base models still mask at config.mask_ratio by default"
-
-
 def presets_where(condition, presets=ALL_PRESETS):
     return [preset for preset in presets if condition(adapter_for(preset))]
 
@@ -400,7 +387,7 @@ def test_loads_and_runs_in_half_precision(preset, dtype, exports):
         assert difference <= 4 * 2**-7 * max(1.0, logits[0].abs().max().item())
 
 
-@pytest.mark.parametrize("preset", known_gap({"graphmae", "i2pmae", "lvmae", "pointmae"}, EXPORT_GAP, TINY_PRESETS))
+@pytest.mark.parametrize("preset", TINY_PRESETS)
 def test_torch_export_matches_eager(preset, exports):
     """``torch.export.export`` of the base model (AutoModel) traces its default call and matches eager within 1e-5."""
     export = exports(preset)
@@ -412,7 +399,7 @@ def test_torch_export_matches_eager(preset, exports):
     torch.testing.assert_close(exported.module()(**inputs).last_hidden_state, expected, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("preset", known_gap({"i2pmae", "pointmae"}, CAPTURE_GAP, presets_where(has_attention)))
+@pytest.mark.parametrize("preset", presets_where(has_attention))
 def test_output_capture_follows_transformers(preset):
     """transformers' output capture: the base class declares ``_can_record_outputs`` for hidden states and
     attentions, and a forward returns one hidden state per block plus the embeddings' and one (batch, heads, n, n)
@@ -430,7 +417,7 @@ def test_output_capture_follows_transformers(preset):
         assert attention.shape[:2] == (adapter.batch, heads) and attention.shape[-1] == attention.shape[-2]
 
 
-@pytest.mark.parametrize("preset", known_gap({"i2pmae", "pointmae"}, DETERMINISM_GAP))
+@pytest.mark.parametrize("preset", ALL_PRESETS)
 def test_base_model_is_deterministic_by_default(preset, exports):
     """AutoModel in eval mode is a feature extractor: two calls on the same input are equal and nothing is masked
     unless asked; the pre-training class still masks config.mask_ratio of every sample."""

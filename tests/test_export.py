@@ -110,3 +110,30 @@ def test_compile_fullgraph_with_a_data_dependent_mask():
         assert_outputs_equal(
             compiled(pixel_values, noise=noise), model(pixel_values, noise=noise), ["loss", "logits", "mask"]
         )
+
+
+def test_point_cloud_and_graph_value_checks_are_runtime_assertions_of_the_program():
+    """check_point_values' NaN check and check_graph_inputs' id range read tensor values: eager raises ValueError,
+    the exported base model (which matches eager within 1e-5) fails its runtime assertion on the same input."""
+    generator = torch.Generator().manual_seed(0)
+    points = torch.randn(BATCH, 256, 3, generator=generator) * 0.5
+    model = create_model("pointmae-tiny", "base").eval()
+    program = export_and_compare(model, (points,), {}, ["last_hidden_state", "pooler_output"])
+    broken = points.clone()
+    broken[1, 7, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        model(broken)
+    with pytest.raises(RuntimeError, match="Runtime assertion failed"):
+        program.module()(broken)
+
+    model = create_model("graphmae-tiny", "base").eval()
+    nodes = torch.rand(6, model.config.num_features, generator=generator)
+    edges = torch.tensor([[0, 1, 2, 3, 4, 5, 0], [1, 2, 0, 4, 5, 3, 0]])
+    batch = torch.tensor([0, 0, 0, 1, 1, 1])
+    program = export_and_compare(model, (nodes, edges, batch), {}, ["last_hidden_state", "pooler_output"])
+    outside = edges.clone()
+    outside[1, 0] = 6  # node 6 of 6
+    with pytest.raises(ValueError, match="edge_index holds node ids outside"):
+        model(nodes, outside, batch)
+    with pytest.raises(RuntimeError, match="Runtime assertion failed"):
+        program.module()(nodes, outside, batch)

@@ -18,6 +18,8 @@ from hf_mae.modeling.graphmae import (
     GINLayer,
     GraphMAEForGraphClassification,
     GraphMAEForNodeClassification,
+    GraphMAEForPreTraining,
+    GraphMAEModel,
     corrupt_features,
     edge_softmax,
     graph_mask,
@@ -384,3 +386,26 @@ def test_node_classification_loss_reads_only_the_labelled_nodes():
     torch.testing.assert_close(implicit.loss, expected)
     with pytest.raises(TypeError, match="unexpected argument"):
         model(graph["node_features"], graph["edge_index"], lables=labels)
+
+
+def test_output_capture_and_trainer_with_the_kwargs_forwards(tmp_path):
+    """Hidden states come from transformers' output capture (one per layer, the last equal to last_hidden_state),
+    return_dict=False gives tuples, and Trainer still divides the (batch-mean) losses for gradient accumulation."""
+    from transformers import Trainer, TrainingArguments
+
+    config = hf_mae.create_config("graphmae-tiny", num_features=4, num_labels=3)
+    graph = GraphProcessor()(random_graph(10, 20, 4))
+    inputs = (graph["node_features"], graph["edge_index"])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    for model_class in (GraphMAEModel, GraphMAEForPreTraining, GraphMAEForNodeClassification):
+        model = model_class(config).eval()
+        assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False, model_class.__name__
+        fixed = {"noise": torch.rand(10)} if model_class is GraphMAEForPreTraining else {}  # the same mask twice
+        out = model(*inputs, output_hidden_states=True, **fixed)
+        assert len(out.hidden_states) == config.num_hidden_layers and model(*inputs, **fixed).hidden_states is None
+        as_tuple = model(*inputs, return_dict=False, **fixed)
+        assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], out[0])
+    encoder = GraphMAEModel(config).eval()
+    out = encoder(*inputs, output_hidden_states=True)
+    assert torch.equal(out.hidden_states[-1], out.last_hidden_state)
+    assert torch.equal(encoder.encoder.layers[1](out.hidden_states[0], inputs[1]), out.hidden_states[1])

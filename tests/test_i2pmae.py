@@ -148,9 +148,18 @@ def test_masks_propagate_to_child_groups():
     # the helper on a hand-made case: groups {0,1}, {1,2}, {3,4}; only the second is visible
     lower = propagate_mask(torch.tensor([[True, False, True]]), torch.tensor([[[0, 1], [1, 2], [3, 4]]]), 6)
     assert lower.tolist() == [[True, False, False, True, True, True]]
-    # features: all groups in FPS order without masking
+    # features: all groups in FPS order without masking, the default of a plain call
     full = model(points, mask_ratio=0.0)
     assert full.mask.sum().item() == 0 and full.last_hidden_state.shape == (2, 16, 96)
+    plain = model(points, output_hidden_states=True)
+    assert torch.equal(plain.last_hidden_state, full.last_hidden_state) and plain.mask.sum().item() == 0
+    assert torch.equal(plain.pooler_output, full.last_hidden_state.mean(dim=1))
+    # captured: the first block's input and one state per block of the 3 scales, each over its visible tokens
+    # (padded to the batch's largest count; a lower token in no upper group stays out even with nothing masked)
+    visible = [int((m == 0).sum(dim=1).max()) for m in plain.scale_masks]
+    assert visible[-1] == 16
+    assert [tuple(h.shape) for h in plain.hidden_states] == [
+        (2, visible[0], 32), (2, visible[0], 32), (2, visible[1], 64), (2, visible[2], 96)]
 
 
 def test_pretraining_targets_and_losses_by_hand():

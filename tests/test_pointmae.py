@@ -8,6 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 import hf_mae
+from hf_mae.modeling.layers import run_blocks
 from hf_mae.modeling.losses import chamfer_l2
 from hf_mae.modeling.point_groups import group_points
 from hf_mae.modeling.pointmae import PointMAEForPreTraining, PointMAEModel, point_mask_from_noise
@@ -67,8 +68,9 @@ def test_encoder_sees_only_the_visible_groups_and_decoder_returns_the_hidden_one
     with torch.no_grad():
         tokens = encoder.group_embedding(groups.neighborhoods)[visible_mask].reshape(4, visible, 64)
         positions = encoder.position_embedding(groups.centers[visible_mask].reshape(4, visible, 3))
-        by_hand, _, _ = encoder.encode(tokens, positions)
-    torch.testing.assert_close(encoder(points, noise=noise).last_hidden_state, by_hand, rtol=0, atol=1e-6)
+        by_hand, _, _ = run_blocks(encoder.layers, tokens, positions=positions)
+    torch.testing.assert_close(encoder(points, noise=noise).last_hidden_state, encoder.layernorm(by_hand), rtol=0,
+                               atol=1e-6)  # fmt: skip
 
 
 def test_loss_is_the_chamfer_l2_of_the_logits_and_the_hidden_neighbourhoods():
@@ -92,11 +94,27 @@ def test_loss_is_the_chamfer_l2_of_the_logits_and_the_hidden_neighbourhoods():
 def test_hidden_states_count_and_position_at_every_block():
     torch.manual_seed(0)
     model = PointMAEModel(tiny(num_hidden_layers=3)).eval()
-    out = model(clouds(), mask_ratio=0.0, output_hidden_states=True, output_attentions=True)
+    out = model(clouds(), output_hidden_states=True, output_attentions=True)
     assert len(out.hidden_states) == 4 and len(out.attentions) == 3
-    # positions enter every block, not only the first: the last block's input is the previous output + positions
     with torch.no_grad():
+        # the first hidden state is the first block's input, positions added (transformers' capture records it)
+        torch.testing.assert_close(out.hidden_states[1], model.layers[0](out.hidden_states[0])[0])
+        # positions enter every block, not only the first: the last block's input is the previous output + positions
         torch.testing.assert_close(out.hidden_states[-1], model.layers[-1](out.hidden_states[-2] + model.position_embedding(out.centers))[0])
+    assert model(clouds()).hidden_states is None and len(model(clouds(), return_dict=False)) == 6  # 6 fields set
+
+
+def test_base_model_encodes_every_group_by_default_and_masks_with_noise():
+    model = PointMAEModel(tiny()).eval()
+    points, noise = clouds(), torch.rand(4, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = model(points)
+        assert plain.mask.sum() == 0 and plain.last_hidden_state.shape == (4, 16, 64)  # every group, FPS order
+        assert torch.equal(plain.last_hidden_state, model(points, mask_ratio=0.0).last_hidden_state)
+        assert torch.equal(plain.pooler_output, plain.last_hidden_state.mean(dim=1))
+        # a noise fixes a mask of config.mask_ratio (int(0.6 * 16) = 9 groups); pre-training masks it by default
+        assert model(points, noise=noise).mask.sum(1).tolist() == [9] * 4
+        assert PointMAEForPreTraining(tiny()).eval()(points).mask.sum(1).tolist() == [9] * 4
 
 
 # ------------------------------------------------------------------------------------------ learning (1 thread)
@@ -198,3 +216,15 @@ def test_classification_fine_tune_beats_chance(pretrained, shapes_inputs):
         accuracy = (classifier.eval()(test).logits.argmax(-1) == test_labels).float().mean().item()
     print(f"fine-tuned accuracy on {len(SHAPE_CLASSES)} shapes after 80 steps: {accuracy:.3f} (chance 0.125)")
     assert accuracy > 0.35
+
+
+@pytest.mark.parametrize("preset", ["pointmae-tiny", "i2pmae-tiny"])
+def test_trainer_still_divides_the_batch_mean_losses_for_gradient_accumulation(preset, tmp_path):
+    """The forwards take **kwargs (transformers' output options), but their losses are batch means, not sums over
+    Trainer's num_items_in_batch: Trainer must keep dividing them by the accumulation steps."""
+    from transformers import Trainer, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    for task in ("pretraining", "point-cloud-classification"):
+        model = hf_mae.create_model(preset, task=task, num_labels=3)
+        assert Trainer(model=model, args=args).model_accepts_loss_kwargs is False, task

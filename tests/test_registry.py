@@ -9,7 +9,6 @@ a method is one file with one row.
 import importlib
 import inspect
 import sys
-import textwrap
 import types
 
 import pytest

@@ -166,6 +166,84 @@ def test_pretrain_resume_continues_the_teacher_exactly(tmp_path, one_thread):
     assert full["hpm_step"].item() == 4
 
 
+class _Images(torch.utils.data.Dataset):
+    """12 seeded random 32x32 images: 6 micro-batches of 2."""
+
+    def __init__(self):
+        self.pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self):
+        return len(self.pixels)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.pixels[i]}
+
+
+@pytest.mark.parametrize("with_callback", [True, False])
+def test_trainer_callback_moves_the_ema_once_per_optimiser_step(tmp_path, monkeypatch, one_thread, with_callback):
+    """transformers' Trainer, gradient_accumulation_steps=2 over 6 micro-batches = 3 optimiser steps. With
+    OptimizerStepHookCallback the teacher moves 3 times, at steps 1, 2, 3, and counts 3; without it every training
+    forward moves it (the fallback): 6 moves, counter 6."""
+    from transformers import Trainer, TrainingArguments
+
+    model = hf_mae.create_model("hpm-tiny", **HPM_SMALL)
+    initial = {n: b.clone() for n, b in model.teacher.named_buffers()}
+    moves, hook_steps = [], []
+    original_move, original_update = EMATeacher.move_towards, EMATeacher.update
+
+    def move_towards(self, student, momentum):
+        moves.append(momentum)
+        return original_move(self, student, momentum)
+
+    def update(self, student, step):
+        hook_steps.append(step)
+        return original_update(self, student, step)
+
+    monkeypatch.setattr(EMATeacher, "move_towards", move_towards)
+    monkeypatch.setattr(EMATeacher, "update", update)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                             num_train_epochs=1, learning_rate=1e-3, save_strategy="no", report_to="none",
+                             use_cpu=True, disable_tqdm=True, logging_strategy="no", seed=0)  # fmt: skip
+    callbacks = [hf_mae.OptimizerStepHookCallback()] if with_callback else []
+    trainer = Trainer(model=model, args=args, train_dataset=_Images(), callbacks=callbacks)
+    trainer.train()
+    assert trainer.state.global_step == 3
+    if with_callback:
+        assert hook_steps == [1, 2, 3] and len(moves) == 3 and model.hpm_step.item() == 3
+    else:
+        assert hook_steps == [] and len(moves) == 6 and model.hpm_step.item() == 6
+    assert not torch.equal(model.teacher.encoder.embeddings.cls_token, initial["encoder.embeddings.cls_token"])
+
+
+def test_trainer_callback_leaves_a_model_without_the_hook_alone(tmp_path):
+    callback = hf_mae.OptimizerStepHookCallback()
+    model = hf_mae.create_model("mae-tiny")
+    state = {n: t.clone() for n, t in model.state_dict().items()}
+    from transformers import TrainerControl, TrainerState
+
+    callback.on_train_begin(None, TrainerState(), TrainerControl(), model=model)
+    callback.on_step_end(None, TrainerState(global_step=1), TrainerControl(), model=model)
+    assert all(torch.equal(t, state[n]) for n, t in model.state_dict().items())
+
+
+def test_trainer_callback_refuses_fsdp1(tmp_path):
+    """FSDP1 keeps parameters as flat shards the EMA cannot read: the callback says so before training (a
+    one-process gloo group on CPU is enough to wrap the model)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel
+    from transformers import TrainerControl, TrainerState
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = FullyShardedDataParallel(hf_mae.create_model("hpm-tiny", **HPM_SMALL), device_id=torch.device("cpu"))
+        with pytest.raises(ValueError, match="HPMForPreTraining has an EMA teacher.*FSDP1.*use FSDP2"):
+            hf_mae.OptimizerStepHookCallback().on_train_begin(None, TrainerState(), TrainerControl(), model=wrapped)
+    finally:
+        dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------------------------- frozen teacher
 
 

@@ -12,6 +12,7 @@ import functools
 import json
 import pickle
 import re
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +87,34 @@ def shared_config_fields(ours, theirs, renamed: tuple[tuple[str, str], ...] = ()
     renamed_ours = {ours_name for ours_name, _ in renamed}
     shared = [(name, name) for name in own(ours) if name in theirs_fields and name not in renamed_ours]
     return (*shared, *renamed)
+
+
+def one_int_sizes(kwargs: dict, target: str, names=("image_size", "patch_size")) -> dict:
+    """``kwargs`` (transformers config fields) with each of ``names`` as the one int a transformers ViT config holds;
+    ValueError naming the first size that is not square."""
+    for name in names:
+        height, width = (kwargs[name], kwargs[name]) if isinstance(kwargs[name], int) else tuple(kwargs[name])
+        if height != width:
+            raise ValueError(
+                f"{name} must be square to convert to {target} (transformers' config holds one int), "
+                f"got {kwargs[name]!r}"
+            )
+        kwargs[name] = height
+    return kwargs
+
+
+def check_vit_blocks(config, target: str, training_only: dict) -> None:
+    """Refuses what transformers' ViT blocks cannot hold (LayerScale) and warns about the hf-mae settings that act
+    only in training and are dropped (``training_only``: field -> the value that means off)."""
+    if config.layer_scale_init_value:
+        raise ValueError(
+            f"layer_scale_init_value={config.layer_scale_init_value}: transformers' ViT blocks have no LayerScale, "
+            f"so this model cannot be converted to {target} (allowed: 0)"
+        )
+    dropped = {name: getattr(config, name) for name, off in training_only.items() if getattr(config, name) != off}
+    if dropped:
+        message = f"{target} has no {dropped}: dropped (they act only in training; the weights are unaffected)"
+        warnings.warn(message, stacklevel=3)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,6 +321,22 @@ def save_vit_folder(vit_model, config, src: Path) -> Callable[[Path], None]:
         ViTImageProcessorPil(size={"height": size, "width": size}, **settings).save_pretrained(path)
 
     return write
+
+
+def read_transformers_folder(model_class, model_type: str, convert, src, dst, overwrite: bool = False) -> Path:
+    """A transformers ``model_class`` folder (of ``model_type``) -> ``convert(model)`` written as an hf-mae folder,
+    with the source folder's processor normalisation."""
+    src = Path(src)
+    model = convert(load_folder(model_class, src, model_type))
+    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+
+
+def write_vit_folder(model_class, convert, src, dst, overwrite: bool = False) -> Path:
+    """An hf-mae ``model_class`` folder -> ``convert(model)`` written as a transformers folder with a
+    ViTImageProcessor (hf-mae's normalisation, or the source folder's own)."""
+    src = Path(src)
+    model = load_folder(model_class, src, model_class.config_class.model_type)
+    return write_atomically(dst, save_vit_folder(convert(model), model.config, src), overwrite)
 
 
 # ----------------------------------------------------------------------------------------------------------------

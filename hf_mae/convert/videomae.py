@@ -12,15 +12,14 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.embeddings import to_2tuple
 from .common import (
     Format,
     build_exactly,
     image_processor_settings,
     load_folder,
-    processor_settings,
+    one_int_sizes,
+    read_transformers_folder,
     rename_all,
-    save_hf_mae,
     shared_config_fields,
     write_atomically,
 )
@@ -108,10 +107,7 @@ def convert_to_videomae(model):
     if not isinstance(model, VideoMAEForPreTraining):
         raise TypeError(f"model must be an hf-mae VideoMAEForPreTraining, got {type(model).__name__}")
     config = model.config
-    problems = [f"{name} {getattr(config, name)!r} is not square" for name in ("image_size", "patch_size")
-                if len(set(to_2tuple(getattr(config, name)))) > 1]  # fmt: skip
-    if problems:
-        raise ValueError(f"transformers' VideoMAEConfig holds one int per size: {'; '.join(problems)}")
+    kwargs = one_int_sizes({theirs: getattr(config, ours) for ours, theirs in videomae_fields()}, "videomae")
     norm_eps = config.layer_norm_eps if config.decoder_norm_eps is None else config.decoder_norm_eps
     if norm_eps != TRANSFORMERS_VIDEOMAE_DECODER_NORM_EPS:
         warnings.warn(
@@ -119,8 +115,6 @@ def convert_to_videomae(model):
             "decoder outputs will differ slightly",
             stacklevel=2,
         )
-    kwargs = {theirs: getattr(config, ours) for ours, theirs in videomae_fields()}
-    kwargs.update(image_size=to_2tuple(config.image_size)[0], patch_size=to_2tuple(config.patch_size)[0])
     target = TransformersVideoMAEConfig(**kwargs, use_mean_pooling=False)
     state = {key: tensor for key, tensor in model.state_dict().items() if not key.endswith("position_embeddings")}
     state = _videomae_rename(state, 0, 1)
@@ -135,9 +129,7 @@ def convert_videomae_folder(src, dst, overwrite: bool = False) -> Path:
     """A transformers VideoMAEForPreTraining folder -> an hf-mae VideoMAEForPreTraining folder (+ processor json)."""
     from transformers import VideoMAEForPreTraining as TransformersVideoMAE
 
-    src = Path(src)
-    model = convert_videomae(load_folder(TransformersVideoMAE, src, "videomae"))
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    return read_transformers_folder(TransformersVideoMAE, "videomae", convert_videomae, src, dst, overwrite)
 
 
 def convert_to_videomae_folder(src, dst, overwrite: bool = False) -> Path:

@@ -7,24 +7,22 @@ dropped with a warning.
 
 from __future__ import annotations
 
-import warnings
+import functools
 from pathlib import Path
 
 from transformers import ViTMAEConfig
 
-from ..modeling.embeddings import to_2tuple
 from ..modeling.mae import MAEConfig, MAEForPreTraining
 from .common import (
     Format,
     build_exactly,
+    check_vit_blocks,
     fuse_qkv,
-    load_folder,
-    processor_settings,
-    save_hf_mae,
-    save_vit_folder,
+    one_int_sizes,
+    read_transformers_folder,
     shared_config_fields,
     split_qkv,
-    write_atomically,
+    write_vit_folder,
 )
 from .layouts import check_position_tables, rename_keys
 
@@ -44,23 +42,8 @@ def mae_config_from_vit_mae(vit_config) -> MAEConfig:
 
 def vit_mae_config_from_mae(config: MAEConfig):
     """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
-    kwargs = {theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}
-    for name in ("image_size", "patch_size"):
-        height, width = to_2tuple(kwargs[name])
-        if height != width:
-            raise ValueError(
-                f"{name} must be square to convert to vit-mae (ViTMAEConfig holds one int), got {kwargs[name]!r}"
-            )
-        kwargs[name] = height
-    if config.layer_scale_init_value:
-        raise ValueError(
-            f"layer_scale_init_value={config.layer_scale_init_value}: ViTMAE blocks have no LayerScale, "
-            "so this model cannot be converted to vit-mae (allowed: 0)"
-        )
-    dropped = {name: getattr(config, name) for name, off in _TRAINING_ONLY.items() if getattr(config, name) != off}
-    if dropped:
-        message = f"ViTMAE has no {dropped}: dropped (they act only in training; the weights are unaffected)"
-        warnings.warn(message, stacklevel=2)
+    kwargs = one_int_sizes({theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}, "vit-mae")
+    check_vit_blocks(config, "vit-mae", _TRAINING_ONLY)
     return ViTMAEConfig(**kwargs)
 
 
@@ -87,16 +70,13 @@ def convert_vit_mae_folder(src, dst, overwrite: bool = False, strict: bool = Fal
     """A transformers ViTMAEForPreTraining folder -> an hf-mae MAEForPreTraining folder (+ processor json)."""
     from transformers import ViTMAEForPreTraining
 
-    src = Path(src)
-    model = convert_vit_mae(load_folder(ViTMAEForPreTraining, src, "vit_mae"), strict=strict)
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    convert = functools.partial(convert_vit_mae, strict=strict)
+    return read_transformers_folder(ViTMAEForPreTraining, "vit_mae", convert, src, dst, overwrite)
 
 
 def convert_to_vit_mae_folder(src, dst, overwrite: bool = False) -> Path:
     """An hf-mae MAEForPreTraining folder -> a transformers ViTMAEForPreTraining folder (+ ViTImageProcessor json)."""
-    src = Path(src)
-    model = load_folder(MAEForPreTraining, src, MAEConfig.model_type)
-    return write_atomically(dst, save_vit_folder(convert_to_vit_mae(model), model.config, src), overwrite)
+    return write_vit_folder(MAEForPreTraining, convert_to_vit_mae, src, dst, overwrite)
 
 
 FORMAT = Format(

@@ -5,7 +5,6 @@ ViTConfig has no masking settings: SimMIM's are chosen on the way in and not kep
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 from ..modeling.embeddings import to_2tuple
@@ -13,14 +12,13 @@ from ..modeling.simmim import SimMIMConfig, SimMIMForPreTraining
 from .common import (
     Format,
     build_exactly,
+    check_vit_blocks,
     fuse_qkv,
-    load_folder,
-    processor_settings,
-    save_hf_mae,
-    save_vit_folder,
+    one_int_sizes,
+    read_transformers_folder,
     shared_config_fields,
     split_qkv,
-    write_atomically,
+    write_vit_folder,
 )
 from .layouts import rename_keys
 
@@ -52,19 +50,10 @@ def vit_config_from_simmim(config: SimMIMConfig):
     """
     from transformers import ViTConfig
 
+    # ViTForMaskedImageModeling reshapes its tokens to a square grid; SimMIM's patch_size is one int already
     kwargs = {theirs: getattr(config, ours) for ours, theirs in vit_mim_fields()}
-    height, width = to_2tuple(kwargs["image_size"])
-    if height != width:  # ViTForMaskedImageModeling reshapes its tokens to a square grid
-        raise ValueError(f"image_size must be square to convert to vit-mim, got {config.image_size!r}")
-    kwargs["image_size"] = height
-    if config.layer_scale_init_value:
-        raise ValueError(
-            f"layer_scale_init_value={config.layer_scale_init_value}: ViT blocks have no LayerScale, "
-            "so this model cannot be converted to vit-mim (allowed: 0)"
-        )
-    if config.drop_path_rate:
-        message = f"ViT has no drop_path_rate={config.drop_path_rate}: dropped (it acts only in training)"
-        warnings.warn(message, stacklevel=2)
+    kwargs = one_int_sizes(kwargs, "vit-mim", names=("image_size",))
+    check_vit_blocks(config, "vit-mim", {"drop_path_rate": 0.0})
     return ViTConfig(**kwargs)
 
 
@@ -89,16 +78,12 @@ def convert_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
     """A transformers ViTForMaskedImageModeling folder -> an hf-mae SimMIMForPreTraining folder (+ processor json)."""
     from transformers import ViTForMaskedImageModeling
 
-    src = Path(src)
-    model = convert_vit_mim(load_folder(ViTForMaskedImageModeling, src, "vit"))
-    return write_atomically(dst, save_hf_mae(model, processor_settings(src)), overwrite)
+    return read_transformers_folder(ViTForMaskedImageModeling, "vit", convert_vit_mim, src, dst, overwrite)
 
 
 def convert_to_vit_mim_folder(src, dst, overwrite: bool = False) -> Path:
     """An hf-mae SimMIMForPreTraining folder -> a ViTForMaskedImageModeling folder (+ ViTImageProcessor json)."""
-    src = Path(src)
-    model = load_folder(SimMIMForPreTraining, src, SimMIMConfig.model_type)
-    return write_atomically(dst, save_vit_folder(convert_to_vit_mim(model), model.config, src), overwrite)
+    return write_vit_folder(SimMIMForPreTraining, convert_to_vit_mim, src, dst, overwrite)
 
 
 FORMAT = Format(

@@ -28,6 +28,7 @@ import torch
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_choice, check_int
 from .embeddings import to_2tuple
 from .heads import ImageClassifierMixin
 from .losses import masked_mse
@@ -69,17 +70,13 @@ class AudioMAEConfig(MAEConfig):
 
     def __post_init__(self, **kwargs):
         for name in ("num_mel_bins", "max_length"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.num_channels != 1:
             raise ValueError(f"num_channels must be 1 for a filterbank (a one-channel image), got {self.num_channels!r}")
         # The filterbank is the image: its size follows max_length and num_mel_bins, never the other way round.
         self.image_size = (self.max_length, self.num_mel_bins)
         super().__post_init__(**kwargs)
-        if self.decoder_mode not in DECODER_MODES:
-            raise ValueError(f"decoder_mode must be one of {DECODER_MODES}, got {self.decoder_mode!r}")
-        if self.decoder_mode == "swin":
+        if check_choice("decoder_mode", self.decoder_mode, DECODER_MODES) == "swin":
             window_and_shift(self.grid_size, self.decoder_window_size, self.decoder_shift_size)  # raises if invalid
 
 

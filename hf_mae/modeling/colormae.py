@@ -20,6 +20,7 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+from .base import check_int
 from .mae import MAEConfig, MAEForImageClassification, MAEForPreTraining, MAEModel
 from .masking import NOISE_COLOR_BANDS, ColorNoiseMaskGenerator
 
@@ -43,9 +44,7 @@ class ColorMAEConfig(MAEConfig):
         super().__post_init__(**kwargs)
         if self.noise_color not in NOISE_COLOR_BANDS:
             raise ValueError(f"noise_color {self.noise_color!r} is unknown; choose one of {sorted(NOISE_COLOR_BANDS)}")
-        factor = self.noise_canvas_factor
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"noise_canvas_factor must be an int >= 1, got {factor!r}")
+        check_int("noise_canvas_factor", self.noise_canvas_factor)
 
     def mask_generator_kwargs(self) -> dict:
         if self.mask_generator != ColorNoiseMaskGenerator.name:

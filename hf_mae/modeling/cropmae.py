@@ -33,6 +33,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_rate
 from .embeddings import to_2tuple
 from .layers import MLP, Attention, CrossAttention
 from .losses import masked_mse
@@ -60,21 +61,17 @@ class CropMAEConfig(MAEConfig):
     model_type = "cropmae"
 
     hidden_size: int = 384
-    num_hidden_layers: int = 12
     num_attention_heads: int = 6
     intermediate_size: int = 1536
     decoder_hidden_size: int = 256
     decoder_num_hidden_layers: int = 4
     decoder_num_attention_heads: int = 8
-    decoder_intermediate_size: int = 2048
     decoder_dropout_prob: float = 0.1
     mask_ratio: float = 0.985
-    norm_pix_loss: bool = True
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if not 0.0 <= self.decoder_dropout_prob < 1.0:
-            raise ValueError(f"decoder_dropout_prob must be in [0, 1), got {self.decoder_dropout_prob}")
+        check_rate("decoder_dropout_prob", self.decoder_dropout_prob)
 
 
 class CropMAEDecoderBlock(GradientCheckpointingLayer):

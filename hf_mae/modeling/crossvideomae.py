@@ -30,6 +30,7 @@ from torch import nn
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_int
 from .losses import info_nce, nt_xent
 from .mae import MAEConfig, MAEModel
 from .masking import check_mask_ratio
@@ -74,9 +75,7 @@ class CrossVideoMAEConfig(HfVideoMAEConfig):
         super().__post_init__(**kwargs)
         check_mask_ratio(self.frame_mask_ratio)
         for name in ("num_sampled_frames", "projection_dim"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.num_sampled_frames > self.num_frames:
             raise ValueError(f"num_sampled_frames {self.num_sampled_frames} exceeds num_frames {self.num_frames}")
         if not self.contrast_temperature > 0:

@@ -41,6 +41,7 @@ from torch import nn
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_int, check_rate
 from .embeddings import to_2tuple
 from .losses import masked_mse
 from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEModel, MAEPreTrainedModel
@@ -78,12 +79,9 @@ class DMJDConfig(MAEConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if isinstance(self.pred_ratio, bool) or not isinstance(self.pred_ratio, (int, float)) or not 0.0 <= self.pred_ratio <= 1.0:
-            raise ValueError(f"pred_ratio must be a float in [0, 1], got {self.pred_ratio!r}")
+        check_rate("pred_ratio", self.pred_ratio, closed=True)
         for name in ("hog_cell_size", "hog_num_bins"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         patch = to_2tuple(self.patch_size)
         if patch[0] % self.hog_cell_size or patch[1] % self.hog_cell_size:
             raise ValueError(f"patch_size {self.patch_size} must be divisible by hog_cell_size {self.hog_cell_size}")

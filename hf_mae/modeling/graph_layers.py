@@ -30,15 +30,26 @@ def pool_nodes(hidden: torch.Tensor, batch: torch.Tensor | None, mode: str, num_
     if batch is None:
         reduce = {"mean": torch.mean, "sum": torch.sum, "max": torch.amax}[mode]
         return reduce(hidden, dim=0, keepdim=True)
-    num_graphs = int(batch.max()) + 1 if num_graphs is None else num_graphs
+    num_graphs = count_graphs(batch) if num_graphs is None else num_graphs
     out = hidden.new_zeros(num_graphs, hidden.shape[1])
     if mode == "max":
         return out.scatter_reduce_(0, batch[:, None].expand_as(hidden), hidden, "amax", include_self=False)
     out = out.index_add_(0, batch, hidden)
     if mode == "mean":
-        counts = torch.bincount(batch, minlength=num_graphs).clamp_min(1).to(hidden.dtype)
-        out = out / counts[:, None]
+        # nodes per graph by index_add (bincount's output size would depend on the data under torch.export)
+        counts = batch.new_zeros(num_graphs).index_add_(0, batch, torch.ones_like(batch))
+        out = out / counts.clamp_min(1).to(hidden.dtype)[:, None]
     return out
+
+
+def count_graphs(batch: torch.Tensor) -> int:
+    """The graphs of a union, ``max(batch) + 1``: an int, or a symbolic size under torch.export / torch.compile
+    (which cannot read ``batch``)."""
+    if not torch.compiler.is_compiling():
+        return int(batch.max()) + 1
+    count = batch.max().item() + 1
+    torch._check(count >= 1)
+    return count
 
 
 def make_activation(name: str | None) -> nn.Module:
@@ -49,7 +60,12 @@ def make_norm(name: str | None, width: int) -> nn.Module:
     return {"batchnorm": nn.BatchNorm1d, "layernorm": nn.LayerNorm}[name](width) if name else nn.Identity()
 
 
-class GATLayer(nn.Module):
+class MessagePassingLayer(nn.Module):
+    """A layer of a GNN stack, x (N, in_dim), edge_index (2, E) -> (N, out_dim): the unit whose outputs a model's
+    output capture records as its hidden states."""
+
+
+class GATLayer(MessagePassingLayer):
     """Graph attention (the official DGL ``GATConv``): per head h,
     ``out_i = sum_{j -> i} softmax_j(LeakyReLU(a_l . W x_j + a_r . W x_i)) W x_j + bias`` over the incoming edges of
     i, then (optional) residual, heads concatenated (or averaged), norm, activation. Dropout on the input features
@@ -119,7 +135,7 @@ class GINMLP(nn.Sequential):
         )  # fmt: skip
 
 
-class GINLayer(nn.Module):
+class GINLayer(MessagePassingLayer):
     """Graph isomorphism layer (the official ``GINConv`` with eps = 0, sum aggregation):
     ``out_i = f(x_i + sum_{j -> i} x_j)`` (+ a residual), with ``f`` an MLP, optionally followed by norm and
     activation (``post_norm``). With self loops in ``edge_index`` the sum includes x_i itself once more, as in the

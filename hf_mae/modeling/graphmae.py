@@ -37,11 +37,20 @@ from transformers.modeling_outputs import (
     SequenceClassifierOutput,
     TokenClassifierOutput,
 )
+from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .base import MaskedModelPreTrainedModel
-from .graph_layers import GATLayer, GINLayer, edge_softmax, pool_nodes  # edge_softmax: kept importable from here
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int, check_rate
+from .graph_layers import (  # edge_softmax: kept importable from here
+    GATLayer,
+    GINLayer,
+    MessagePassingLayer,
+    edge_softmax,
+    pool_nodes,
+)
 from .layers import init_torch_default
 from .losses import classification_loss, scaled_cosine_error
+from .masking import check_tensor_condition
 from .outputs import MaskedPreTrainingOutput
 
 ENCODER_TYPES = ("gat", "gin")
@@ -53,6 +62,8 @@ LOSSES = ("sce", "mse")
 FEATURE_NORMALIZATIONS = ("row", "standard", None)
 # fields a collated graph batch may carry besides the model inputs; forwards accept and ignore them
 DATA_FIELDS = ("labels", "label_mask", "train_mask", "val_mask", "test_mask", "num_nodes", "num_graphs")
+# transformers' output options the forwards take as keyword arguments and pass down to the encoder
+OUTPUT_OPTIONS = ("output_hidden_states",)
 
 
 class GraphMAEConfig(PreTrainedConfig):
@@ -102,35 +113,21 @@ class GraphMAEConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         for name in ("num_features", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_out_heads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         for name, allowed in (
             ("encoder_type", ENCODER_TYPES), ("decoder_type", DECODER_TYPES), ("hidden_act", ACTIVATIONS),
             ("norm", NORMS), ("loss_fn", LOSSES), ("pooling", POOLINGS),
             ("feature_normalization", FEATURE_NORMALIZATIONS),
         ):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.encoder_type == "gat" and self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads} "
-                "(a GAT encoder concatenates its heads)"
-            )
-        _check_rate("mask_rate", self.mask_rate, allow_zero=False)
-        _check_rate("replace_rate", self.replace_rate, allow_zero=True)
-        _check_rate("in_drop", self.in_drop, allow_zero=True)
-        _check_rate("attn_drop", self.attn_drop, allow_zero=True)
+            check_choice(name, getattr(self, name), allowed)
+        if self.encoder_type == "gat":
+            check_heads("hidden_size", self.hidden_size, "num_attention_heads", self.num_attention_heads,
+                        why="a GAT encoder concatenates its heads")  # fmt: skip
+        check_rate("mask_rate", self.mask_rate, allow_zero=False)
+        for name in ("replace_rate", "in_drop", "attn_drop"):
+            check_rate(name, getattr(self, name))
         if isinstance(self.alpha_l, bool) or not isinstance(self.alpha_l, (int, float)) or self.alpha_l <= 0:
             raise ValueError(f"alpha_l must be a number > 0, got {self.alpha_l!r}")
-
-
-def _check_rate(name: str, value, allow_zero: bool) -> None:
-    interval = "[0, 1)" if allow_zero else "(0, 1)"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a float in {interval}, got {value!r}")
-    if not (0.0 <= value < 1.0) or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be in {interval}, got {value}")
 
 
 # ------------------------------------------------------------------------------------------ input checks
@@ -154,18 +151,20 @@ def check_graph_inputs(node_features, edge_index, batch=None, num_features: int 
         raise TypeError(f"edge_index must be an integer tensor (torch.long), got dtype {edge_index.dtype}")
     if edge_index.ndim != 2 or edge_index.shape[0] != 2:
         raise ValueError(f"edge_index must have shape (2, num_edges), got {tuple(edge_index.shape)}")
-    if edge_index.numel() and (edge_index.min() < 0 or edge_index.max() >= num_nodes):
-        raise ValueError(
-            f"edge_index holds node ids in [{int(edge_index.min())}, {int(edge_index.max())}] but node_features has "
-            f"{num_nodes} nodes (ids must be in [0, {num_nodes - 1}])"
+    # value checks: runtime assertions under torch.export / torch.compile, which cannot read the tensors
+    if edge_index.numel():
+        check_tensor_condition(
+            (edge_index.min() >= 0) & (edge_index.max() < num_nodes),
+            f"edge_index holds node ids outside [0, {num_nodes - 1}] (node_features has {num_nodes} nodes)",
+            lambda: f": they span [{int(edge_index.min())}, {int(edge_index.max())}]",
         )
     if batch is not None:
         if not isinstance(batch, torch.Tensor) or batch.is_floating_point() or batch.dtype == torch.bool:
             raise TypeError(f"batch must be an integer tensor (num_nodes,) of graph ids, got {_describe(batch)}")
         if batch.shape != (num_nodes,):
             raise ValueError(f"batch must have shape ({num_nodes},) (one graph id per node), got {tuple(batch.shape)}")
-        if batch.min() < 0:
-            raise ValueError(f"batch holds negative graph ids (min {int(batch.min())}); ids must be >= 0")
+        check_tensor_condition(batch.min() >= 0, "batch holds negative graph ids (ids must be >= 0)",
+                               lambda: f": min {int(batch.min())}")
     return edge_index.long()
 
 
@@ -173,11 +172,21 @@ def _describe(value) -> str:
     return f"dtype {value.dtype}" if isinstance(value, torch.Tensor) else type(value).__name__
 
 
-def _reject_unknown_inputs(kwargs: dict, method: str) -> None:
-    unknown = sorted(set(kwargs) - set(DATA_FIELDS))
+def output_options(kwargs: dict, method: str) -> dict:
+    """The output options among a forward's extra keyword arguments, to pass down to the encoder; the data fields of
+    a collated batch are accepted and ignored; TypeError naming anything else."""
+    unknown = sorted(set(kwargs) - set(DATA_FIELDS) - set(OUTPUT_OPTIONS))
     if unknown:
-        raise TypeError(f"{method}() got unexpected argument(s) {unknown}; besides the model inputs it accepts "
-                        f"(and ignores) the data fields {list(DATA_FIELDS)}")
+        raise TypeError(f"{method}() got unexpected argument(s) {unknown}; besides the model inputs and "
+                        f"{list(OUTPUT_OPTIONS)} it accepts (and ignores) the data fields {list(DATA_FIELDS)}")
+    return {name: value for name, value in kwargs.items() if name in OUTPUT_OPTIONS}
+
+
+def check_label_count(labels: torch.Tensor, count: int, unit: str) -> None:
+    """ValueError unless ``labels`` holds one label per ``unit`` (node or graph) of the batch."""
+    if labels.shape[0] != count:
+        raise ValueError(f"labels must hold one label per {unit} ({count} {unit}s in the batch), got shape "
+                         f"{tuple(labels.shape)}")
 
 
 # ------------------------------------------------------------------------------------------ GNN stacks
@@ -188,7 +197,7 @@ class GraphEncoder(nn.Module):
 
     encoding=True: every layer but the first gets in and out width ``hidden_size``; the last layer has the
     residual, norm and activation of the others (the official ``encoding`` flag). Decoders have none of them.
-    forward: x (N, in_dim), edge_index (2, E) -> (N, out_dim) and the tuple of every layer's output.
+    forward: x (N, in_dim), edge_index (2, E) -> (N, out_dim).
     """
 
     def __init__(self, config: GraphMAEConfig, layer_type: str, in_dim: int, out_dim: int, num_layers: int,
@@ -224,12 +233,10 @@ class GraphEncoder(nn.Module):
                 post_norm=encoding and c.norm is not None, residual=encoding and c.residual,
             ))  # fmt: skip
 
-    def forward(self, x, edge_index) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        hidden = []
+    def forward(self, x, edge_index) -> torch.Tensor:
         for layer in self.layers:
             x = layer(x, edge_index)
-            hidden.append(x)
-        return x, tuple(hidden)
+        return x
 
 
 class FeatureDecoder(nn.Module):
@@ -252,7 +259,7 @@ class FeatureDecoder(nn.Module):
         return self.decoder_type in ("gat", "gin")
 
     def forward(self, codes, edge_index) -> torch.Tensor:
-        return self.net(codes, edge_index)[0] if self.uses_graph else self.net(codes)
+        return self.net(codes, edge_index) if self.uses_graph else self.net(codes)
 
 
 # ------------------------------------------------------------------------------------------ masking
@@ -340,41 +347,37 @@ class GraphMAEPreTrainedModel(MaskedModelPreTrainedModel):
 class GraphMAEModel(GraphMAEPreTrainedModel):
     """The GraphMAE encoder (GAT or GIN) without masking: node embeddings and a pooled embedding per graph."""
 
+    # transformers' output capture: every layer's output (no embedding state; message passing has no attention maps)
+    _can_record_outputs = {"hidden_states": OutputRecorder(MessagePassingLayer, capture_initial_hidden_state=False)}
+
     def __init__(self, config: GraphMAEConfig):
         super().__init__(config)
         self.encoder = GraphEncoder(config, config.encoder_type, config.num_features, config.hidden_size,
                                     config.num_hidden_layers, encoding=True)  # fmt: skip
         self.post_init()
 
+    @capture_outputs  # (no merge_with_config_defaults: it would pass config.use_cache, which a GNN has no use for)
     def forward(
         self,
         node_features: torch.Tensor | None = None,
         edge_index: torch.Tensor | None = None,
         batch: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **data_fields,
+        **kwargs,
     ):
         """
         node_features: (N, num_features) float; edge_index: (2, E) long, row 0 sources, row 1 targets (the
             processor adds self loops and both directions); batch: (N,) graph id of each node, None for one graph.
-        data_fields: other fields of a collated batch (labels, train_mask, ...) are accepted and ignored.
+        kwargs: output_hidden_states and return_dict as in transformers; other fields of a collated batch (labels,
+            train_mask, ...) are accepted and ignored.
         Returns BaseModelOutputWithPooling: last_hidden_state (N, hidden_size), pooler_output (num_graphs,
         hidden_size) pooled by ``config.pooling``, hidden_states (every layer's (N, width)) when asked.
         """
-        _reject_unknown_inputs(data_fields, "GraphMAEModel.forward")
+        output_options(kwargs, "GraphMAEModel.forward")
         if node_features is None or edge_index is None:
             raise ValueError("node_features and edge_index are required")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         edge_index = check_graph_inputs(node_features, edge_index, batch, self.config.num_features)
-        hidden, layers = self.encoder(node_features, edge_index)
-        output = BaseModelOutputWithPooling(
-            last_hidden_state=hidden,
-            pooler_output=pool_nodes(hidden, batch, self.config.pooling),
-            hidden_states=layers if output_hidden_states else None,
-        )
-        return output if return_dict else output.to_tuple()
+        hidden = self.encoder(node_features, edge_index)
+        return BaseModelOutputWithPooling(last_hidden_state=hidden, pooler_output=pool_nodes(hidden, batch, self.config.pooling))
 
 
 class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
@@ -388,6 +391,7 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
         self.decoder = FeatureDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         node_features: torch.Tensor | None = None,
@@ -395,9 +399,7 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
         batch: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **data_fields,
+        **kwargs,
     ):
         """
         node_features, edge_index, batch: as in :meth:`GraphMAEModel.forward` (a batch is masked as one union).
@@ -405,11 +407,11 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
             largest noise are masked; of those, the ``int(replace_rate * n)`` with the largest noise take the
             features of the nodes with the smallest noise, the rest the mask token. None: ``torch.rand(N)``.
         mask: (N,) bool, True = masked; overrides the noise's choice of masked nodes.
+        kwargs: output_hidden_states, return_dict and ignored data fields, as in :meth:`GraphMAEModel.forward`.
         Returns MaskedPreTrainingOutput: loss (SCE or MSE over the masked nodes), logits (N, num_features) the
         reconstructed features of every node, mask (N,) bool, hidden_states of the encoder when asked.
         """
-        _reject_unknown_inputs(data_fields, "GraphMAEForPreTraining.forward")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        options = output_options(kwargs, "GraphMAEForPreTraining.forward")
         if node_features is None:
             raise ValueError("node_features is required")
         edge_index = check_graph_inputs(node_features, edge_index, batch, self.config.num_features)
@@ -421,7 +423,7 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
                 "to 0, or the given mask is all False): the loss would be empty"
             )
         corrupted = corrupt_features(node_features, self.enc_mask_token, mask, replaced, sources)
-        encoded = self.graphmae(corrupted, edge_index, batch, output_hidden_states=output_hidden_states, return_dict=True)
+        encoded = self.graphmae(corrupted, edge_index, batch, return_dict=True, **options)
         codes = self.encoder_to_decoder(encoded.last_hidden_state)
         if self.decoder.uses_graph:  # re-mask: the decoder must rebuild masked nodes from their neighbours' codes
             codes = codes.masked_fill(mask[:, None], 0.0)
@@ -431,12 +433,12 @@ class GraphMAEForPreTraining(GraphMAEPreTrainedModel):
             loss = scaled_cosine_error(prediction, target, self.config.alpha_l)
         else:
             loss = nn.functional.mse_loss(prediction, target)
-        output = MaskedPreTrainingOutput(loss=loss, logits=logits, mask=mask, hidden_states=encoded.hidden_states)
-        return output if return_dict else output.to_tuple()
+        return MaskedPreTrainingOutput(loss=loss, logits=logits, mask=mask, hidden_states=encoded.hidden_states)
 
 
-class GraphMAEForNodeClassification(GraphMAEPreTrainedModel):
-    """The encoder + a linear classifier on every node's embedding (the linear probe, when the encoder is frozen)."""
+class GraphMAEClassifierMixin:
+    """``__init__`` of the node-level and the graph-level heads: the encoder and a linear classifier (a mixin, not a
+    model class: the registry lists every model class a file defines as a task)."""
 
     def __init__(self, config: GraphMAEConfig):
         super().__init__(config)
@@ -445,6 +447,11 @@ class GraphMAEForNodeClassification(GraphMAEPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+
+class GraphMAEForNodeClassification(GraphMAEClassifierMixin, GraphMAEPreTrainedModel):
+    """The encoder + a linear classifier on every node's embedding (the linear probe, when the encoder is frozen)."""
+
+    @can_return_tuple
     def forward(
         self,
         node_features: torch.Tensor | None = None,
@@ -452,9 +459,7 @@ class GraphMAEForNodeClassification(GraphMAEPreTrainedModel):
         batch: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         label_mask: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **data_fields,
+        **kwargs,
     ):
         """
         labels: (N,) class ids (float (N,) or (N, k) targets follow ``config.problem_type``).
@@ -462,69 +467,48 @@ class GraphMAEForNodeClassification(GraphMAEPreTrainedModel):
             carries one (a Planetoid split: validation and test labels never reach the loss), else every node.
         Returns TokenClassifierOutput: loss, logits (N, num_labels), hidden_states.
         """
-        _reject_unknown_inputs(data_fields, "GraphMAEForNodeClassification.forward")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.graphmae(node_features, edge_index, batch, output_hidden_states=output_hidden_states,
-                                return_dict=True)  # fmt: skip
+        options = output_options(kwargs, "GraphMAEForNodeClassification.forward")
+        encoded = self.graphmae(node_features, edge_index, batch, return_dict=True, **options)
         logits = self.classifier(encoded.last_hidden_state)
         loss = None
         if labels is not None:
-            if label_mask is None:
-                label_mask = data_fields.get("train_mask")
-            if labels.shape[0] != logits.shape[0]:
-                raise ValueError(f"labels must hold one label per node ({logits.shape[0]}), got shape {tuple(labels.shape)}")
+            check_label_count(labels, logits.shape[0], "node")
+            label_mask = kwargs.get("train_mask") if label_mask is None else label_mask
             if label_mask is not None:
                 if not isinstance(label_mask, torch.Tensor) or label_mask.shape != (logits.shape[0],):
                     raise ValueError(f"label_mask must be a bool tensor of shape ({logits.shape[0]},), "
                                      f"got {_shape_and_dtype(label_mask)}")  # fmt: skip
                 label_mask = label_mask.bool()
-                logits_used, labels = logits[label_mask], labels[label_mask]
+                loss = classification_loss(logits[label_mask], labels[label_mask], self.config)
             else:
-                logits_used = logits
-            loss = classification_loss(logits_used, labels, self.config)
-        output = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
-        return output if return_dict else output.to_tuple()
+                loss = classification_loss(logits, labels, self.config)
+        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
 
 
-class GraphMAEForGraphClassification(GraphMAEPreTrainedModel):
+class GraphMAEForGraphClassification(GraphMAEClassifierMixin, GraphMAEPreTrainedModel):
     """The encoder, node embeddings pooled per graph (``config.pooling``), then a linear classifier."""
 
-    def __init__(self, config: GraphMAEConfig):
-        super().__init__(config)
-        self.num_labels = config.num_labels
-        self.graphmae = GraphMAEModel(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
-        self.post_init()
-
+    @can_return_tuple
     def forward(
         self,
         node_features: torch.Tensor | None = None,
         edge_index: torch.Tensor | None = None,
         batch: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **data_fields,
+        **kwargs,
     ):
         """
         batch: (N,) graph id of every node (None: one graph); labels: (num_graphs,) class ids.
         Returns SequenceClassifierOutput: loss, logits (num_graphs, num_labels), hidden_states.
         """
-        _reject_unknown_inputs(data_fields, "GraphMAEForGraphClassification.forward")
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.graphmae(node_features, edge_index, batch, output_hidden_states=output_hidden_states,
-                                return_dict=True)  # fmt: skip
+        options = output_options(kwargs, "GraphMAEForGraphClassification.forward")
+        encoded = self.graphmae(node_features, edge_index, batch, return_dict=True, **options)
         logits = self.classifier(encoded.pooler_output)
         loss = None
         if labels is not None:
-            if labels.shape[0] != logits.shape[0]:
-                raise ValueError(
-                    f"labels must hold one label per graph ({logits.shape[0]} graphs in batch), got shape "
-                    f"{tuple(labels.shape)}"
-                )
+            check_label_count(labels, logits.shape[0], "graph")
             loss = classification_loss(logits, labels, self.config)
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
-        return output if return_dict else output.to_tuple()
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states)
 
 
 __all__ = [

@@ -40,6 +40,7 @@ from transformers import initialization as init
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_int, check_rate
 from .embeddings import to_2tuple
 from .layers import build_blocks, run_blocks
 from .losses import masked_mse
@@ -80,17 +81,11 @@ class HPMConfig(MAEConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if not 0.0 <= self.hard_ratio_max <= 1.0:
-            raise ValueError(f"hard_ratio_max must be in [0, 1], got {self.hard_ratio_max}")
-        if isinstance(self.total_steps, bool) or not isinstance(self.total_steps, int) or self.total_steps < 1:
-            raise ValueError(f"total_steps must be a positive int, got {self.total_steps!r}")
-        for name in ("ema_decay", "ema_decay_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.ema_decay_warmup <= 1.0:
-            raise ValueError(f"ema_decay_warmup must be in [0, 1], got {self.ema_decay_warmup}")
-        if self.loss_predictor_num_hidden_layers is not None and self.loss_predictor_num_hidden_layers < 1:
-            raise ValueError(f"loss_predictor_num_hidden_layers must be >= 1 or None, got {self.loss_predictor_num_hidden_layers}")
+        for name in ("hard_ratio_max", "ema_decay", "ema_decay_end", "ema_decay_warmup"):
+            check_rate(name, getattr(self, name), closed=True)
+        check_int("total_steps", self.total_steps)
+        if self.loss_predictor_num_hidden_layers is not None:
+            check_int("loss_predictor_num_hidden_layers", self.loss_predictor_num_hidden_layers)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,16 +168,7 @@ class HPMLossPredictor(nn.Module):
         super().__init__()
         patch = to_2tuple(config.patch_size)
         depth = config.loss_predictor_num_hidden_layers or config.decoder_num_hidden_layers
-        self.layers = build_blocks(
-            config,
-            depth,
-            hidden_size=config.decoder_hidden_size,
-            num_heads=config.decoder_num_attention_heads,
-            intermediate_size=config.decoder_intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.layers = build_blocks(config, depth, **config.decoder_block_kwargs())
         self.norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.pred = nn.Linear(config.decoder_hidden_size, patch[0] * patch[1] * config.num_channels)
 

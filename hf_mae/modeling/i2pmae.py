@@ -28,26 +28,31 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
-from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
-from .layers import DropPath, build_blocks, run_blocks
-from .losses import chamfer_l2, classification_loss
-from .masking import check_mask_ratio, gather_tokens, restore_tokens
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int
+from .layers import Attention, DropPath, TransformerBlock, build_blocks, run_blocks
+from .losses import chamfer_l2
+from .masking import check_mask_ratio, data_dependent_count, feature_mask_ratio, gather_tokens, restore_tokens
+from .outputs import pool_tokens
 from .point_groups import (
     PointGroupEmbedding,
     PointGroups,
+    check_group_noise,
     check_point_values,
     gather_points,
     group_points,
     knn_indices,
     point_classifier_head,
+    point_classifier_output,
 )
 from .pointmae import PointPositionEmbedding, point_mask_from_noise
 from .point_projection import (
@@ -156,24 +161,21 @@ class I2PMAEConfig(PreTrainedConfig):
             if size > available:
                 raise ValueError(f"group_sizes[{i}] ({size}) must be <= {source} ({available}): kNN needs that many")
             available = count
+        check_int("num_attention_heads", self.num_attention_heads)
         for i, width in enumerate(self.hidden_sizes):
-            if width % self.num_attention_heads:
-                raise ValueError(f"hidden_sizes[{i}] ({width}) must be divisible by num_attention_heads "
-                                 f"({self.num_attention_heads})")
+            check_heads(f"hidden_sizes[{i}]", width, "num_attention_heads", self.num_attention_heads)
         if not 1 <= len(self.decoder_depths) <= scales:
             raise ValueError(f"decoder_depths needs 1 to {scales} stages (one per scale), got {self.decoder_depths}")
         if len(self.decoder_up_blocks) != len(self.decoder_depths) - 1:
             raise ValueError(f"decoder_up_blocks needs one entry per decoder stage after the first "
                              f"({len(self.decoder_depths) - 1}), got {self.decoder_up_blocks}")
         check_mask_ratio(self.mask_ratio)
-        if self.masking not in MASKINGS:
-            raise ValueError(f"masking must be one of {MASKINGS}, got {self.masking!r}")
+        check_choice("masking", self.masking, MASKINGS)
         if not self.guided_masking_temperature > 0:
             raise ValueError(f"guided_masking_temperature must be > 0, got {self.guided_masking_temperature}")
         if self.densify < 1 or self.densify % 2 == 0:
             raise ValueError(f"densify must be an odd int >= 1 (a square centred on the point), got {self.densify}")
-        if self.image_size < 4:
-            raise ValueError(f"image_size must be >= 4 pixels, got {self.image_size}")
+        check_int("image_size", self.image_size, minimum=4)  # pixels
         if self.teacher_config is not None and not (
             isinstance(self.teacher_config, dict) and "model_type" in self.teacher_config
         ):
@@ -275,14 +277,15 @@ def visible_first(mask: torch.Tensor):
     """Indices that gather each sample's visible tokens first, in their original order, padded to the batch's
     largest visible count with masked ones: mask (batch, G) bool -> (ids (batch, n), valid (batch, n) bool)."""
     order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
-    count = int((~mask).sum(dim=1).max())
+    count = data_dependent_count((~mask).sum(dim=1).max(), mask.shape[1])  # symbolic under torch.export
     ids = order[:, :count]
     return ids, ~mask.gather(1, ids)
 
 
 def key_padding_bias(valid: torch.Tensor, dtype) -> torch.Tensor | None:
-    """Additive attention mask (batch, 1, 1, n) hiding the padded keys; None when nothing is padded."""
-    if bool(valid.all()):
+    """Additive attention mask (batch, 1, 1, n) hiding the padded keys; None when nothing is padded (always a mask
+    under torch.export / torch.compile, which cannot read ``valid``: zeros where nothing is padded)."""
+    if not torch.compiler.is_compiling() and bool(valid.all()):
         return None
     return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(
         ~valid, torch.finfo(dtype).min
@@ -293,15 +296,17 @@ def key_padding_bias(valid: torch.Tensor, dtype) -> torch.Tensor | None:
 class I2PMAEModelOutput(ModelOutput):
     """
     last_hidden_state: (batch, kept, hidden_sizes[-1]) normalised encoder output of the visible top-scale groups in
-        their FPS order (all ``num_groups`` when mask_ratio=0).
+        their FPS order (all ``num_groups`` when nothing is masked: the default of a plain call).
     mask: (batch, num_groups) float, 1 = masked top-scale group.
     centers: (batch, num_groups, 3) top-scale group centres.
     scale_masks: per scale (batch, group_counts[i]) float masks (propagated down from the top).
     scale_features: per scale (batch, group_counts[i], hidden_sizes[i]): encoder outputs at visible groups, token
         embeddings at masked ones (not normalised; the decoder's skip connections).
-    hidden_states: per scale, the input of every block and the last output (batch, visible at that scale (padded),
-        width), scale 0 first, when output_hidden_states.
+    hidden_states: the first block's input (positions added) and every block's output, scale 0 first (1 +
+        sum(depths) tensors (batch, visible at that scale (padded), width)), when output_hidden_states.
     attentions: per block, scale 0 first (batch, heads, n, n), when output_attentions.
+    pooler_output: (batch, hidden_sizes[-1]) the mean of last_hidden_state (a feature per cloud); last, so the
+        tuple positions of the fields above stay as they were.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -311,6 +316,7 @@ class I2PMAEModelOutput(ModelOutput):
     scale_features: tuple[torch.Tensor, ...] | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    pooler_output: torch.Tensor | None = None
 
 
 @dataclass
@@ -337,6 +343,13 @@ class I2PMAEPreTrainingOutput(ModelOutput):
     saliency: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+
+
+def scale_blocks(config: I2PMAEConfig, width: int, depth: int) -> nn.ModuleList:
+    """``depth`` transformer blocks of one scale's ``width`` (encoder and decoder alike), without stochastic depth."""
+    return build_blocks(config, depth, hidden_size=width, num_heads=config.num_attention_heads,
+                        intermediate_size=int(width * config.mlp_ratio), hidden_act=config.hidden_act,
+                        qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps)  # fmt: skip
 
 
 def check_scale0_points(point_values, config: I2PMAEConfig) -> None:
@@ -369,7 +382,10 @@ class I2PMAEPreTrainedModel(MaskedModelPreTrainedModel):
 
 class I2PMAEModel(I2PMAEPreTrainedModel):
     """The hierarchical encoder. Masks the top scale (random from ``noise``, or guided by a given ``saliency``),
-    propagates the mask down, and encodes each scale's visible tokens; with ``mask_ratio=0`` every group is kept."""
+    propagates the mask down, and encodes each scale's visible tokens; a plain call keeps every group."""
+
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
 
     def __init__(self, config: I2PMAEConfig):
         super().__init__(config)
@@ -387,11 +403,7 @@ class I2PMAEModel(I2PMAEPreTrainedModel):
                 previous = config.hidden_sizes[i - 1]
                 self.embeddings.append(PointGroupEmbedding(width, previous, (previous, previous), width))
             self.position_embeddings.append(PointPositionEmbedding(width, width))
-            blocks = build_blocks(
-                config, depth, hidden_size=width, num_heads=config.num_attention_heads,
-                intermediate_size=int(width * config.mlp_ratio), hidden_act=config.hidden_act,
-                qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps,
-            )
+            blocks = scale_blocks(config, width, depth)
             for block, rate in zip(blocks, rates[start:start + depth]):
                 block.drop_path = DropPath(rate) if rate > 0 else nn.Identity()
             self.stages.append(blocks)
@@ -416,9 +428,7 @@ class I2PMAEModel(I2PMAEPreTrainedModel):
         "topk": the most salient groups are kept (``noise`` unused)."""
         groups = self.config.num_groups
         masking = self.config.masking if masking is None else masking
-        if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch, groups)):
-            shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-            raise ValueError(f"noise must be a tensor of shape (batch, num_groups) = {(batch, groups)}, got {shape}")
+        check_group_noise(noise, batch, groups)
         if mask_ratio == 0.0:
             return torch.zeros(batch, groups, dtype=torch.bool, device=device)
         guided = saliency is not None and masking != "random"
@@ -429,13 +439,12 @@ class I2PMAEModel(I2PMAEPreTrainedModel):
             sort_key = gumbel_topk_noise(saliency, noise, self.config.guided_masking_temperature) if guided else noise
         return point_mask_from_noise(sort_key, mask_ratio, None).mask.bool()  # the int(r * G) largest keys hidden
 
-    def encode(self, scales: list[PointGroups], top_mask: torch.Tensor, output_hidden_states=False,
-               output_attentions=False) -> I2PMAEModelOutput:
+    def encode(self, scales: list[PointGroups], top_mask: torch.Tensor) -> I2PMAEModelOutput:
         """Encodes every scale's visible tokens given the groups (:meth:`tokenize`) and the top mask."""
         masks = [top_mask]
         for i in range(len(scales) - 1, 0, -1):
             masks.insert(0, propagate_mask(masks[0], scales[i].member_indices, scales[i - 1].centers.shape[1]))
-        features, all_hidden, all_attentions = [], (), ()
+        features = []
         for i, groups in enumerate(scales):
             if i == 0:
                 tokens = self.embeddings[0](groups.neighborhoods)
@@ -444,53 +453,50 @@ class I2PMAEModel(I2PMAEPreTrainedModel):
             ids, valid = visible_first(masks[i])
             visible = gather_tokens(tokens, ids)
             pos = self.position_embeddings[i](gather_tokens(groups.centers, ids))
-            encoded, hidden, attentions = run_blocks(
-                self.stages[i], visible, key_padding_bias(valid, visible.dtype), output_hidden_states,
-                output_attentions, positions=pos,
-            )
-            all_hidden += hidden or ()
-            all_attentions += attentions or ()
+            encoded, _, _ = run_blocks(self.stages[i], visible, key_padding_bias(valid, visible.dtype), positions=pos)
             # masked groups keep their embedding (what the next scale's merge reads for them, as the official)
             encoded = torch.where(valid.unsqueeze(-1), encoded, visible)
             features.append(tokens.scatter(1, ids.unsqueeze(-1).expand_as(encoded), encoded))
         ids, _ = visible_first(top_mask)  # the top scale keeps the same count in every sample: no padding
+        hidden = self.layernorm(gather_tokens(features[-1], ids))
         return I2PMAEModelOutput(
-            last_hidden_state=self.layernorm(gather_tokens(features[-1], ids)),
+            last_hidden_state=hidden,
             mask=top_mask.float(),
             centers=scales[-1].centers,
             scale_masks=tuple(m.float() for m in masks),
             scale_features=tuple(features),
-            hidden_states=all_hidden if output_hidden_states else None,
-            attentions=all_attentions if output_attentions else None,
+            pooler_output=pool_tokens(hidden, has_cls_token=False),
         )
 
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         saliency: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        point_groups: list[PointGroups] | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         point_values: (batch, num_points, 3) float clouds (the processor's output).
         noise: (batch, num_groups) uniform values fixing the mask (see :meth:`top_mask`); drawn when None.
-        mask_ratio: overrides ``config.mask_ratio``; 0.0 keeps every top-scale group in FPS order (features).
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise`` or ``saliency``): a plain call keeps every
+            top-scale group in FPS order, the same features on every call. Pre-training passes its ratio.
         saliency: (batch, num_groups) optional scores of the top-scale groups for "guided"/"topk" masking (the
             pre-training model computes them with its 2-D teacher); without it the mask is random.
-        Returns I2PMAEModelOutput (last_hidden_state (batch, kept, hidden_sizes[-1]), mask, centers, ...).
+        point_groups: the groups of every scale of ``point_values`` (:meth:`tokenize`) when the caller has them
+            already (the pre-training model needs the top centres for the saliency); grouped here when None.
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks).
+        Returns I2PMAEModelOutput (last_hidden_state (batch, kept, hidden_sizes[-1]), mask, centers, ...,
+        pooler_output (batch, hidden_sizes[-1])).
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
         check_scale0_points(point_values, self.config)
-        mask_ratio = check_mask_ratio(self.config.mask_ratio if mask_ratio is None else mask_ratio)
-        scales = self.tokenize(point_values)
+        mask_ratio = feature_mask_ratio(mask_ratio, self.config, noise, saliency)
+        scales = self.tokenize(point_values) if point_groups is None else point_groups
         top_mask = self.top_mask(point_values.shape[0], mask_ratio, noise, saliency, device=point_values.device)
-        output = self.encode(scales, top_mask, output_hidden_states, output_attentions)
-        return output if return_dict else output.to_tuple()
+        return self.encode(scales, top_mask)
 
 
 class I2PMAEDecoder(nn.Module):
@@ -506,12 +512,7 @@ class I2PMAEDecoder(nn.Module):
         widths = [config.hidden_sizes[s] for s in self.scale_ids]
         self.mask_token = nn.Parameter(torch.zeros(1, 1, widths[0]))
         self.position_embeddings = nn.ModuleList(PointPositionEmbedding(w, w) for w in widths)
-        self.stages = nn.ModuleList(
-            build_blocks(config, depth, hidden_size=w, num_heads=config.num_attention_heads,
-                         intermediate_size=int(w * config.mlp_ratio), hidden_act=config.hidden_act,
-                         qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps)
-            for w, depth in zip(widths, config.decoder_depths)
-        )
+        self.stages = nn.ModuleList(scale_blocks(config, w, depth) for w, depth in zip(widths, config.decoder_depths))
         # the encoder's normalisation of the skip features each later stage reads (official encoder_norms)
         self.skip_norms = nn.ModuleList(nn.LayerNorm(w, eps=config.layer_norm_eps) for w in widths[1:])
         self.propagations = nn.ModuleList(
@@ -579,14 +580,13 @@ class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
         features, attention = teacher_outputs(teacher, images.flatten(0, 1), self.config.image_size)
         return features.unflatten(0, (batch, views)), attention.unflatten(0, (batch, views))
 
+    @can_return_tuple
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         point_values: (batch, num_points, 3); noise: (batch, num_groups) uniform values fixing the mask (the Gumbel
@@ -594,7 +594,6 @@ class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
         Returns I2PMAEPreTrainingOutput.
         """
         config = self.config
-        return_dict = config.return_dict if return_dict is None else return_dict
         check_scale0_points(point_values, config)
         ratio = check_mask_ratio(config.mask_ratio if mask_ratio is None else mask_ratio)
         if ratio == 0.0:
@@ -609,8 +608,8 @@ class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
         # saliency of a top centre: the upsampled attention at its pixel, averaged over the views
         saliency = sample_at_pixels(attention, point_pixels(scales[-1].centers, grid), config.image_size)
         saliency = saliency.squeeze(-1).mean(dim=1)  # (B, G)
-        top_mask = self.i2pmae.top_mask(points.shape[0], ratio, noise, saliency, device=points.device)
-        encoded = self.i2pmae.encode(scales, top_mask, output_hidden_states, output_attentions)
+        encoded = self.i2pmae(points, noise=noise, mask_ratio=ratio, saliency=saliency, point_groups=scales,
+                              return_dict=True, **kwargs)  # fmt: skip
         decoded = self.decoder(encoded, scales)  # (B, G_s, D_s) at the loss scale
 
         s = config.loss_scale
@@ -628,7 +627,7 @@ class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
         prediction_2d = self.head_2d(decoded[~masked]).reshape(-1, size, views * dim)
         loss_2d = nn.functional.mse_loss(prediction_2d.float(), target)
 
-        output = I2PMAEPreTrainingOutput(
+        return I2PMAEPreTrainingOutput(
             loss=config.loss_3d_weight * loss_3d + config.loss_2d_weight * loss_2d,
             logits=logits,
             mask=encoded.mask,
@@ -640,7 +639,6 @@ class I2PMAEForPreTraining(FrozenTeacherMixin, I2PMAEPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 def check_teacher(model):
@@ -702,26 +700,19 @@ class I2PMAEForPointCloudClassification(I2PMAEPreTrainedModel):
                                                 config.num_labels, config.classifier_dropout)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """point_values (batch, num_points, 3); labels (batch,). Returns SequenceClassifierOutput (logits (batch,
         num_labels)); the encoder never masks here."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.i2pmae(point_values, mask_ratio=0.0, output_hidden_states=output_hidden_states,
-                              output_attentions=output_attentions, return_dict=True)
+        encoded = self.i2pmae(point_values, mask_ratio=0.0, return_dict=True, **kwargs)
         tokens = encoded.last_hidden_state
-        logits = self.classifier(torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1))
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutput(
-            loss=loss, logits=logits, hidden_states=encoded.hidden_states, attentions=encoded.attentions
-        )
-        return output if return_dict else output.to_tuple()
+        features = torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=-1)
+        return point_classifier_output(self.classifier, features, labels, self.config, encoded)
 
 
 __all__ = [

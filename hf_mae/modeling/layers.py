@@ -35,8 +35,52 @@ def eager_attention_forward(module, query, key, value, attention_mask, scaling, 
     return output, weights
 
 
+# How an Attention holds its input projections: "fused", one (3 * hidden, hidden) ``qkv`` Linear (one matmul; the
+# default and the layout of every checkpoint that does not say otherwise), or "split", separate ``query`` / ``key`` /
+# ``value`` Linears named as in transformers' ViT, which adapters that target projections by name (PEFT's
+# ``target_modules=["query", "value"]``) find. Read from ``config.qkv_layout``; models switch between the two
+# losslessly with ``split_qkv_projections()`` / ``fuse_qkv_projections()``.
+QKV_LAYOUTS = ("fused", "split")
+
+
+def qkv_layout_of(config) -> str:
+    """``config.qkv_layout``, "fused" when the config does not set it."""
+    layout = getattr(config, "qkv_layout", "fused")
+    if layout not in QKV_LAYOUTS:
+        raise ValueError(f"config.qkv_layout must be one of {', '.join(map(repr, QKV_LAYOUTS))}; got {layout!r}")
+    return layout
+
+
+def _linear_like(reference: nn.Linear, weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    """A Linear holding copies of ``weight`` / ``bias``, on ``reference``'s device and dtype and with its
+    ``requires_grad``; built without initialisation (no random draw: converting leaves the RNG as it was)."""
+    out_features, in_features = weight.shape
+    linear = torch.nn.utils.skip_init(
+        nn.Linear, in_features, out_features, bias=bias is not None, device=weight.device, dtype=weight.dtype
+    )
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        if bias is not None:
+            linear.bias.copy_(bias)
+    linear.requires_grad_(reference.weight.requires_grad)
+    return linear
+
+
+def _replace_children(module: nn.Module, old: tuple[str, ...], new: dict[str, nn.Module]) -> None:
+    """Puts the ``new`` children where the first of ``old`` was and drops ``old``, so that named_modules() and
+    state_dict() list them in place (a fused -> split -> fused round trip gives back the same state dict)."""
+    children = list(module._modules.items())
+    module._modules.clear()
+    for name, child in children:
+        if name == old[0]:
+            module._modules.update(new)
+        elif name not in old:
+            module._modules[name] = child
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with one fused qkv projection (one matmul instead of three)."""
+    """Multi-head self-attention. Its projections are one fused ``qkv`` Linear (one matmul instead of three) or,
+    with ``config.qkv_layout == "split"``, ``query`` / ``key`` / ``value`` Linears (same weights, same outputs)."""
 
     def __init__(
         self, config, hidden_size: int, num_heads: int, qkv_bias: bool | str = True, attention_dropout: float = 0.0
@@ -54,24 +98,103 @@ class Attention(nn.Module):
         self.is_causal = False  # sdpa defaults to causal when this attribute is missing
         if qkv_bias not in (True, False, "qv"):
             raise ValueError(f"qkv_bias must be True, False or 'qv', got {qkv_bias!r}")
-        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias is True)
+        self.qkv_layout = qkv_layout_of(config)
+        if self.qkv_layout == "split":
+            self.query, self.key, self.value = (
+                nn.Linear(hidden_size, hidden_size, bias=qkv_bias is True) for _ in range(3)
+            )
+        else:
+            self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=qkv_bias is True)
+        # "qv" biases are parameters of their own in both layouts (the same state-dict keys)
         self.q_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
         self.v_bias = nn.Parameter(torch.zeros(hidden_size)) if qkv_bias == "qv" else None
         self.proj = nn.Linear(hidden_size, hidden_size)
 
     def forward(self, hidden_states, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, tokens, hidden). Returns (output (batch, tokens, hidden), weights or None)."""
-        batch, tokens, _ = hidden_states.shape
-        if self.q_bias is None:
-            qkv = self.qkv(hidden_states)
-        else:
-            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-            qkv = nn.functional.linear(hidden_states, self.qkv.weight, bias)
-        qkv = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim)
-        # Unbind, then transpose each to (batch, heads, tokens, head_dim): the backward then stacks the three
-        # gradients straight into qkv's layout (one copy; permuting first costs a second one).
-        query, key, value = (states.transpose(1, 2) for states in qkv.unbind(2))
+        query, key, value = self.project(hidden_states)
         return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
+
+    def project(self, hidden_states, context=None):
+        """Queries from ``hidden_states`` (batch, queries, hidden), keys and values from ``context`` (batch, keys,
+        hidden; default: ``hidden_states``), each (batch, heads, tokens, head_dim), in either layout."""
+        configured = qkv_layout_of(self.config)
+        if self.qkv_layout != configured:
+            # a save would write a config that rebuilds this attention in the other layout, with its weights lost
+            raise RuntimeError(
+                f"this attention holds {self.qkv_layout} q/k/v projections but its config says qkv_layout="
+                f"{configured!r}: convert with split_qkv_projections() / fuse_qkv_projections() on the top-level "
+                "model (the one you save), not on a part of it"
+            )
+        if self.qkv_layout == "split":
+            context = hidden_states if context is None else context
+            # called as modules, so that adapters wrapping them (PEFT's LoRA layers) take part
+            query, key, value = self.query(hidden_states), self.key(context), self.value(context)
+            if self.q_bias is not None:
+                query, value = query + self.q_bias, value + self.v_bias
+            return tuple(
+                states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+                for states in (query, key, value)
+            )
+        weight, bias = self.qkv.weight, self.qkv.bias
+        if self.q_bias is not None:  # qkv_bias="qv": no key bias
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
+        if context is None:
+            batch, tokens, _ = hidden_states.shape
+            # the module itself when it holds the whole bias, so that hooks and adapters on ``qkv`` take part
+            qkv = self.qkv(hidden_states) if self.q_bias is None else nn.functional.linear(hidden_states, weight, bias)
+            qkv = qkv.view(batch, tokens, 3, self.num_heads, self.head_dim)
+            # Unbind, then transpose each to (batch, heads, tokens, head_dim): the backward then stacks the three
+            # gradients straight into qkv's layout (one copy; permuting first costs a second one).
+            return tuple(states.transpose(1, 2) for states in qkv.unbind(2))
+        width = self.num_heads * self.head_dim
+        query = nn.functional.linear(hidden_states, weight[:width], None if bias is None else bias[:width])
+        key_value = nn.functional.linear(context, weight[width:], None if bias is None else bias[width:])
+        query = query.view(*hidden_states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
+        key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
+        key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
+        return query, key, value
+
+    def wrapped_projections(self) -> list[str]:
+        """Names of the projections (``qkv``, or ``query`` / ``key`` / ``value``) that are no longer plain Linears: an
+        adapter such as PEFT's LoRA wraps them, and converting would drop it."""
+        names = ("qkv",) if self.qkv_layout == "fused" else ("query", "key", "value")
+        return [name for name in names if type(getattr(self, name)) is not nn.Linear]
+
+    def _check_convertible(self) -> None:
+        wrapped = self.wrapped_projections()
+        if wrapped:
+            found = ", ".join(f"{name} is a {type(getattr(self, name)).__name__}" for name in wrapped)
+            raise TypeError(
+                f"converting the qkv projections needs plain nn.Linear ones, but {found}: merge the adapter into the "
+                "weights first (PEFT: model = model.merge_and_unload())"
+            )
+
+    @torch.no_grad()
+    def split_projections(self) -> None:
+        """Fused -> split in place: ``query`` / ``key`` / ``value`` get rows [0, h), [h, 2h), [2h, 3h) of ``qkv``
+        (copies, exactly). A split attention is left as it is."""
+        if self.qkv_layout == "split":
+            return
+        self._check_convertible()
+        fused = self.qkv
+        biases = (None,) * 3 if fused.bias is None else fused.bias.chunk(3)
+        parts = [_linear_like(fused, w, b) for w, b in zip(fused.weight.chunk(3), biases)]
+        _replace_children(self, ("qkv",), dict(zip(("query", "key", "value"), parts)))
+        self.qkv_layout = "split"
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """Split -> fused in place: ``qkv`` is ``query``, ``key`` and ``value`` stacked (exactly). A fused attention is
+        left as it is. Adapters must be merged first (PEFT: ``merge_and_unload()``)."""
+        if self.qkv_layout == "fused":
+            return
+        self._check_convertible()
+        parts = (self.query, self.key, self.value)
+        bias = None if self.query.bias is None else torch.cat([part.bias for part in parts])
+        fused = _linear_like(self.query, torch.cat([part.weight for part in parts]), bias)
+        _replace_children(self, ("query", "key", "value"), {"qkv": fused})
+        self.qkv_layout = "fused"
 
     def attend(self, query, key, value, attention_mask=None, output_attentions: bool = False, **kwargs):
         """Attention through the configured interface, then the output projection.
@@ -98,23 +221,16 @@ class Attention(nn.Module):
 class CrossAttention(Attention):
     """Multi-head attention of ``hidden_states`` (queries) over ``context`` (keys and values).
 
-    The projections are packed in one (3 * hidden, hidden) ``qkv`` as in :class:`Attention` and in
+    The fused projections are packed in one (3 * hidden, hidden) ``qkv`` as in :class:`Attention` and in
     ``nn.MultiheadAttention``'s ``in_proj_weight``: rows [0, hidden) project the queries, the rest the keys and
-    values of the context. Same attention interface (eager, sdpa, ...) as self-attention.
+    values of the context (``query`` / ``key`` / ``value`` in the split layout). Same attention interface (eager,
+    sdpa, ...) as self-attention.
     """
 
     def forward(self, hidden_states, context, attention_mask=None, output_attentions: bool = False, **kwargs):
         """hidden_states: (batch, queries, hidden); context: (batch, keys, hidden); attention_mask broadcastable to
         (batch, heads, queries, keys). Returns (output (batch, queries, hidden), weights or None)."""
-        width = self.num_heads * self.head_dim
-        weight, bias = self.qkv.weight, self.qkv.bias
-        if self.q_bias is not None:  # qkv_bias="qv": no key bias
-            bias = torch.cat([self.q_bias, torch.zeros_like(self.v_bias), self.v_bias])
-        query = nn.functional.linear(hidden_states, weight[:width], None if bias is None else bias[:width])
-        key_value = nn.functional.linear(context, weight[width:], None if bias is None else bias[width:])
-        query = query.view(*hidden_states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
-        key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
-        key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
+        query, key, value = self.project(hidden_states, context)
         return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
 
 

@@ -42,6 +42,7 @@ from transformers import initialization as init
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_int, check_rate
 from .embeddings import to_2tuple
 from .losses import masked_mse
 from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, MAEPreTrainedModel
@@ -68,7 +69,6 @@ class LUTConfig(MAEConfig):
 
     model_type = "lut"
 
-    norm_pix_loss: bool = True
     projector_hidden_size: int = 4096
     projector_num_layers: int = 2
     predictor_num_layers: int = 2
@@ -81,13 +81,9 @@ class LUTConfig(MAEConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         for name in ("projector_hidden_size", "projector_num_layers", "predictor_num_layers", "total_steps"):
-            value = getattr(self, name)
-            least = 0 if name.endswith("num_layers") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an int >= {least}, got {value!r}")
+            check_int(name, getattr(self, name), minimum=0 if name.endswith("num_layers") else 1)
         for name in ("ema_decay", "ema_decay_end"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+            check_rate(name, getattr(self, name), closed=True)
         for name in ("mae_loss_weight", "bc_loss_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

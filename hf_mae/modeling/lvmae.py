@@ -28,18 +28,25 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, check_choice, check_int
 from .embeddings import sincos_1d
 from .layers import Attention, TransformerBlock, build_blocks, run_blocks
 from .losses import classification_loss, masked_mse
-from .masking import check_mask_ratio, feature_mask_ratio, gather_tokens, num_kept, restore_tokens
+from .masking import (
+    check_mask_ratio,
+    check_tensor_condition,
+    data_dependent_count,
+    feature_mask_ratio,
+    gather_tokens,
+    num_kept,
+    restore_tokens,
+)
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput
 from .targets import patch_statistics
 
@@ -47,11 +54,14 @@ MASKING_STRATEGIES = ("random", "importance")
 LOSSES = ("mse", "cosine")
 
 
-class LVMAEConfig(PreTrainedConfig):
+class LVMAEConfig(ViTDecoderMixin):
     r"""Configuration of an LV-MAE model. Defaults: the README's recommended pre-training run (LanguageBind-Huge
     1024-d segment embeddings, up to 256 segments of 5 s, encoder 1024-d x 32 with 16 heads, decoder 512-d x 8 with
     16 heads, importance masking at 0.5, MSE loss).
 
+    The encoder's fields are :class:`ViTEncoderConfig`'s (MLP ratio 4) and the decoder's :class:`ViTDecoderMixin`'s;
+    both widths must be even (sin-cos positions). The official encoder width equals embedding_dim; when they differ
+    a linear layer maps embeddings to the encoder width [ours]. Besides:
     embedding_dim: size D of the segment embeddings the model reads and predicts.
     max_segments: the longest sequence (the sin-cos tables' length; official ``num_patches``).
     segment_seconds: seconds per segment at extraction (official ``SEGMENT_LENGTH = 5``).
@@ -61,9 +71,6 @@ class LVMAEConfig(PreTrainedConfig):
         transformers class, so the default is None) [ours].
     segment_encoder_config: instead of a name, the config dict (with ``model_type``) of a randomly initialised
         segment encoder (tests) [ours].
-    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder ViT (MLP ratio 4).
-    decoder_*: the decoder. The official encoder width equals embedding_dim; when they differ a linear layer maps
-        embeddings to the encoder width [ours].
     mask_ratio: share of each video's segments hidden from the encoder, in [0, 1) (README 0.5).
     masking_strategy: "importance" (README's ``--masking_strategy``) or "random".
     loss: "mse" (official default) or "cosine" (``1 - cos``, official ``--cos_loss``).
@@ -84,43 +91,24 @@ class LVMAEConfig(PreTrainedConfig):
     num_hidden_layers: int = 32
     num_attention_heads: int = 16
     intermediate_size: int = 4096
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.0
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 2048
     mask_ratio: float = 0.5
     masking_strategy: str = "importance"
     loss: str = "mse"
     normalize_embeddings: bool = True
     norm_target_loss: bool = False
     classifier_pooling: str = "cls"
-    initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        for width, heads, prefix in (
-            (self.hidden_size, self.num_attention_heads, ""),
-            (self.decoder_hidden_size, self.decoder_num_attention_heads, "decoder_"),
-        ):
-            if width % heads:
-                raise ValueError(f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads}")
-            if width % 2:
-                raise ValueError(f"{prefix}hidden_size {width} must be even (sin-cos positions)")
+        for name in ("hidden_size", "decoder_hidden_size"):
+            if getattr(self, name) % 2:
+                raise ValueError(f"{name} {getattr(self, name)} must be even (sin-cos positions)")
         for name in ("embedding_dim", "max_segments", "frames_per_segment"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         check_mask_ratio(self.mask_ratio)
-        choices = (("masking_strategy", MASKING_STRATEGIES), ("loss", LOSSES), ("classifier_pooling", ("cls", "mean")))
-        for name, allowed in choices:
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        check_choice("masking_strategy", self.masking_strategy, MASKING_STRATEGIES)
+        check_choice("loss", self.loss, LOSSES)
+        check_choice("classifier_pooling", self.classifier_pooling, ("cls", "mean"))
         if self.segment_encoder_config is not None and "model_type" not in self.segment_encoder_config:
             raise ValueError("segment_encoder_config must be a config dict with a 'model_type' key")
 
@@ -133,8 +121,9 @@ def position_table(num_segments: int, dim: int) -> torch.Tensor:
 
 def key_padding_mask(valid: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
     """Additive attention mask (batch, 1, 1, keys) from ``valid`` (batch, keys) bool: the dtype's most negative value
-    at padded keys (finite, so no row turns to NaN), or None when nothing is padded."""
-    if bool(valid.all()):
+    at padded keys (finite, so no row turns to NaN), or None when nothing is padded (always a mask under
+    torch.export / torch.compile, which cannot read ``valid``: zeros where nothing is padded)."""
+    if not torch.compiler.is_compiling() and bool(valid.all()):
         return None
     additive = torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, torch.finfo(dtype).min)
     return additive[:, None, None, :]
@@ -153,8 +142,9 @@ def keep_lowest(scores: torch.Tensor, attention_mask: torch.Tensor, mask_ratio: 
     """(batch, L) bool, True = kept: per sample, the ``int(length * (1 - mask_ratio))`` real segments with the lowest
     ``scores`` (ties: the earlier segment), as MAE's argsort of the noise. Padding (attention_mask 0) is never kept."""
     real = attention_mask.bool()
-    lengths = real.sum(dim=1)
-    kept = torch.tensor([num_kept(int(n), mask_ratio) for n in lengths.tolist()], device=scores.device)
+    # the kept count of every possible length, looked up (a table, not a read of the lengths: torch.export traces it)
+    counts = torch.tensor([num_kept(n, mask_ratio) for n in range(real.shape[1] + 1)], device=scores.device)
+    kept = counts[real.sum(dim=1)]
     order = torch.argsort(scores.float().masked_fill(~real, float("inf")), dim=1, stable=True)
     ranks = torch.argsort(order, dim=1)
     return (ranks < kept[:, None]) & real
@@ -251,8 +241,9 @@ class LVMAEModel(LVMAEPreTrainedModel):
             raise ValueError(
                 f"attention_mask must have shape (batch, segments) = {(batch, length)}, got {tuple(attention_mask.shape)}"
             )
-        if not bool(attention_mask.bool().any(dim=1).all()):
-            raise ValueError("attention_mask has a sample without any real segment (a row of zeros)")
+        # a runtime assertion under torch.export / torch.compile, which cannot read the mask
+        check_tensor_condition(attention_mask.bool().any(dim=1).all(),
+                               "attention_mask has a sample without any real segment (a row of zeros)")
         return attention_mask.to(inputs_embeds.device).long()
 
     @merge_with_config_defaults
@@ -297,7 +288,7 @@ class LVMAEModel(LVMAEPreTrainedModel):
         # kept segments first, each group in its original order; every video keeps its own count
         ids_shuffle = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
         counts = keep.sum(dim=1)
-        ids_keep = ids_shuffle[:, : int(counts.max())]
+        ids_keep = ids_shuffle[:, : data_dependent_count(counts.max(), length)]
         slot_valid = torch.arange(ids_keep.shape[1], device=keep.device)[None] < counts[:, None]
 
         positions = self.position_embeddings.to(embeddings.dtype)

@@ -19,13 +19,12 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, ViTImageConfig, check_choice
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
@@ -45,67 +44,34 @@ MAEModelOutput = MaskedEncoderOutput
 MAEForPreTrainingOutput = MaskedPreTrainingOutput
 
 
-class MAEConfig(PreTrainedConfig):
+class MAEConfig(ViTImageConfig, ViTDecoderMixin):
     r"""Configuration of an MAE model. Defaults are the paper's ViT-B/16 with its 512-d, 8-block decoder.
 
-    image_size, patch_size: an int or (height, width); the image size must be a multiple of the patch size.
-    num_channels: channels of the input images (any count).
-    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder ViT width, depth, heads, MLP width.
-    decoder_*: the same for the decoder.
+    The ViT encoder's fields (image and patch size, width, depth, heads, dropouts, ...) are :class:`ViTImageConfig`'s
+    and the decoder's (``decoder_*``) :class:`ViTDecoderMixin`'s; both widths must be divisible by 4 (2D sin-cos
+    positions). Besides:
+    layer_scale_init_value: LayerScale of the encoder blocks (0 = off).
     mask_ratio: fraction of patches hidden from the encoder during pre-training, in [0, 1).
     mask_generator: name of the mask generator (see ``masking.MASK_GENERATORS``).
     norm_pix_loss: regress per-patch normalised pixels (the paper's best setting).
-    drop_path_rate, layer_scale_init_value: stochastic depth and LayerScale of the encoder (0 = off).
     classifier_pooling: "mean" (global average pool + fc_norm, MAE fine-tuning) or "cls".
     """
 
     model_type = "mae"
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int | list[int] | tuple[int, int] = 16
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.0
     layer_scale_init_value: float = 0.0
-    decoder_hidden_size: int = 512
-    decoder_num_hidden_layers: int = 8
-    decoder_num_attention_heads: int = 16
-    decoder_intermediate_size: int = 2048
     mask_ratio: float = 0.75
     mask_generator: str = "random"
     norm_pix_loss: bool = True
-    initializer_range: float = 0.02
     classifier_pooling: str = "mean"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
-        if image[0] % patch[0] or image[1] % patch[1]:
-            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
-        for width, heads, prefix in (
-            (self.hidden_size, self.num_attention_heads, ""),
-            (self.decoder_hidden_size, self.decoder_num_attention_heads, "decoder_"),
-        ):
-            if width % heads:
-                raise ValueError(f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads}")
-            if width % 4:
-                raise ValueError(f"{prefix}hidden_size {width} must be divisible by 4 (2D sin-cos positions)")
+        for name in ("hidden_size", "decoder_hidden_size"):
+            if getattr(self, name) % 4:
+                raise ValueError(f"{name} {getattr(self, name)} must be divisible by 4 (2D sin-cos positions)")
         check_mask_ratio(self.mask_ratio)
-        if self.classifier_pooling not in ("mean", "cls"):
-            raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {self.classifier_pooling!r}")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
-        return image[0] // patch[0], image[1] // patch[1]
+        check_choice("classifier_pooling", self.classifier_pooling, ("mean", "cls"))
 
     def mask_generator_kwargs(self) -> dict:
         """Constructor arguments of ``mask_generator``; a method whose generator has options overrides this."""
@@ -154,16 +120,7 @@ class MAEDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
         table = sincos_2d(self.grid_size, config.decoder_hidden_size, cls_token=True)
         self.register_buffer("decoder_pos_embed", table.unsqueeze(0))
-        self.decoder_layers = build_blocks(
-            config,
-            config.decoder_num_hidden_layers,
-            hidden_size=config.decoder_hidden_size,
-            num_heads=config.decoder_num_attention_heads,
-            intermediate_size=config.decoder_intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias=config.qkv_bias,
-            layer_norm_eps=config.layer_norm_eps,
-        )
+        self.decoder_layers = build_blocks(config, config.decoder_num_hidden_layers, **config.decoder_block_kwargs())
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=config.layer_norm_eps)
         self.decoder_pred = nn.Linear(config.decoder_hidden_size, patch[0] * patch[1] * config.num_channels)
 

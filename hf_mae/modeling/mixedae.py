@@ -41,11 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
+from transformers.utils.output_capturing import capture_outputs
 
+from .base import check_int
 from .embeddings import to_2tuple
-from .layers import Attention
+from .layers import Attention, capturing_attentions
 from .losses import masked_mse
 from .mae import MAEConfig, MAEDecoder, MAEForImageClassification, MAEForPreTraining, MAEModel, MAEPreTrainedModel
 from .masking import check_mask_ratio, feature_mask_ratio
@@ -83,16 +86,13 @@ class MixedAEConfig(MAEConfig):
     contrast_weight: float = 1.0
 
     def __post_init__(self, **kwargs):
-        group = self.mix_group
-        if isinstance(group, bool) or not isinstance(group, int) or group < 2:
-            raise ValueError(f"mix_group must be an int >= 2 (images per mixed image), got {group!r}")
+        group = check_int("mix_group", self.mix_group, minimum=2)  # images per mixed image
         if self.mask_ratio is None:
             self.mask_ratio = 1.0 - 1.0 / group
         super().__post_init__(**kwargs)  # validates mask_ratio's type and range first
         check_mixing_ratio(self.mask_ratio, group, allow_zero=False)
-        topk = self.homologous_topk
-        if topk is not None and (isinstance(topk, bool) or not isinstance(topk, int) or topk < 1):
-            raise ValueError(f"homologous_topk must be a positive int or None, got {topk!r}")
+        if self.homologous_topk is not None:
+            check_int("homologous_topk", self.homologous_topk)
         layers = self.homologous_attention_layers
         if layers is not None:
             bad = [i for i in layers if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.num_hidden_layers]
@@ -180,27 +180,48 @@ def mix_tokens(tokens: torch.Tensor, partition: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def homologous_attention_mask(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
-    """The additive attention mask that turns ``attention`` into homologous (TopK) attention for this input.
+def homologous_keys(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
+    """Which keys each query of ``attention`` may attend to under homologous (TopK) attention, for this input.
 
     hidden_states: (batch, 1 + L, hidden), the attention's input (after the block's norm1), cls token first.
-    Returns (batch, heads, 1 + L, 1 + L): 0 where a query may attend, the dtype's minimum elsewhere. Per head, each
-    patch query keeps the cls key and its ``topk`` highest-scoring patch keys (scores ``q.k * scaling``, from the
-    attention's own q/k projections); the cls query keeps every key. Computed without gradient: the selection is
-    discrete, the softmax over the kept scores is differentiated as usual.
+    Returns (batch, heads, 1 + L, 1 + L) bool. Per head, each patch query keeps the cls key and its ``topk``
+    highest-scoring patch keys (scores ``q.k * scaling``, from the attention's own q/k projections); the cls query
+    keeps every key. Computed without gradient: the selection is discrete, the softmax over the kept scores is
+    differentiated as usual.
     """
-    batch, tokens, hidden = hidden_states.shape
-    heads, head_dim = attention.num_heads, attention.head_dim
-    bias = attention.qkv.bias[: 2 * hidden] if attention.qkv.bias is not None else None
-    # the fused qkv projection stores q then k then v: the first 2 * hidden rows give q and k
-    query_key = F.linear(hidden_states, attention.qkv.weight[: 2 * hidden], bias).view(batch, tokens, 2, heads, head_dim)
-    query, key = (states.transpose(1, 2) for states in query_key.unbind(2))
+    batch, tokens, _ = hidden_states.shape
+    heads = attention.num_heads
+    # the attention's own projections, in either qkv layout (and with any adapter on them)
+    query, key, _ = attention.project(hidden_states)
     scores = torch.matmul(query[:, :, 1:], key[:, :, 1:].transpose(-1, -2))  # patch queries x patch keys
     chosen = scores.topk(min(topk, tokens - 1), dim=-1).indices
     keep = torch.ones(batch, heads, tokens, tokens, dtype=torch.bool, device=hidden_states.device)
     keep[:, :, 1:, 1:] = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, chosen, True)
+    return keep
+
+
+@torch.no_grad()
+def homologous_attention_mask(attention: Attention, hidden_states: torch.Tensor, topk: int) -> torch.Tensor:
+    """The additive attention mask (batch, heads, 1 + L, 1 + L) of :func:`homologous_keys`: 0 where a query may
+    attend, the dtype's minimum elsewhere (eager and sdpa attention)."""
+    keep = homologous_keys(attention, hidden_states, topk)
     blocked = torch.zeros(keep.shape, dtype=hidden_states.dtype, device=hidden_states.device)
     return blocked.masked_fill_(~keep, torch.finfo(hidden_states.dtype).min)
+
+
+def homologous_block_mask(attention: Attention, hidden_states: torch.Tensor, topk: int):
+    """:func:`homologous_keys` as a flex-attention ``BlockMask``: flex attention reads an additive mask tensor
+    through a score function, which crashes the process on CPU (torch 2.13); a mask function over ``keep`` does
+    not."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    keep = homologous_keys(attention, hidden_states, topk)
+    batch, heads, tokens, _ = keep.shape
+
+    def may_attend(b, h, query, key):
+        return keep[b, h, query, key]
+
+    return create_block_mask(may_attend, batch, heads, tokens, tokens, device=keep.device.type)
 
 
 def homologous_contrastive_loss(features: torch.Tensor, partition: torch.Tensor, temperature: float, mix_group: int):
@@ -295,6 +316,30 @@ class MixedAEModel(MAEModel):
             pixel_values, noise=noise, mask_ratio=mask_ratio, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
         )
 
+    @capture_outputs(tie_last_hidden_states=False)
+    def encode_mixed(self, mixed: torch.Tensor, cls: torch.Tensor, **kwargs: Unpack[TransformersKwargs]):
+        """Runs the blocks on mixed images (pre-training) with homologous attention in
+        ``homologous_attention_layers``.
+
+        mixed: (groups, L, hidden) mixed patch tokens with positions (and segment embeddings); cls: (groups, 1,
+        hidden). Returns BaseModelOutput: last_hidden_state (groups, 1 + L, hidden) after the final norm; hidden
+        states and attentions captured from the blocks as in :meth:`forward` (output_hidden_states, ...).
+        """
+        config = self.config
+        layers = config.homologous_attention_layers
+        layers = set(range(config.num_hidden_layers)) if layers is None else set(layers)
+        topk = config.homologous_topk or mixed.shape[1] // config.mix_group
+        hidden = torch.cat([cls, mixed], dim=1)
+        output_attentions = capturing_attentions()  # eager attention only while attentions are recorded
+        # flex attention takes the selection as a BlockMask; weights (output_attentions) come from eager attention
+        flex = config._attn_implementation == "flex_attention" and not output_attentions
+        build_mask = homologous_block_mask if flex else homologous_attention_mask
+        for index, block in enumerate(self.layers):
+            # the selection is made outside the block, so activation checkpointing replays the same mask
+            mask = build_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
+            hidden, _ = block(hidden, mask, output_attentions)
+        return BaseModelOutput(last_hidden_state=self.layernorm(hidden))
+
 
 class MixedAEForImageClassification(MAEForImageClassification):
     """A MixedAE encoder with MAE's fine-tuning classifier: unmixed images, plain attention, no masking."""
@@ -324,29 +369,6 @@ class MixedAEForPreTraining(MAEForPreTraining):
         if isinstance(module, MixedAEForPreTraining) and module.segment_embeddings is not None:
             init.normal_(module.segment_embeddings, std=self.config.initializer_range)
 
-    def encode_mixed(self, mixed: torch.Tensor, cls: torch.Tensor, output_hidden_states=False, output_attentions=False):
-        """Runs the encoder on mixed images with homologous attention in ``homologous_attention_layers``.
-
-        mixed: (groups, L, hidden) mixed patch tokens with positions (and segment embeddings); cls: (groups, 1,
-        hidden). Returns ``(latent (groups, 1 + L, hidden) after the final norm, hidden states, attentions)``.
-        """
-        config = self.config
-        layers = config.homologous_attention_layers
-        layers = set(range(config.num_hidden_layers)) if layers is None else set(layers)
-        topk = config.homologous_topk or mixed.shape[1] // config.mix_group
-        hidden = torch.cat([cls, mixed], dim=1)
-        all_hidden = (hidden,) if output_hidden_states else None
-        all_attentions = () if output_attentions else None
-        for index, block in enumerate(self.mae.layers):
-            # the selection is made outside the block, so activation checkpointing replays the same mask
-            mask = homologous_attention_mask(block.attention, block.norm1(hidden), topk) if index in layers else None
-            hidden, weights = block(hidden, mask, output_attentions)
-            if output_hidden_states:
-                all_hidden += (hidden,)
-            if output_attentions:
-                all_attentions += (weights,)
-        return self.mae.layernorm(hidden), all_hidden, all_attentions
-
     @can_return_tuple
     def forward(
         self,
@@ -354,8 +376,7 @@ class MixedAEForPreTraining(MAEForPreTraining):
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
         interpolate_pos_encoding: bool = False,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         pixel_values: (batch, channels, height, width), batch divisible by ``mix_group``; groups of ``mix_group``
@@ -366,9 +387,6 @@ class MixedAEForPreTraining(MAEForPreTraining):
         ``logits`` (batch, L, patch_h * patch_w * channels) per source image, ``mask`` (batch, L), ``ids_restore``.
         """
         config = self.config
-        # the mixed encoding runs its blocks itself (homologous attention masks), so it collects their outputs itself
-        output_hidden_states = config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = config.output_attentions if output_attentions is None else output_attentions
         if pixel_values is None:
             raise ValueError("pixel_values is required")
         embeddings = self.mae.embeddings
@@ -385,7 +403,8 @@ class MixedAEForPreTraining(MAEForPreTraining):
         if self.segment_embeddings is not None:
             mixed = mixed + self.segment_embeddings[partition].to(mixed.dtype)
         # 3. encode the mixed images with homologous attention
-        latent, all_hidden, all_attentions = self.encode_mixed(mixed, cls[::group], output_hidden_states, output_attentions)
+        encoded = self.mae.encode_mixed(mixed, cls[::group], return_dict=True, **kwargs)
+        latent = encoded.last_hidden_state
 
         # 4. unmix: each source keeps the encoded tokens it supplied, mask tokens elsewhere, and its group's cls token
         decoded = self.decoder.decoder_embed(latent).repeat_interleave(group, dim=0)
@@ -404,8 +423,8 @@ class MixedAEForPreTraining(MAEForPreTraining):
             logits=logits,
             mask=mask,
             ids_restore=partition_noise(noise, group).argsort(dim=1).argsort(dim=1),
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            hidden_states=encoded.hidden_states,
+            attentions=encoded.attentions,
             reconstruction_loss=reconstruction,
             homologous_loss=homologous,
             homologous_accuracy=accuracy,
@@ -422,7 +441,9 @@ __all__ = [
     "MixedAEForPreTrainingOutput",
     "mixing_partition",
     "source_mask",
+    "homologous_keys",
     "homologous_attention_mask",
+    "homologous_block_mask",
     "homologous_contrastive_loss",
 ]
 

@@ -31,14 +31,13 @@ from typing import Unpack
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
-from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
+from .base import MaskedModelPreTrainedModel, ViTImageConfig, check_choice
+from .embeddings import PatchEmbedding2D, interpolate_pos_embed
 from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
 from .masking import RandomMaskGenerator, check_mask_ratio, feature_mask_ratio, mask_from_noise
@@ -48,62 +47,32 @@ MP3ModelOutput = MaskedEncoderOutput
 MP3ForPreTrainingOutput = MaskedPreTrainingOutput
 
 
-class MP3Config(PreTrainedConfig):
+class MP3Config(ViTImageConfig):
     r"""Configuration of an MP3 ViT. Defaults are the paper's ImageNet ViT-B/16 (DeiT sizes, 224 px).
 
-    image_size, patch_size: an int or (height, width); the image size must be a multiple of the patch size. The
-        position classifier has one class per patch of this grid, so pre-training runs at this size only.
-    num_channels, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: the ViT encoder.
-    hidden_act, qkv_bias, layer_norm_eps, hidden_dropout_prob, attention_probs_dropout_prob: ViT block details
-        (DeiT/timm: gelu, qkv bias, eps 1e-6, no dropout).
-    drop_path_rate, layer_scale_init_value: stochastic depth and LayerScale of the encoder (0 = off).
+    The ViT's fields are :class:`ViTImageConfig`'s (DeiT/timm: gelu, qkv bias, eps 1e-6, no dropout, truncated-normal
+    init with std 0.02). The position classifier has one class per patch of the ``image_size`` / ``patch_size`` grid,
+    so pre-training runs at this size only. Besides:
+    layer_scale_init_value: LayerScale of the encoder blocks (0 = off).
     mask_ratio: the paper's eta, the fraction of patches that are *not* context (keys masked away from every query);
         0.75 as the paper's ImageNet runs and the unofficial replications; 0 switches key masking off.
     finetune_position_embeddings: the classifier adds learned, zero-initialised absolute position embeddings to the
         patch tokens (the paper's fine-tuning); False fine-tunes position-free as pre-trained.
     classifier_pooling: "cls" (the normalised cls token, DeiT fine-tuning, the paper's code base) or "mean"
         (average of the tokens, then fc_norm).
-    initializer_range: std of the truncated-normal initialisation (DeiT: 0.02).
     """
 
     model_type = "mp3"
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int | list[int] | tuple[int, int] = 16
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.0
     layer_scale_init_value: float = 0.0
     mask_ratio: float = 0.75
     finetune_position_embeddings: bool = True
     classifier_pooling: str = "cls"
-    initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
-        if image[0] % patch[0] or image[1] % patch[1]:
-            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}"
-            )
         check_mask_ratio(self.mask_ratio)
-        if self.classifier_pooling not in ("mean", "cls"):
-            raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {self.classifier_pooling!r}")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
-        return image[0] // patch[0], image[1] // patch[1]
+        check_choice("classifier_pooling", self.classifier_pooling, ("mean", "cls"))
 
     @property
     def num_positions(self) -> int:

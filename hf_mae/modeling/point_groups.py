@@ -3,7 +3,7 @@ that embeds each group as one token (Point-BERT / Point-MAE / I2P-MAE). Plain to
 
 Shapes: ``points`` (batch, num_points, 3); ``num_groups`` centres per cloud; ``group_size`` neighbours per centre.
 
-Remote-code rule: this file imports only the standard library and torch (see DESIGN.md).
+Remote-code rule: this file imports only the standard library, torch, transformers and siblings (see DESIGN.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,11 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from .losses import classification_loss
+from .masking import check_tensor_condition
 
 
 def farthest_point_sample(points: torch.Tensor, num_samples: int, start: torch.Tensor | None = None) -> torch.Tensor:
@@ -113,8 +118,16 @@ def check_point_values(point_values, num_groups: int, group_size: int, fields: s
     needed = max(num_groups, group_size)
     if count < needed:
         raise ValueError(f"point_values has {count} points per cloud; {fields} need at least {needed}")
-    if not torch.isfinite(point_values).all():
-        raise ValueError("point_values contains NaN or infinite coordinates")
+    # a runtime assertion under torch.export / torch.compile, where the values cannot be read
+    check_tensor_condition(torch.isfinite(point_values).all(), "point_values contains NaN or infinite coordinates")
+
+
+def check_group_noise(noise, batch: int, num_groups: int) -> None:
+    """Raises ValueError unless ``noise`` is None or a tensor (batch, num_groups), the per-group sort keys that fix a
+    mask."""
+    if noise is not None and (not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch, num_groups)):
+        shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a tensor of shape (batch, num_groups) = {(batch, num_groups)}, got {shape}")
 
 
 def point_classifier_head(in_features: int, hidden_size: int, num_labels: int, dropout: float) -> nn.Sequential:
@@ -127,5 +140,14 @@ def point_classifier_head(in_features: int, hidden_size: int, num_labels: int, d
     )
 
 
-__all__ = ["farthest_point_sample", "gather_points", "knn_indices", "PointGroups", "group_points", "PointGroupEmbedding", "check_point_values",
-           "point_classifier_head"]
+def point_classifier_output(head: nn.Module, features: torch.Tensor, labels, config, encoded) -> SequenceClassifierOutput:
+    """A point-cloud classifier's output: ``head`` on the pooled ``features`` (batch, in_features), the loss of
+    ``labels`` (batch,) when given, the encoder's (``encoded``) hidden states and attentions."""
+    logits = head(features)
+    loss = classification_loss(logits, labels, config) if labels is not None else None
+    return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                    attentions=encoded.attentions)
+
+
+__all__ = ["farthest_point_sample", "gather_points", "knn_indices", "PointGroups", "group_points", "PointGroupEmbedding",
+           "check_point_values", "check_group_noise", "point_classifier_head", "point_classifier_output"]

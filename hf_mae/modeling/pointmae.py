@@ -25,19 +25,29 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Unpack
 
 import torch
 from torch import nn
 from transformers import PreTrainedConfig
 from transformers import initialization as init
-from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, TransformersKwargs
+from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
-from .layers import build_blocks, build_encoder_blocks, init_torch_default, run_blocks
-from .losses import chamfer_l2, classification_loss
-from .masking import TokenMask, check_mask_ratio, gather_tokens, keep_all, mask_from_bool
-from .point_groups import PointGroupEmbedding, PointGroups, check_point_values, group_points, point_classifier_head
+from .base import MaskedModelPreTrainedModel, check_choice, check_heads, check_int
+from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, init_torch_default, run_blocks
+from .losses import chamfer_l2
+from .masking import TokenMask, check_mask_ratio, feature_mask_ratio, gather_tokens, keep_all, mask_from_bool
+from .outputs import pool_tokens
+from .point_groups import (
+    PointGroupEmbedding,
+    check_group_noise,
+    check_point_values,
+    group_points,
+    point_classifier_head,
+    point_classifier_output,
+)
 
 MASK_TYPES = ("rand", "block")
 
@@ -89,9 +99,7 @@ class PointMAEConfig(PreTrainedConfig):
         for name in ("num_points", "num_groups", "group_size", "hidden_size", "num_hidden_layers",
                      "num_attention_heads", "intermediate_size", "position_hidden_size", "decoder_num_hidden_layers",
                      "decoder_num_attention_heads", "classifier_hidden_size"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+            check_int(name, getattr(self, name))
         if self.group_size > self.num_points:
             raise ValueError(f"group_size ({self.group_size}) must be <= num_points ({self.num_points})")
         if self.num_groups > self.num_points:
@@ -100,26 +108,26 @@ class PointMAEConfig(PreTrainedConfig):
         if len(channels) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in channels):
             raise ValueError(f"embedding_channels must be 3 positive ints, got {self.embedding_channels!r}")
         self.embedding_channels = channels  # a list: JSON round trip
-        for heads, name in ((self.num_attention_heads, "num_attention_heads"),
-                            (self.decoder_num_attention_heads, "decoder_num_attention_heads")):  # fmt: skip
-            if self.hidden_size % heads:
-                raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by {name} ({heads})")
+        for name in ("num_attention_heads", "decoder_num_attention_heads"):  # the decoder has the encoder's width
+            check_heads("hidden_size", self.hidden_size, name, getattr(self, name))
         check_mask_ratio(self.mask_ratio)
-        if self.mask_type not in MASK_TYPES:
-            raise ValueError(f"mask_type must be one of {MASK_TYPES}, got {self.mask_type!r}")
+        check_choice("mask_type", self.mask_type, MASK_TYPES)
 
 
 @dataclass
 class PointMAEModelOutput(ModelOutput):
     """
     last_hidden_state: (batch, kept_groups, hidden) encoder output of the visible groups, in group order (every
-        group, in FPS order, when mask_ratio=0).
+        group, in FPS order, when nothing is masked: the default of a plain call).
     mask: (batch, num_groups) float, 1 = hidden from the encoder.
     ids_restore: (batch, num_groups) permutation that puts [visible, hidden] tokens back in group order.
     centers: (batch, num_groups, 3) group centres, in FPS order.
     neighborhoods: (batch, num_groups, group_size, 3) each group's points relative to its centre.
-    hidden_states: per block input plus the last output, (batch, kept_groups, hidden), when output_hidden_states.
+    hidden_states: the first block's input (positions added) and every block's output, (batch, kept_groups,
+        hidden), when output_hidden_states.
     attentions: per block (batch, heads, kept_groups, kept_groups), when output_attentions.
+    pooler_output: (batch, hidden) the mean of the group tokens (a feature per cloud); last, so the tuple positions
+        of the fields above stay as they were.
     """
 
     last_hidden_state: torch.Tensor | None = None
@@ -129,6 +137,7 @@ class PointMAEModelOutput(ModelOutput):
     neighborhoods: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
+    pooler_output: torch.Tensor | None = None
 
 
 @dataclass
@@ -251,7 +260,10 @@ class PointMAEPreTrainedModel(MaskedModelPreTrainedModel):
 
 class PointMAEModel(PointMAEPreTrainedModel):
     """The Point-MAE encoder: groups -> mini-PointNet tokens -> transformer over the visible groups, the centres'
-    position MLP added at every block. ``mask_ratio=0`` encodes every group, in FPS order."""
+    position MLP added at every block. A plain call encodes every group, in FPS order."""
+
+    # transformers' output capture: hidden states from the blocks, attention weights from their attention modules
+    _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
 
     def __init__(self, config: PointMAEConfig):
         super().__init__(config)
@@ -265,70 +277,62 @@ class PointMAEModel(PointMAEPreTrainedModel):
     def get_input_embeddings(self):
         return self.group_embedding
 
-    def embed(self, point_values, noise=None, mask_ratio=None) -> tuple[torch.Tensor, torch.Tensor, TokenMask, PointGroups]:
-        """Checks the input, groups it, masks and embeds the visible groups.
-
-        Returns (tokens (batch, kept, hidden), positions (batch, kept, hidden), token_mask, groups)."""
-        config = self.config
-        check_point_values(point_values, config.num_groups, config.group_size,
-                           f"num_groups={config.num_groups} and group_size={config.group_size}")
-        mask_ratio = check_mask_ratio(config.mask_ratio if mask_ratio is None else mask_ratio)
-        groups = group_points(point_values, config.num_groups, config.group_size)
-        batch, num_groups = groups.centers.shape[:2]
-        if noise is not None:
-            if not isinstance(noise, torch.Tensor) or tuple(noise.shape) != (batch, num_groups):
-                shape = tuple(noise.shape) if isinstance(noise, torch.Tensor) else type(noise).__name__
-                raise ValueError(f"noise must be a tensor of shape (batch, num_groups) = {(batch, num_groups)}, got {shape}")
+    def mask_groups(self, centers: torch.Tensor, noise, mask_ratio: float) -> TokenMask:
+        """Every group, in order, when nothing is hidden and no noise is given; else Point-MAE's mask of ``noise``
+        (batch, G) (drawn when None) over the centres (batch, G, 3)."""
+        batch, num_groups = centers.shape[:2]
         if mask_ratio == 0.0 and noise is None:
-            token_mask = keep_all(batch, num_groups, point_values.device)
-        else:
-            if noise is None:
-                noise = torch.rand(batch, num_groups, device=point_values.device)
-            token_mask = point_mask_from_noise(noise.to(point_values.device), mask_ratio, groups.centers,
-                                               self.config.mask_type)  # fmt: skip
-        tokens = self.group_embedding(groups.neighborhoods.to(point_values.dtype))
-        visible = gather_tokens(tokens, token_mask.ids_keep)
-        positions = self.position_embedding(gather_tokens(groups.centers.to(point_values.dtype), token_mask.ids_keep))
-        return visible, positions, token_mask, groups
+            return keep_all(batch, num_groups, centers.device)
+        if noise is None:
+            noise = torch.rand(batch, num_groups, device=centers.device)
+        return point_mask_from_noise(noise.to(centers.device), mask_ratio, centers, self.config.mask_type)
 
-    def encode(self, tokens, positions, output_hidden_states=False, output_attentions=False):
-        """The blocks (positions added at each input) and the final norm: (batch, n, hidden) -> the same, plus the
-        per-block hidden states and attentions (or None)."""
-        hidden, all_hidden, all_attentions = run_blocks(
-            self.layers, tokens, None, output_hidden_states, output_attentions, positions=positions
-        )
-        return self.layernorm(hidden), all_hidden, all_attentions
-
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        cls_token: torch.Tensor | None = None,
+        cls_position: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """
         point_values: (batch, num_points, 3) float clouds (the processor normalises them to the unit sphere).
         noise: (batch, num_groups), optional; fixes the mask (the int(mask_ratio * G) largest values are hidden).
-        mask_ratio: overrides ``config.mask_ratio``; 0.0 keeps every group, in FPS order.
-        Returns PointMAEModelOutput: last_hidden_state (batch, kept, hidden), mask (batch, G), centers (batch, G, 3).
+        mask_ratio: default 0.0 (``config.mask_ratio`` with ``noise``): a plain call encodes every group in FPS
+            order, the same features on every call. Pre-training passes ``config.mask_ratio``.
+        cls_token, cls_position: (1, 1, hidden), optional: a token and its position put before the group tokens
+            (the fine-tuning model's); last_hidden_state then starts with it.
+        output_hidden_states, output_attentions, return_dict: as in transformers (captured from the blocks; the
+            first hidden state is the first block's input, positions included).
+        Returns PointMAEModelOutput: last_hidden_state (batch, kept, hidden), mask (batch, G), centers (batch, G, 3),
+        pooler_output (batch, hidden) the mean of the group tokens.
         """
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        tokens, positions, token_mask, groups = self.embed(point_values, noise, mask_ratio)
-        hidden, all_hidden, all_attentions = self.encode(tokens, positions, output_hidden_states, output_attentions)
-        output = PointMAEModelOutput(
+        config = self.config
+        check_point_values(point_values, config.num_groups, config.group_size,
+                           f"num_groups={config.num_groups} and group_size={config.group_size}")
+        check_group_noise(noise, point_values.shape[0], config.num_groups)
+        mask_ratio = feature_mask_ratio(mask_ratio, config, noise)
+        groups = group_points(point_values, config.num_groups, config.group_size)
+        token_mask = self.mask_groups(groups.centers, noise, mask_ratio)
+        tokens = gather_tokens(self.group_embedding(groups.neighborhoods.to(point_values.dtype)), token_mask.ids_keep)
+        positions = self.position_embedding(gather_tokens(groups.centers.to(point_values.dtype), token_mask.ids_keep))
+        if cls_token is not None:
+            batch = tokens.shape[0]
+            tokens = torch.cat([cls_token.to(tokens.dtype).expand(batch, -1, -1), tokens], dim=1)
+            positions = torch.cat([cls_position.to(positions.dtype).expand(batch, -1, -1), positions], dim=1)
+        hidden, _, _ = run_blocks(self.layers, tokens, positions=positions)
+        hidden = self.layernorm(hidden)
+        return PointMAEModelOutput(
             last_hidden_state=hidden,
             mask=token_mask.mask,
             ids_restore=token_mask.ids_restore,
             centers=groups.centers,
             neighborhoods=groups.neighborhoods,
-            hidden_states=all_hidden,
-            attentions=all_attentions,
+            pooler_output=pool_tokens(hidden, has_cls_token=cls_token is not None),
         )
-        return output if return_dict else output.to_tuple()
 
 
 class PointMAEForPreTraining(PointMAEPreTrainedModel):
@@ -340,22 +344,19 @@ class PointMAEForPreTraining(PointMAEPreTrainedModel):
         self.decoder = PointMAEDecoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         noise: torch.Tensor | None = None,
         mask_ratio: float | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
-        """Same inputs as :meth:`PointMAEModel.forward`. Returns PointMAEForPreTrainingOutput: the Chamfer-L2
-        ``loss`` averaged over the hidden groups, ``logits`` (batch, hidden_groups, group_size, 3), ``mask``."""
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        encoded = self.pointmae(
-            point_values, noise=noise, mask_ratio=mask_ratio, output_hidden_states=output_hidden_states,
-            output_attentions=output_attentions, return_dict=True,
-        )  # fmt: skip
+        """Same inputs as :meth:`PointMAEModel.forward`, masking ``config.mask_ratio`` by default. Returns
+        PointMAEForPreTrainingOutput: the Chamfer-L2 ``loss`` averaged over the hidden groups, ``logits`` (batch,
+        hidden_groups, group_size, 3), ``mask``."""
+        mask_ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        encoded = self.pointmae(point_values, noise=noise, mask_ratio=mask_ratio, return_dict=True, **kwargs)
         token_mask = TokenMask(None, encoded.ids_restore, encoded.mask)
         logits = self.decoder(encoded.last_hidden_state, encoded.centers, token_mask)
         batch, num_masked = logits.shape[:2]
@@ -364,7 +365,7 @@ class PointMAEForPreTraining(PointMAEPreTrainedModel):
             loss = chamfer_l2(logits.reshape(batch * num_masked, -1, 3), target).mean()
         else:  # nothing hidden (mask_ratio 0): nothing to reconstruct
             loss = logits.new_zeros(())
-        output = PointMAEForPreTrainingOutput(
+        return PointMAEForPreTrainingOutput(
             loss=loss,
             logits=logits,
             mask=encoded.mask,
@@ -373,7 +374,6 @@ class PointMAEForPreTraining(PointMAEPreTrainedModel):
             hidden_states=encoded.hidden_states,
             attentions=encoded.attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 class PointMAEForPointCloudClassification(PointMAEPreTrainedModel):
@@ -391,29 +391,20 @@ class PointMAEForPointCloudClassification(PointMAEPreTrainedModel):
                                                 config.classifier_dropout)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         point_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         """point_values (batch, num_points, 3); labels (batch,). Returns SequenceClassifierOutput with logits
         (batch, num_labels); hidden states and attentions include the cls token (position 0)."""
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
-        tokens, positions, _, _ = self.pointmae.embed(point_values, mask_ratio=0.0)
-        batch = tokens.shape[0]
-        tokens = torch.cat([self.cls_token.to(tokens.dtype).expand(batch, -1, -1), tokens], dim=1)
-        positions = torch.cat([self.cls_position.to(positions.dtype).expand(batch, -1, -1), positions], dim=1)
-        hidden, all_hidden, all_attentions = self.pointmae.encode(tokens, positions, output_hidden_states, output_attentions)
+        encoded = self.pointmae(point_values, mask_ratio=0.0, cls_token=self.cls_token, cls_position=self.cls_position,
+                                return_dict=True, **kwargs)  # fmt: skip
+        hidden = encoded.last_hidden_state
         features = torch.cat([hidden[:, 0], hidden[:, 1:].max(dim=1).values], dim=-1)
-        logits = self.classifier(features)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
-        output = SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=all_hidden, attentions=all_attentions)
-        return output if return_dict else output.to_tuple()
+        return point_classifier_output(self.classifier, features, labels, self.config, encoded)
 
 
 __all__ = [

@@ -22,13 +22,12 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, ViTImageConfig, check_choice
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
@@ -52,18 +51,19 @@ class SimMIMForPreTrainingOutput(MaskedPreTrainingOutput):
         return self.logits
 
 
-class SimMIMConfig(PreTrainedConfig):
+class SimMIMConfig(ViTImageConfig):
     r"""Configuration of a SimMIM ViT. Defaults are the paper's ViT-B/16 pre-training (192 px, r=0.6, 32-px cells).
 
+    The ViT's fields are :class:`ViTImageConfig`'s, with these differences:
     image_size: an int or (height, width), a multiple of ``mask_patch_size``.
     patch_size: an int (square patches: the pixel-shuffle head needs one stride).
-    num_channels, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: the ViT.
     layer_norm_eps: 1e-6 as the official ViT (transformers' ViT uses 1e-12; ``convert vit-mim`` keeps its value).
+    Besides:
+    layer_scale_init_value: LayerScale of the encoder blocks (0 = off).
     use_mask_token: build the learned mask token (off in the classifier, which never masks).
     encoder_stride: upsampling factor of the pixel-shuffle head; must equal ``patch_size`` (default: it).
     mask_ratio: fraction of mask cells hidden during pre-training, in [0, 1).
     mask_patch_size: side in pixels of a mask cell, a multiple of ``patch_size``.
-    drop_path_rate, layer_scale_init_value: stochastic depth and LayerScale of the encoder (0 = off).
     classifier_pooling: "mean" (average of the tokens, then fc_norm: SimMIM fine-tuning) or "cls".
     """
 
@@ -71,23 +71,11 @@ class SimMIMConfig(PreTrainedConfig):
 
     image_size: int | list[int] | tuple[int, int] = 192
     patch_size: int = 16
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.0
     layer_scale_init_value: float = 0.0
     use_mask_token: bool = True
     encoder_stride: int | None = None
     mask_ratio: float = 0.6
     mask_patch_size: int = 32
-    initializer_range: float = 0.02
     classifier_pooling: str = "mean"
 
     def __post_init__(self, **kwargs):
@@ -113,18 +101,8 @@ class SimMIMConfig(PreTrainedConfig):
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by mask_patch_size {self.mask_patch_size}"
             )
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size {self.hidden_size} must be divisible by num_attention_heads {self.num_attention_heads}"
-            )
         check_mask_ratio(self.mask_ratio)
-        if self.classifier_pooling not in ("mean", "cls"):
-            raise ValueError(f"classifier_pooling must be 'mean' or 'cls', got {self.classifier_pooling!r}")
-
-    @property
-    def grid_size(self) -> tuple[int, int]:
-        image = to_2tuple(self.image_size)
-        return image[0] // self.patch_size, image[1] // self.patch_size
+        check_choice("classifier_pooling", self.classifier_pooling, ("mean", "cls"))
 
     @property
     def mask_unit(self) -> int:

@@ -32,6 +32,7 @@ from transformers import AutoConfig, AutoModel
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple
 
+from .base import check_choice, check_int
 from .losses import info_nce
 from .masking import check_mask_ratio, num_kept
 from .outputs import MaskedPreTrainingOutput
@@ -90,8 +91,7 @@ class TGMConfig(HfVideoMAEConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.mask_scope not in MASK_SCOPES:
-            raise ValueError(f"mask_scope must be one of {MASK_SCOPES}, got {self.mask_scope!r}")
+        check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
         for name in ("clip_config", "text_config"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, dict) and "model_type" in value):
@@ -99,8 +99,7 @@ class TGMConfig(HfVideoMAEConfig):
             setattr(self, name, copy.deepcopy(value))  # never share nested dicts with a preset table
         if self.contrastive_temperature <= 0:
             raise ValueError(f"contrastive_temperature must be > 0, got {self.contrastive_temperature}")
-        if self.max_text_length < 2:
-            raise ValueError(f"max_text_length must be >= 2, got {self.max_text_length}")
+        check_int("max_text_length", self.max_text_length, minimum=2)
 
 
 @dataclass

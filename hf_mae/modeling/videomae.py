@@ -27,14 +27,13 @@ from typing import Unpack
 
 import torch
 from torch import nn
-from transformers import PreTrainedConfig
 from transformers import initialization as init
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel
+from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, ViTImageConfig, check_int
 from .embeddings import TubeletEmbedding, sinusoid_table, to_2tuple
 from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss
@@ -55,40 +54,27 @@ IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
 
 
-class HfVideoMAEConfig(PreTrainedConfig):
+class HfVideoMAEConfig(ViTImageConfig, ViTDecoderMixin):
     r"""Configuration of an hf-mae VideoMAE model (transformers owns the names ``VideoMAEConfig`` and "videomae",
-    and its Auto classes refuse a second config class of the same name). Defaults: the paper's ViT-B/16, 16 frames, tubelets of 2 frames, a 384-d
-    x 4 decoder, tube masking at 0.9.
+    and its Auto classes refuse a second config class of the same name). Defaults: the paper's ViT-B/16, 16 frames,
+    tubelets of 2 frames, a 384-d x 4 decoder, tube masking at 0.9.
 
-    image_size, patch_size: an int or (height, width). num_frames: frames per clip (a multiple of tubelet_size).
-    tubelet_size: frames per token. num_channels: channels per frame.
-    hidden_size, num_hidden_layers, num_attention_heads, intermediate_size: encoder ViT; decoder_*: the decoder.
-    qkv_bias: learned query and value biases (VideoMAE's ``qkv_bias``; the key has none).
+    The ViT's fields are :class:`ViTImageConfig`'s (``image_size``, ``patch_size``, ``num_channels`` per frame) and
+    the decoder's :class:`ViTDecoderMixin`'s, with these differences:
+    qkv_bias: learned query and value biases (VideoMAE's ``qkv_bias``; the key has none), encoder and decoder.
+    layer_norm_eps: the encoder and decoder blocks' LayerNorm eps (official: 1e-6).
+    Besides:
+    num_frames: frames per clip (a multiple of tubelet_size). tubelet_size: frames per token.
+    decoder_norm_eps: eps of the decoder's last LayerNorm (None: layer_norm_eps; transformers' VideoMAE uses 1e-5).
     mask_ratio: share of the spatial positions hidden in every time slice (tube masking), in [0, 1).
     mask_generator: "tube" (VideoMAE) or "random" (per tubelet, the paper's ablation).
     norm_pix_loss: regress per-tubelet, per-channel normalised pixels.
-    layer_norm_eps: the encoder and decoder blocks' LayerNorm eps (official: 1e-6).
-    decoder_norm_eps: eps of the decoder's last LayerNorm (None: layer_norm_eps; transformers' VideoMAE uses 1e-5).
-    drop_path_rate: stochastic depth of the encoder.
     """
 
     model_type = "hf_videomae"  # "videomae" is transformers' own model: never shadow it
 
-    image_size: int | list[int] | tuple[int, int] = 224
-    patch_size: int | list[int] | tuple[int, int] = 16
     num_frames: int = 16
     tubelet_size: int = 2
-    num_channels: int = 3
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    qkv_bias: bool = True
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.0
-    attention_probs_dropout_prob: float = 0.0
-    drop_path_rate: float = 0.0
     decoder_norm_eps: float | None = None
     decoder_hidden_size: int = 384
     decoder_num_hidden_layers: int = 4
@@ -97,21 +83,12 @@ class HfVideoMAEConfig(PreTrainedConfig):
     mask_ratio: float = 0.9
     mask_generator: str = "tube"
     norm_pix_loss: bool = True
-    initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        image, patch = to_2tuple(self.image_size), to_2tuple(self.patch_size)
-        if image[0] % patch[0] or image[1] % patch[1]:
-            raise ValueError(f"image_size {self.image_size} must be divisible by patch_size {self.patch_size}")
+        check_int("tubelet_size", self.tubelet_size)
         if self.num_frames % self.tubelet_size:
             raise ValueError(f"num_frames {self.num_frames} must be divisible by tubelet_size {self.tubelet_size}")
-        for width, heads, prefix in (
-            (self.hidden_size, self.num_attention_heads, ""),
-            (self.decoder_hidden_size, self.decoder_num_attention_heads, "decoder_"),
-        ):
-            if width % heads:
-                raise ValueError(f"{prefix}hidden_size {width} must be divisible by {prefix}num_attention_heads {heads}")
         check_mask_ratio(self.mask_ratio)
 
     @property
@@ -256,15 +233,9 @@ class VideoMAEDecoder(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, config.decoder_hidden_size))
         table = sinusoid_table(config.num_tokens, config.decoder_hidden_size)
         self.register_buffer("position_embeddings", table[None])
+        qkv_bias = "qv" if config.qkv_bias else False
         self.decoder_layers = build_blocks(
-            config,
-            config.decoder_num_hidden_layers,
-            hidden_size=config.decoder_hidden_size,
-            num_heads=config.decoder_num_attention_heads,
-            intermediate_size=config.decoder_intermediate_size,
-            hidden_act=config.hidden_act,
-            qkv_bias="qv" if config.qkv_bias else False,
-            layer_norm_eps=config.layer_norm_eps,
+            config, config.decoder_num_hidden_layers, **config.decoder_block_kwargs(qkv_bias=qkv_bias)
         )
         norm_eps = config.layer_norm_eps if config.decoder_norm_eps is None else config.decoder_norm_eps
         self.decoder_norm = nn.LayerNorm(config.decoder_hidden_size, eps=norm_eps)

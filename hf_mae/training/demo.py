@@ -33,10 +33,11 @@ def run(args) -> int:
         batch_size=64, save_steps=max(args.steps // 4, 1), seed=args.seed, overwrite=True,
     )
     print("[2/2] probing the frozen encoder against a random-init encoder of the same config")
+    full = probe(output_dir, "digits", ["linear", "knn"], baseline="random", seed=args.seed)  # one feature pass
     results = {
-        "linear": probe(output_dir, "digits", "linear", baseline="random", seed=args.seed)["linear"],
+        "linear": full["linear"],
         "linear_10_per_class": probe(output_dir, "digits", "linear", baseline="random", shots=10, seed=args.seed)["linear"],
-        "knn": probe(output_dir, "digits", "knn", baseline="random", seed=args.seed)["knn"],
+        "knn": full["knn"],
     }
     write_json(results, output_dir / "probe.json")
 

@@ -187,6 +187,7 @@ def build_trainer(
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
 
+    from .callbacks import OptimizerStepHookCallback
     from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, num_classes, with_model_inputs
 
     pretrained_dir = str(pretrained_dir)
@@ -253,6 +254,7 @@ def build_trainer(
         processing_class=processor,  # saved beside the model
         compute_metrics=accuracy_metrics,
         optimizers=(optimizer, None),  # Trainer still builds its warmup + cosine scheduler over these groups
+        callbacks=[OptimizerStepHookCallback()],  # a model with an EMA teacher moves it once per optimiser step
     )
 
 

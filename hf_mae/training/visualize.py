@@ -167,8 +167,13 @@ def first_images(dataset_name: str, split: str, count: int) -> list:
 
 
 def run(args) -> int:
+    from .. import registry
+    from .arguments import check_model_path
+
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if args.model not in registry.PRESETS:  # a missing local folder is an error here, not a Hub lookup
+        check_model_path(args.model, "model", what="a pretrain run folder, a saved model, a Hub id or a preset (hf-mae list)")
     saved_args = {}
     run_args_path = os.path.join(args.model, "run_args.json")
     if os.path.isfile(run_args_path):
