@@ -142,7 +142,7 @@ def test_position_accuracy_rises_well_above_chance_on_digits(mask_ratio, one_thr
 
 def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
     argv = ["--model", "mp3-tiny", "--dataset", "digits", "--max-steps", "20",
-            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5",
+            "--batch-size", "32", "--lr", "2e-3", "--log-steps", "5", "--no-augment",  # the un-augmented task
             "--config-overrides", "hidden_size=32", "num_hidden_layers=2", "intermediate_size=64"]  # fmt: skip
     records = run_pretrain(argv, tmp_path / "run")
     folder = tmp_path / "run"
