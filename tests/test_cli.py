@@ -157,7 +157,7 @@ def test_debug_shows_the_traceback_and_unexpected_errors_say_so(capsys, monkeypa
 
 def test_help_shows_the_defaults(capsys):
     for command, expected in [
-        ("pretrain", ["--batch-size BATCH_SIZE", "(default: 64)", "(default: 0.00015)", "(default: auto)"]),
+        ("pretrain", ["--batch-size BATCH_SIZE", "(default: 64)", "sqrt(batch / paper_batch)", "(default: auto)"]),
         ("finetune", ["(default: 10.0)", "(default: 0.75)", "(default: train)"]),
         ("probe", ["(default: digits)", "(default: linear)", "(default: 256)", "(default: mean)"]),
         ("embed-segments", ["(default: 5.0)", "(default: 8)", "(default: 16)"]),
