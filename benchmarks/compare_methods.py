@@ -18,9 +18,9 @@ For every image method in ``hf_mae.registry.METHODS`` that has a ``<name>-tiny``
 
 Each (method, seed) row is written to ``OUTPUT_DIR/rows/<method>-seed<S>.json`` (atomically) as soon as it is done;
 a rerun with the same ``--output-dir`` skips the rows already there (a failed row is retried) and resumes an
-interrupted pre-training from its last checkpoint. A row that fails keeps its error. The summary (mean and sample
-standard deviation over seeds), the machine and the command go to ``--json`` (default
-``OUTPUT_DIR/compare_methods.json``) and the markdown table to ``OUTPUT_DIR/results.md``.
+interrupted pre-training from its last checkpoint; ``--report-only`` summarises what is there. A row that fails
+keeps its error. The summary (mean and sample standard deviation over seeds), the machine and the command go to
+``--json`` (default ``OUTPUT_DIR/compare_methods.json``) and the markdown table to ``OUTPUT_DIR/results.md``.
 
     python benchmarks/compare_methods.py --threads 1                                  # digits, 30 epochs, 2 seeds
     python benchmarks/compare_methods.py --dataset ../shared/data/cifar10 --methods mae mixedae \\
@@ -163,6 +163,7 @@ def run_row(method: str, seed: int, steps: int, args) -> dict:
         "lr": metrics.get("lr"),
         "warmup_steps": metrics.get("warmup_steps"),
         "augmentation": metrics.get("augmentation"),
+        "budget": budget(args, steps),
         "config_overrides": overrides_for(method, steps),
         "first_loss": metrics.get("first_loss"),
         "final_loss": metrics.get("final_loss"),
@@ -190,13 +191,26 @@ def row_path(output_dir, method: str, seed: int) -> Path:
     return Path(output_dir) / "rows" / f"{method}-seed{seed}.json"
 
 
-def finished_row(output_dir, method: str, seed: int) -> dict | None:
-    """The row written by an earlier run with this output dir, if it finished without an error."""
+def budget(args, steps: int) -> dict:
+    """What a row's numbers depend on besides method and seed: a finished row is reused only under the same."""
+    return {"dataset": args.dataset, "steps": steps, "batch_size": args.batch_size, "lr_override": args.lr,
+            "finetune_epochs": args.finetune_epochs, "finetune_steps": args.finetune_steps}
+
+
+def finished_row(output_dir, method: str, seed: int, expected: dict) -> dict | None:
+    """The row written by an earlier run with this output dir, if it finished without an error (ValueError when it
+    was run with another budget: its numbers would be mixed with different ones)."""
     path = row_path(output_dir, method, seed)
     if not path.is_file():
         return None
     row = json.loads(path.read_text())
-    return None if "error" in row else row
+    if "error" in row:
+        return None
+    if row["budget"] != expected:
+        changed = {key: (row["budget"].get(key), value) for key, value in expected.items()
+                   if row["budget"].get(key) != value}
+        raise ValueError(f"{path} was run with another budget (saved, now): {changed}; use another --output-dir")
+    return row
 
 
 # ---------------------------------------------------------------------------------------------- summary
@@ -211,11 +225,12 @@ def mean_std(values) -> dict:
     return {"mean": statistics.fmean(values), "std": std, "n": len(values)}
 
 
-def summarize(rows: list[dict], throughput: dict | None = None) -> list[dict]:
-    """One entry per method (in the order of ``rows``): mean ± std over its finished seeds of every metric, for the
-    pretrained and the random-init encoder, plus the interleaved images/s and its ratio to MAE's."""
+def summarize(rows: list[dict], throughput: dict | None = None, methods: list[str] | None = None) -> list[dict]:
+    """One entry per method (``methods``, default: those of ``rows`` in their order): mean ± std over its finished
+    seeds of every metric, for the pretrained and the random-init encoder, plus the interleaved images/s and its
+    ratio to MAE's."""
     throughput = throughput or {}
-    methods = list(dict.fromkeys(row["method"] for row in rows))
+    methods = methods or list(dict.fromkeys(row["method"] for row in rows))
     summary = []
     for method in methods:
         done = [row for row in rows if row["method"] == method and "error" not in row]
@@ -354,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch threads for everything (default: torch's choice); 1 avoids oversubscription "
                              "slow-downs when other processes share the cores")
     parser.add_argument("--skip-throughput", action="store_true", help="no interleaved micro-benchmark")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: summarise the rows already in --output-dir (e.g. written by several "
+                             "processes, one per method), with the throughput unless --skip-throughput")
     return parser
 
 
@@ -401,9 +419,12 @@ def main(argv=None) -> dict:
     progress = tqdm(jobs, desc="compare", unit="run", dynamic_ncols=True)
     for method, seed in progress:
         progress.set_postfix_str(f"{method} seed {seed}")
-        row = finished_row(output_dir, method, seed)
+        row = finished_row(output_dir, method, seed, budget(args, steps))
         if row is not None:
             progress.write(f"[{method} seed {seed}] done earlier: {row_path(output_dir, method, seed)}")
+        elif args.report_only:
+            progress.write(f"[{method} seed {seed}] not finished yet (--report-only)")
+            continue
         else:
             try:
                 row = run_row(method, seed, steps, args)
@@ -426,7 +447,7 @@ def main(argv=None) -> dict:
     info["load_average_end"] = os.getloadavg()
     order = {method: i for i, method in enumerate(methods)}
     rows.sort(key=lambda row: (order[row["method"]], row["seed"]))
-    summary = summarize(rows, throughput)
+    summary = summarize(rows, throughput, runnable)
     for entry in summary:
         if entry["method"] in throughput_errors:
             entry["errors"].append(f"throughput: {throughput_errors[entry['method']]}")

@@ -124,3 +124,9 @@ def test_end_to_end_on_an_image_folder_with_resume(compare, image_folder, tmp_pa
     monkeypatch.setattr(compare, "run_row", must_not_run)
     again = compare.main(argv + ["--skip-throughput"])
     assert again["rows"] == saved["rows"]
+    # --report-only summarises what is there (here: mae), and a row of another budget is refused, not mixed in
+    report = compare.main(argv + ["--methods", "mae", "dmjd", "--report-only", "--skip-throughput"])
+    assert [row["method"] for row in report["rows"]] == ["mae"]
+    assert [entry["seeds"] for entry in report["summary"]] == [[0], []]
+    with pytest.raises(ValueError, match="another budget.*finetune_steps.*\\(2, 3\\)"):
+        compare.main(argv + ["--finetune-steps", "3"])
