@@ -339,32 +339,32 @@ def train_step(model, optimizer, pixels: torch.Tensor) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=None,
                         help=f"image methods to compare (default: every registered one: {' '.join(image_methods())})")
     parser.add_argument("--dataset", default="digits",
                         help="digits, or an image folder with train/ and test/ (e.g. ../shared/data/cifar10): "
-                             "pre-training, probes and fine-tuning fit on train and report on test")
-    parser.add_argument("--epochs", type=float, default=30.0, help="pre-training epochs of the train split")
+                             "pre-training, probes and fine-tuning fit on train and report on test (default: digits)")
+    parser.add_argument("--epochs", type=float, default=30.0, help="pre-training epochs of the train split (default: 30)")
     parser.add_argument("--steps", type=int, default=None, help="pre-training steps (wins over --epochs)")
-    parser.add_argument("--batch-size", type=int, default=64, help="pre-training and fine-tuning batch size")
+    parser.add_argument("--batch-size", type=int, default=64, help="pre-training and fine-tuning batch size (default: 64)")
     parser.add_argument("--lr", type=float, default=None,
                         help="one pre-training lr for every method (default: each method's own, "
                              "hf_mae.training.pretrain.resolve_lr at --batch-size)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one row per method and seed")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one row per method and seed (default: 0 1)")
     parser.add_argument("--finetune-epochs", type=float, default=5.0,
-                        help="fine-tuning budget, the same for every method and for the random-init model")
+                        help="fine-tuning budget, the same for every method and for the random-init model "
+                             "(default: 5)")
     parser.add_argument("--finetune-steps", type=int, default=None, help="fine-tuning steps (wins over epochs)")
     parser.add_argument("--output-dir", default="runs/compare",
                         help="run folders, rows/<method>-seed<S>.json and results.md go here; a rerun skips the "
-                             "rows already written")
+                             "rows already written (default: runs/compare)")
     parser.add_argument("--json", default=None, help="the whole comparison as JSON (default: OUTPUT_DIR/"
                                                      "compare_methods.json)")
-    parser.add_argument("--save-steps", type=int, default=500, help="pre-training checkpoints (for resuming)")
-    parser.add_argument("--bench-repeats", type=int, default=7, help="interleaved throughput: timed repeats")
-    parser.add_argument("--bench-steps", type=int, default=5, help="interleaved throughput: steps per repeat")
-    parser.add_argument("--bench-warmup", type=int, default=3, help="interleaved throughput: untimed steps first")
+    parser.add_argument("--save-steps", type=int, default=500, help="pre-training checkpoint every N steps, for resuming (default: 500)")
+    parser.add_argument("--bench-repeats", type=int, default=7, help="interleaved throughput: timed repeats (default: 7)")
+    parser.add_argument("--bench-steps", type=int, default=5, help="interleaved throughput: steps per repeat (default: 5)")
+    parser.add_argument("--bench-warmup", type=int, default=3, help="interleaved throughput: untimed steps first (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for everything (default: torch's choice); 1 avoids oversubscription "
                              "slow-downs when other processes share the cores")
