@@ -150,6 +150,10 @@ def run_row(method: str, seed: int, steps: int, args) -> dict:
     full = probe(str(folder / "pretrain"), args.dataset, ["linear", "knn"], baseline="random", seed=seed)
     few = probe(str(folder / "pretrain"), args.dataset, ["linear"], baseline="random", seed=seed, shots=SHOTS)
     probe_s = time.perf_counter() - start
+    print(f"[{method} seed {seed}] probes (pretrained / random): linear {full['linear']['pretrained']:.3f} / "
+          f"{full['linear']['random']:.3f}, kNN {full['knn']['pretrained']:.3f} / {full['knn']['random']:.3f}, "
+          f"linear {SHOTS}/class {few['linear']['pretrained']:.3f} / {few['linear']['random']:.3f}; fine-tuning ...",
+          flush=True)
 
     tuned = run_finetuning(folder / "pretrain", folder / "finetune", seed, False, args)
     scratch = run_finetuning(folder / "pretrain", folder / "finetune-random", seed, True, args)
