@@ -143,8 +143,13 @@ class Adapter:
 
 class ImageAdapter(Adapter):
     batch = 4  # divisible by MixedAE's mixing group
-    remote_atol = 1e-6
     classifier_auto_classes = {"image-classification": AutoModelForImageClassification}
+
+    @property
+    def remote_atol(self) -> float:
+        # the tiny presets' narrow layers agree to 1e-6 across processes; the paper presets keep their 768-wide
+        # layers (measured: simmim-vit-base-patch16 differed by 2.9e-6 once), the base class's 1e-5
+        return 1e-6 if self.preset.endswith("-tiny") else Adapter.remote_atol
 
     def shrink(self):
         if self.preset.endswith("-tiny"):
@@ -330,6 +335,12 @@ class VideoAdapter(Adapter):
     slice; pre-training logits cover the decoded tokens only."""
 
     classifier_auto_classes = {"video-classification": AutoModelForVideoClassification}
+
+    @property
+    def remote_atol(self) -> float:
+        # the tiny presets' narrow layers agree to 1e-6 across processes; the paper presets keep their 768-wide
+        # layers (measured: simmim-vit-base-patch16 differed by 2.9e-6 once), the base class's 1e-5
+        return 1e-6 if self.preset.endswith("-tiny") else Adapter.remote_atol
 
     def shrink(self):
         if self.preset.endswith("-tiny"):
