@@ -108,16 +108,16 @@ def test_probe_and_finetune_a_pretrained_point_mae(tmp_path, one_thread):
     from hf_mae.training.probe import probe
 
     run, _ = pretrain(model="pointmae-tiny", dataset="shapes", output_dir=tmp_path / "run", batch_size=32,
-                      max_steps=150, save_steps=0, log_steps=50)  # fmt: skip
+                      max_steps=100, save_steps=0, log_steps=50)  # fmt: skip
     results = probe(run, "shapes", ("linear", "knn"), baseline="random")
     print(f"Point-MAE probes on shapes: {results}")
-    # measured (100-step run): linear 0.639 vs 0.309, kNN 0.580 vs 0.111 (chance 0.125)
+    # measured (this 100-step run): linear 0.639 vs 0.309, kNN 0.578 vs 0.111 (chance 0.125)
     for method in ("linear", "knn"):
         assert results[method]["pretrained"] > results[method]["random"] + 0.15, method
     metrics = finetune(run, "shapes", tmp_path / "ft", max_steps=80, batch_size=32, lr=1e-3, drop_path=0.0,
-                       disable_tqdm=True)  # fmt: skip
+                       max_eval_samples=256, disable_tqdm=True)  # fmt: skip
     print(f"Point-MAE fine-tuned on shapes: eval accuracy {metrics['eval_accuracy']:.3f} (chance 0.125)")
-    assert metrics["eval_accuracy"] > 0.6  # measured 0.785
+    assert metrics["eval_accuracy"] > 0.6  # measured 0.785 (150-step run, 512 eval clouds)
     classifier = hf_mae.AutoModelForPointCloudClassification.from_pretrained(tmp_path / "ft")
     assert type(classifier).__name__ == "PointMAEForPointCloudClassification" and classifier.config.num_labels == 8
     assert type(AutoFeatureExtractor.from_pretrained(tmp_path / "ft")).__name__ == "PointCloudFeatureExtractor"

@@ -25,15 +25,16 @@ def test_probes_pretrained_vs_random(all_probes):
     assert json.loads(out.read_text()) == results
     assert set(results) == set(METHODS) and all(set(row) == {"pretrained", "random"} for row in results.values())
 
-    # Measured with the 800-step fixture (random init: seed 0): linear 0.967 vs 0.944, kNN 0.956 vs 0.694,
-    # attentive 0.958 vs 0.553 (chance 0.1). Digits are nearly linearly separable even in a random ViT's
-    # features, hence the small linear gap; it is deterministic here (seeded fixture and baseline).
+    # Measured with the 800-step 16-px fixture, seeds 0 / 1 (random init: seed 0): linear 0.936 / 0.911 vs 0.881,
+    # kNN 0.872 / 0.867 vs 0.661, attentive 0.911 / 0.878 vs 0.742 (chance 0.1). Digits are nearly linearly
+    # separable even in a random ViT's features, hence the small linear gap; it is deterministic here (seeded
+    # fixture and baseline).
     assert results["linear"]["pretrained"] > results["linear"]["random"] + 0.01
     assert results["linear"]["pretrained"] > 0.9
     assert results["knn"]["pretrained"] > 0.85
     assert results["knn"]["pretrained"] > results["knn"]["random"] + 0.15
-    assert results["attentive"]["pretrained"] > 0.8
-    assert results["attentive"]["pretrained"] > results["attentive"]["random"] + 0.15
+    assert results["attentive"]["pretrained"] > 0.85
+    assert results["attentive"]["pretrained"] > results["attentive"]["random"] + 0.1
 
 
 def test_low_shot_linear_probe_beats_random_init(pretrained_mae, tmp_path):
@@ -44,8 +45,7 @@ def test_low_shot_linear_probe_beats_random_init(pretrained_mae, tmp_path):
     assert main(argv) == 0
     row = json.loads(out.read_text())["linear"]
     print(f"2-shot linear probe on digits: pretrained {row['pretrained']:.3f} vs random init {row['random']:.3f}")
-    # measured: pretrained 0.803 vs random 0.469 (800-step fixture); with a 300-step one, over 8 draws x 3 seeds,
-    # 0.64 vs 0.43 on average with the smallest gap 0.15
+    # measured: pretrained 0.594 / 0.636 vs random 0.308 (16-px fixture, seeds 0 / 1); at 32 px 0.803 vs 0.469
     assert row["pretrained"] > row["random"] + 0.15
 
 
@@ -109,8 +109,8 @@ def test_prototypical_probe_pretrained_vs_random(pretrained_mae, all_probes):
     folder, _ = pretrained_mae
     row = all_probes[0]["prototypical"]  # the same seeded probe as probe(folder, ..., ["prototypical"], ...) alone
     print(f"prototypical probe (J=2) on digits: pretrained {row['pretrained']:.3f} vs random init {row['random']:.3f}")
-    # measured (800-step fixture, chance 0.1): seed 0 0.892 vs 0.628; seeds 1, 2: 0.906 vs 0.547, 0.906 vs 0.536
-    assert row["pretrained"] > 0.8
+    # measured (16-px fixture, chance 0.1): seeds 0 / 1 0.778 / 0.769 vs 0.550; at 32 px 0.892 vs 0.628
+    assert row["pretrained"] > 0.72
     assert row["pretrained"] > row["random"] + 0.15
     with pytest.raises(ValueError, match="prototypes_per_class"):
         probe(folder, "digits", "prototypical", prototypes_per_class=0)
