@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -152,6 +153,39 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
     assert [r["step"] for r in res_log] == list(range(1, 31))  # lines logged after the checkpoint were dropped
     assert all(abs(r["loss"] - s["loss"]) <= 1e-6 and r["lr"] == pytest.approx(s["lr"]) for r, s in zip(ref_log, res_log))
     assert not [p for p in (killed / "checkpoints").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_resume_and_workers_give_the_same_weights_when_the_processor_draws_at_random(tmp_path):
+    """Point-MAE's processor draws each cloud's point subset and scale / shift from torch's global RNG (video frame
+    windows and audio augmentation do the same). Those draws are seeded per batch (data.SeededBatches), so an
+    uninterrupted run with 0 workers, one with 2 workers, and the 2-worker run resumed from its checkpoint in the
+    second epoch (step 7 of 9; 48 clouds, 6 steps per epoch) end with the same weights. Before that seeding, 0 and 2
+    workers differed here by 9e-3, and a resumed run by ~4e-4 with 2 workers and ~7e-4 with 0 (accelerate loads the next batch before the step
+    that precedes it, from the RNG the checkpoint then saves; 40 steps of batch 16 on `shapes`, resumed at step 25
+    or 34). The resumed run reads only the checkpoint and run_args.json, so copying them is the run killed there
+    (the SIGKILL itself: the test above)."""
+    rng = np.random.default_rng(0)
+    clouds = tmp_path / "clouds"
+    clouds.mkdir()
+    for index in range(48):
+        np.save(clouds / f"cloud_{index:02d}.npy", rng.normal(size=(512, 3)).astype(np.float32))
+    kwargs = dict(model="pointmae-tiny", dataset=str(clouds), max_steps=9, batch_size=8, lr=1e-3, save_steps=7,
+                  log_steps=1, report_to="none")
+    main, _ = pretrain(output_dir=tmp_path / "workers0", num_workers=0, **kwargs)
+    reference, _ = pretrain(output_dir=tmp_path / "workers2", num_workers=2, **kwargs)
+    killed = tmp_path / "killed"
+    shutil.copytree(reference / "checkpoints" / "step_7", killed / "checkpoints" / "step_7")
+    shutil.copy(reference / "run_args.json", killed)
+    resumed, summary = pretrain(output_dir=killed, resume=True, num_workers=2, **kwargs)
+    assert summary["resumed_from_step"] == 7 and summary["steps"] == 9
+
+    weights = {name: load_file(folder / "model.safetensors") for name, folder in
+               (("workers 0", main), ("workers 2", reference), ("workers 2 resumed", resumed))}
+    base = weights["workers 2"]
+    for name, other in weights.items():
+        diff = max((base[k] - other[k]).abs().max().item() for k in base)
+        print(f"max |weight difference| {name} vs workers 2 uninterrupted: {diff:.3g}")
+        assert other.keys() == base.keys() and diff <= 1e-6
 
 
 @pytest.mark.slow

@@ -236,7 +236,8 @@ def build_dataloader(args, processor):
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
     # training=True: fresh random views (LUT, CropMAE) or frame windows (video) on every access; with a recipe,
-    # every image is augmented from a generator seeded by (seed, epoch, index), whatever worker loads it
+    # every image is augmented from a generator seeded by (seed, epoch, index), and a processor's own random draws
+    # are seeded by the batch's (epoch, index) keys, whatever worker loads it (data.SeededBatches)
     augmentation = augmentation_of(args)
     dataset = with_model_inputs(raw, processor, with_labels=False, training=True, augmentation=augmentation,
                                 seed=args.seed)
@@ -245,7 +246,7 @@ def build_dataloader(args, processor):
                   generator=generator)
     if args.streaming:
         return torch.utils.data.DataLoader(dataset, **common), raw
-    sampler = EpochSampler(len(dataset), args.seed, keyed=augmentation is not None)
+    sampler = EpochSampler(len(dataset), args.seed, keyed=getattr(dataset, "epoch_keys", False))
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
 
