@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import hf_mae
-from hf_mae.training.pretrain import list_checkpoints, pretrain
+from hf_mae.training.pretrain import list_checkpoints, pretrain, resolve_num_workers
 
 TINY = {
     "hidden_size": 32, "num_hidden_layers": 2, "intermediate_size": 64,
@@ -94,6 +94,7 @@ def test_loss_falls_and_run_folder(tiny_run):
     assert saved["steps"] == 40 and saved["preset"] == "mae-tiny" and saved["dataset"] == "digits"
     assert saved["first_loss"] == records[0]["loss"] and saved["final_loss"] == records[-1]["loss"]
     assert saved["effective_batch_size"] == 32 and saved["num_processes"] == 1 and saved["mixed_precision"] == "no"
+    assert saved["num_workers"] == 0  # --num-workers auto on a CPU run
     assert summary["final_loss"] == saved["final_loss"]
     assert json.loads((folder / "run_args.json").read_text())["config_overrides"] == TINY
 
@@ -262,6 +263,22 @@ def test_output_dir_with_a_run_is_refused_then_overwritten(tmp_path):
     assert [json.loads(line)["step"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert (folder / "notes.txt").read_text() == "mine"  # --overwrite removes only what a run writes
     assert not (folder / "tensorboard").exists()  # --report-to none: metrics.jsonl only
+
+
+def test_num_workers_auto_and_bad_values(tmp_path):
+    """auto: no workers when the run trains on the CPU (they take cores from the step: benchmarks/data_loading.py);
+    an int is taken as it is; anything else is refused naming --num-workers."""
+    assert resolve_num_workers(3) == 3
+    if not torch.cuda.is_available():
+        assert resolve_num_workers("auto") == 0
+    else:  # one per core of this process but one, at most 10
+        assert 0 <= resolve_num_workers("auto") <= 10
+    common = dict(model="mae-tiny", dataset="digits", output_dir=tmp_path / "run", max_steps=1)
+    with pytest.raises(ValueError, match=r"--num-workers must be 'auto' or an int >= 0, got 'many'"):
+        pretrain(num_workers="many", **common)
+    with pytest.raises(ValueError, match=r"--num-workers must be >= 0, got -1"):
+        pretrain(num_workers=-1, **common)
+    assert not (tmp_path / "run").exists()
 
 
 def test_report_to_tensorboard_without_tensorboard_is_a_clear_error(tmp_path, monkeypatch):

@@ -220,7 +220,8 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
 
     Those draws come from torch's global RNG; on a map-style data set they are made under ``fork_rng`` seeded by
     the batch's keys (:class:`SeededBatches`), so they depend neither on the DataLoader worker, nor on what it
-    loaded before (a resumed run skips batches), and leave the global RNG (the masks) alone.
+    loaded before (a resumed run skips batches), and leave the global RNG (the masks) alone. A streamed data set of
+    such a processor (no index to seed by) still draws from the loading process's RNG: not replayed exactly.
 
     ``augmentation`` (a recipe, ``training/augmentation.py``; images only, with ``training=True``): every image is
     augmented with a generator seeded by ``(seed, epoch, index)`` before the processor sees it. The result is then a
