@@ -84,6 +84,16 @@ fraction = number(float, minimum=0, maximum=1)  # [0, 1]
 rate = number(float, minimum=0, maximum=1, open_max=True)  # [0, 1): mask ratios, dropout, label smoothing
 
 
+def int_or_auto(text: str):
+    """An argparse ``type=`` for counts with an automatic choice: ``"auto"``, or an int >= 0."""
+    if text == "auto":
+        return text
+    try:
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an int >= 0, got {text!r}") from None
+
+
 # ------------------------------------------------------------------------------------------- model paths
 
 

@@ -218,6 +218,11 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     (``pixel_values`` and ``pixel_values_2``) from a two-view processor (LUT, CropMAE), random frame windows from
     a video processor.
 
+    Those draws come from torch's global RNG; on a map-style data set they are made under ``fork_rng`` seeded by
+    the batch's keys (:class:`SeededBatches`), so they depend neither on the DataLoader worker, nor on what it
+    loaded before (a resumed run skips batches), and leave the global RNG (the masks) alone. A streamed data set of
+    such a processor (no index to seed by) still draws from the loading process's RNG: not replayed exactly.
+
     ``augmentation`` (a recipe, ``training/augmentation.py``; images only, with ``training=True``): every image is
     augmented with a generator seeded by ``(seed, epoch, index)`` before the processor sees it. The result is then a
     torch data set keyed by ``(epoch, index)`` pairs (``EpochSampler(..., keyed=True)`` yields them), or, for a
@@ -282,6 +287,8 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
             return SeededImages(dataset, **seeded)
         return SeededImageStream(dataset, **seeded)
     if hasattr(dataset, "with_transform"):  # map-style: processed on access
+        if call_kwargs:  # the processor draws at random (frame windows, audio / point augmentation, views)
+            return SeededBatches(dataset.with_transform(transform), seed)
         return dataset.with_transform(transform)
     return dataset.map(transform, batched=True, remove_columns=list(dataset.column_names or []))
 
@@ -320,6 +327,8 @@ class SeededImages(_Seeded, torch.utils.data.Dataset):
     """A map-style image data set whose key ``(epoch, index)`` (or a bare ``index``: epoch 0) gives example ``index``,
     augmented with the generator of :func:`~hf_mae.training.augmentation.sample_seed` ``(seed, epoch, index)``."""
 
+    epoch_keys = True  # hf-mae pretrain's EpochSampler hands it (epoch, index) pairs
+
     def __len__(self) -> int:
         return len(self.dataset)
 
@@ -332,6 +341,34 @@ class SeededImages(_Seeded, torch.utils.data.Dataset):
         pairs = [key if isinstance(key, (tuple, list)) else (0, key) for key in keys]
         rows = self.dataset[[int(index) for _, index in pairs]]
         return self._process(rows, [sample_seed(self.seed, epoch, index) for epoch, index in pairs])
+
+
+class SeededBatches(torch.utils.data.Dataset):
+    """A processed map-style data set whose processor draws from torch's global RNG in training (video frame windows,
+    audio and point-cloud augmentation, two views without a recipe). A batch fetched with keys ``(epoch, index)`` (or
+    bare indices: epoch 0) is processed in one call, as before (Bird-MAE mixes the clips of a batch), under
+    ``fork_rng`` seeded with ``sample_seed(seed, *keys)``: its draws depend on the batch alone, so a resumed run, a
+    run with another ``--num-workers`` and the DataLoader's look-ahead (accelerate fetches the next batch before the
+    step that precedes it) all see the same inputs, and the global RNG (the masks) is left as it was."""
+
+    epoch_keys = True  # hf-mae pretrain's EpochSampler hands it (epoch, index) pairs
+
+    def __init__(self, dataset, seed: int):
+        self.dataset, self.seed = dataset, seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key) -> dict:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys) -> list[dict]:
+        from .augmentation import sample_seed
+
+        pairs = [tuple(key) if isinstance(key, (tuple, list)) else (0, key) for key in keys]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, *(part for pair in pairs for part in pair)))
+            return _split(self.dataset[[int(index) for _, index in pairs]])
 
 
 class SeededImageStream(_Seeded, torch.utils.data.IterableDataset):

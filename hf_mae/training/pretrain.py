@@ -57,6 +57,15 @@ LR_RULE = (
 )
 # without --epochs or --max-steps: whole epochs, at least this many optimiser steps (one epoch of digits is 22)
 DEFAULT_MIN_STEPS = 500
+# --num-workers auto: measured with benchmarks/data_loading.py (benchmarks/RESULTS.md, "Data loading")
+AUTO_MAX_WORKERS = 10  # MAE's main_pretrain.py default per GPU
+NUM_WORKERS_HELP = (
+    "DataLoader worker processes, or auto: 0 when the run trains on the CPU, else one per CPU core of this process "
+    "but one, at most 10 (MAE's). Why: on CPU the workers take cores from the step (2 shared cores, 1 thread: "
+    "mae-tiny trains at 0.83 / 0.82 / 0.78 of its loader-free speed with 0 / 1 / 2 workers; a 224-px ViT-S/16 "
+    "spends 0.5%% of its step loading), while one loading process gives ~3,000 CIFAR-10 images/s at 32 px and "
+    "~360 at 224 px, far below what a GPU step takes in"
+)
 # arguments a resumed run must share with the run it continues
 RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "streaming", "batch_size", "grad_accum", "seed",
                "no_augment")
@@ -66,7 +75,7 @@ RESUME_KEYS = ("model", "config_overrides", "mask_ratio", "dataset", "split", "s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from .arguments import non_negative_float, non_negative_int, positive_float, positive_int, rate
+    from .arguments import int_or_auto, non_negative_float, non_negative_int, positive_float, positive_int, rate
 
     model = parser.add_argument_group("model and data")
     model.add_argument("--model", required=True, help="preset name (see `hf-mae list`), e.g. mae-tiny")
@@ -77,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--dataset", required=True, help="digits, a local image folder or a Hugging Face dataset id")
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
-    model.add_argument("--num-workers", type=non_negative_int, default=0, help="DataLoader worker processes")
+    model.add_argument("--num-workers", type=int_or_auto, default="auto", help=NUM_WORKERS_HELP)
     model.add_argument("--no-augment", action="store_true",
                        help="feed each image as it is. Default: image methods augment with their recipe (the registry "
                             "row's pretrain_augmentation; MAE: RandomResizedCrop scale 0.2-1, ratio 3/4-4/3, bicubic, "
@@ -146,7 +155,10 @@ def check_args(args) -> None:
         value = getattr(args, name)
         if value is not None and not value > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
-    for name in ("save_steps", "num_workers", "warmup_steps", "warmup_epochs", "weight_decay"):
+    if args.num_workers != "auto" and (isinstance(args.num_workers, bool) or not isinstance(args.num_workers, int)):
+        raise ValueError(f"--num-workers must be 'auto' or an int >= 0, got {args.num_workers!r}")
+    for name in ("save_steps", "warmup_steps", "warmup_epochs", "weight_decay") + (
+            () if args.num_workers == "auto" else ("num_workers",)):
         value = getattr(args, name)
         if value is not None and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
@@ -228,6 +240,19 @@ def augmentation_of(args):
     return None if getattr(args, "no_augment", False) else registry.get_method(args.model).pretrain_augmentation
 
 
+def resolve_num_workers(value) -> int:
+    """``--num-workers``: an int as it is; ``"auto"``: 0 when the run trains on the CPU (the workers would compete
+    with the step for its cores), else the CPU cores this process may use, divided among the processes of this
+    machine (``LOCAL_WORLD_SIZE``), minus one for the process itself, at most ``AUTO_MAX_WORKERS``."""
+    if value != "auto":
+        return int(value)
+    if not torch.cuda.is_available():  # train() trains on the CPU exactly then
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(AUTO_MAX_WORKERS, cores // local_processes - 1))
+
+
 def build_dataloader(args, processor):
     """(DataLoader, the raw data set) for the run; the loader's own generator keeps the global RNG untouched."""
     from .data import collate, load_image_dataset, with_model_inputs
@@ -236,16 +261,19 @@ def build_dataloader(args, processor):
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
     # training=True: fresh random views (LUT, CropMAE) or frame windows (video) on every access; with a recipe,
-    # every image is augmented from a generator seeded by (seed, epoch, index), whatever worker loads it
+    # every image is augmented from a generator seeded by (seed, epoch, index), and a processor's own random draws
+    # are seeded by the batch's (epoch, index) keys, whatever worker loads it (data.SeededBatches)
     augmentation = augmentation_of(args)
     dataset = with_model_inputs(raw, processor, with_labels=False, training=True, augmentation=augmentation,
                                 seed=args.seed)
     generator = torch.Generator().manual_seed(args.seed)
-    common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate, num_workers=args.num_workers,
-                  generator=generator)
+    # Workers are started afresh each epoch (not persistent): a stream's epoch is set on the main process's copy
+    # of the data set, which persistent workers would never see (a map-style set gets it in its keys either way).
+    common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=collate,
+                  num_workers=resolve_num_workers(args.num_workers), generator=generator)
     if args.streaming:
         return torch.utils.data.DataLoader(dataset, **common), raw
-    sampler = EpochSampler(len(dataset), args.seed, keyed=augmentation is not None)
+    sampler = EpochSampler(len(dataset), args.seed, keyed=getattr(dataset, "epoch_keys", False))
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
 
@@ -622,6 +650,7 @@ def train(args) -> tuple[Path, dict]:
             warmup_steps=warmup_steps,
             augmentation=describe(augmentation_of(args)),
             effective_batch_size=effective_batch,
+            num_workers=resolve_num_workers(args.num_workers),
             num_processes=accelerator.num_processes,
             mixed_precision=str(accelerator.mixed_precision),
             resumed_from_step=start_step if resume_from is not None else None,

@@ -1,0 +1,192 @@
+"""A real teacher for the teacher-based methods: an MAE pretrained on CIFAR-10, kept at a stable path.
+
+    python benchmarks/cifar_teacher.py                  # -> runs/teachers/mae-cifar10 (skipped when already there)
+    python benchmarks/cifar_teacher.py --force          # train it again and replace it
+    python benchmarks/cifar_teacher.py --measure        # steps/s of each candidate size (20 steps each), no teacher
+
+The training is ``hf-mae pretrain``'s own (``pretrain()``, its defaults: MAE's crop + flip augmentation, the default
+lr rule, warm-up + cosine) on ``../shared/data/cifar10/train`` (5,000 images, 32 px), for ``--epochs``. The result
+is a normal hf-mae folder: ``config.json``, ``model.safetensors``, ``preprocessor_config.json`` (plus the run's
+``metrics.json``, ``run_args.json``, ``reconstruction.png`` and ``teacher.json``, this command's record).
+``AutoModel.from_pretrained(folder)`` loads its encoder (``MAEModel``); ``AutoModelForPreTraining`` the whole MAE.
+So does ``teacher_name_or_path=<folder>`` of I2P-MAE (``teachers.build_auto_model``), with
+``teacher_feature_dim`` = the teacher's width and ``image_size`` 32.
+
+The folder is built in a temporary sibling (``.tmp-<name>-*``) and renamed into place once complete, so it is
+either whole or absent; a build killed half-way leaves only that sibling, which the next build removes. A complete
+folder (``teacher.json`` is written last) is kept unless ``--force``.
+
+Size (``--size``, see ``SIZES``): the largest candidate whose run of ``hf-mae pretrain``'s default length (7 epochs
+of 78 steps) fits in about 20 minutes on this machine's 2 shared cores with 1 torch thread, measured with
+``--measure`` (benchmarks/README.md has the figures and the choice): ViT-S/4 (384-d x 12 blocks, 6 heads, 4-px
+patches). ``--size vit-ti4 --epochs 18`` (a smaller model, trained longer) takes about as long.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "cifar10" / "train"
+DEFAULT_OUTPUT = ROOT / "runs" / "teachers" / "mae-cifar10"
+PRESET = "mae-tiny"  # 32 px, 4-px patches (an 8 x 8 grid): CIFAR-10's own size; the sizes below override its widths
+# candidate encoders (beyond mae-tiny a light decoder, 128-d x 2 blocks, as benchmarks/common.py's vit-ti4-32)
+LIGHT_DECODER = dict(decoder_hidden_size=128, decoder_intermediate_size=512)
+SIZES = {
+    "tiny": {},  # mae-tiny: 128-d x 4 blocks, 4 heads; decoder 64-d x 2
+    "vit-ti4": dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
+                    **LIGHT_DECODER),  # ViT-Ti/4
+    "vit-s4": dict(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                   **LIGHT_DECODER),  # ViT-S/4
+}
+DEFAULT_SIZE = "vit-s4"  # measured: 0.45 steps/s at batch 64, 1 thread: 7 epochs in ~20 min (benchmarks/README.md)
+DEFAULT_EPOCHS = 7  # hf-mae pretrain's own default length here: whole epochs of >= 500 steps (7 x 78 = 546)
+COMPLETE = ("config.json", "model.safetensors", "preprocessor_config.json", "teacher.json")
+TMP_PREFIX = ".tmp-"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the teacher folder")
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help="an image folder (hf-mae pretrain --dataset)")
+    parser.add_argument("--size", choices=sorted(SIZES), default=DEFAULT_SIZE, help="the encoder size (see SIZES)")
+    parser.add_argument("--config-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="further config fields, as hf-mae pretrain takes them (tests shrink the model)")
+    parser.add_argument("--epochs", type=float, default=DEFAULT_EPOCHS, help="passes over the data")
+    parser.add_argument("--max-steps", type=int, default=None, help="optimiser steps (wins over --epochs)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=None, help="default: hf-mae pretrain's")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--force", action="store_true", help="train again and replace a complete teacher")
+    parser.add_argument("--measure", action="store_true",
+                        help="only time --measure-steps steps of every size and project the run's minutes")
+    parser.add_argument("--measure-steps", type=int, default=20)
+    parser.add_argument("--measure-sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
+    args = parser.parse_args(argv)
+    for name in ("epochs", "max_steps", "batch_size", "measure_steps"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
+    return args
+
+
+def is_complete(folder: Path) -> bool:
+    return folder.is_dir() and all((folder / name).is_file() for name in COMPLETE)
+
+
+def pretrain_kwargs(args, size: str) -> dict:
+    """The ``hf_mae.training.pretrain.pretrain`` keywords of this teacher (everything else: its defaults)."""
+    from hf_mae.training.pretrain import parse_overrides
+
+    overrides = {**SIZES[size], **parse_overrides(args.config_overrides, PRESET)}
+    kwargs = dict(model=PRESET, config_overrides=overrides, dataset=args.dataset, batch_size=args.batch_size,
+                  epochs=args.epochs, max_steps=args.max_steps, seed=args.seed, save_steps=0, report_to="none")
+    if args.num_workers is not None:
+        kwargs["num_workers"] = args.num_workers
+    return kwargs
+
+
+def build_teacher(args) -> Path:
+    """Trains the teacher into a temporary sibling of ``args.output`` and renames it into place; returns the folder."""
+    from transformers import AutoModel
+
+    import hf_mae  # noqa: F401  (registers the Auto classes)
+    from hf_mae.files import write_json
+    from hf_mae.training.pretrain import pretrain
+
+    output = args.output.resolve()
+    if is_complete(output) and not args.force:
+        print(f"{output} holds a complete teacher; kept (--force trains it again)")
+        return output
+    if output.exists() and not args.force:
+        raise ValueError(f"--output {str(output)!r} exists but is not a complete teacher (it lacks one of {COMPLETE}); "
+                         "pass --force to replace it")
+    if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or (output / "config.json").exists())):
+        raise ValueError(f"--output {str(output)!r} holds something else than a model folder; --force replaces only "
+                         "a teacher (a folder with a config.json) or an empty folder: choose another --output")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for stale in output.parent.glob(f"{TMP_PREFIX}{output.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # a build killed half-way
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f"{TMP_PREFIX}{output.name}-"))
+    try:
+        kwargs = pretrain_kwargs(args, args.size)
+        start = time.perf_counter()
+        run, summary = pretrain(output_dir=staging / "run", **kwargs)
+        folder = staging / "teacher"
+        folder.mkdir()
+        for name in ("config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "run_args.json",
+                     "reconstruction.png"):
+            if (run / name).exists():
+                os.replace(run / name, folder / name)
+        AutoModel.from_pretrained(folder)  # a folder that does not load is never put in place
+        write_json(folder / "teacher.json", {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "size": args.size,
+            "pretrain_kwargs": kwargs,
+            "steps": summary["steps"],
+            "first_loss": summary["first_loss"],
+            "final_loss": summary["final_loss"],
+            "wall_time_s": time.perf_counter() - start,
+            "torch_threads": torch.get_num_threads(),
+        }, sort_keys=True)
+        if output.exists():  # --force: the old teacher moves into the staging folder, which is removed below
+            os.replace(output, staging / "replaced")
+        os.replace(folder, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"teacher saved to {output}: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
+          f"{summary['final_loss']:.4f}")
+    return output
+
+
+def measure(args) -> dict:
+    """Steps/s of ``--measure-steps`` steps of every size (the same pretrain() call, into a temporary folder), and
+    the minutes a run of ``--epochs`` would take at that speed."""
+    from hf_mae.training.pretrain import pretrain
+
+    found = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for size in args.measure_sizes:
+            kwargs = {**pretrain_kwargs(args, size), "max_steps": args.measure_steps, "log_steps": args.measure_steps}
+            _, summary = pretrain(output_dir=Path(scratch) / size, **kwargs)
+            steps_per_s = summary["steps"] / summary["wall_time_s"]
+            found[size] = {"steps_per_s": steps_per_s, "images_per_s": summary["images_per_s"]}
+    return found
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.measure:
+        from hf_mae.training.data import load_image_dataset
+
+        steps_per_epoch = len(load_image_dataset(args.dataset, "train")) // args.batch_size
+        total = args.max_steps or round(args.epochs * steps_per_epoch)
+        found = measure(args)
+        print(f"{torch.get_num_threads()} thread(s), batch {args.batch_size}, a run of {total} steps:")
+        for size, row in found.items():
+            row["projected_minutes"] = total / row["steps_per_s"] / 60
+            print(f"  {size:9s} {row['steps_per_s']:.2f} steps/s  {row['images_per_s']:.0f} images/s  "
+                  f"-> {row['projected_minutes']:.1f} min")
+        return found
+    return build_teacher(args)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except ValueError as error:  # bad input: the message, no traceback
+        sys.exit(f"error: {error}")
