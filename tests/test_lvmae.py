@@ -136,7 +136,12 @@ def test_learns_piecewise_sequences_and_the_cls_token_separates_them():
     accuracy, random_init = probe_accuracy(model), probe_accuracy(untrained)
     print(f"linear probe on the cls token: pretrained {accuracy:.3f}, random init {random_init:.3f} "
           f"(chance {1 / SCENES:.2f})")
+    # A random-init encoder already separates these scenes well (0.836; the mean of the raw segment embeddings:
+    # 0.707), so the gain is small but steady: cls 0.863 / 0.918 after 300 steps and 0.891 / 0.910 after 1000
+    # (seeds 0 / 1). Mean-pooled segment tokens gain nothing (0.81-0.88 vs 0.81-0.82); our reading: each segment's
+    # token serves its own reconstruction, and only the cls token is left to summarise the sequence.
     assert accuracy > 0.6
+    assert accuracy > random_init + 0.01
 
 
 def tiny_vit():
