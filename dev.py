@@ -37,7 +37,7 @@ def setup() -> None:
         venv.EnvBuilder(with_pip=True, system_site_packages=False).create(VENV)
     if not imports("torch"):
         sh(PYTHON, "-m", "pip", "install", "-q", TORCH)
-    if not imports("hf_mae") or os.environ.get("HF_MAE_REINSTALL"):
+    if not imports("hf_mae") or not imports("xdist") or os.environ.get("HF_MAE_REINSTALL"):  # xdist: the test extra
         sh(PYTHON, "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]")
 
 
@@ -47,7 +47,8 @@ def main() -> int:
     if task == "setup":
         return 0
     if task == "test":
-        code = sh(PYTHON, "-m", "pytest", "-q", *sys.argv[2:], check=False)
+        # one worker per core; a test file stays on one worker (its module fixtures are built once)
+        code = sh(PYTHON, "-m", "pytest", "-q", "-n", "auto", "--dist", "loadfile", *sys.argv[2:], check=False)
         if code == 5:
             print("error: pytest collected no tests", file=sys.stderr)
             return 1

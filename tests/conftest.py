@@ -9,6 +9,12 @@ import torch
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Under pytest-xdist (`python3 dev.py test` runs one worker per core): one torch thread per worker, for the tests'
+# own subprocesses too, so the workers share the cores instead of oversubscribing them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
@@ -72,11 +78,23 @@ def pretrained_mae(tmp_path_factory):
     Returns (folder, losses)."""
     import hf_mae
 
-    model, losses = pretrain_tiny(image_size=FIXTURE_IMAGE_SIZE, seed=0)
-    folder = tmp_path_factory.mktemp("pretrained_mae")
-    model.save_pretrained(folder)
-    hf_mae.create_processor("mae-tiny", image_size=FIXTURE_IMAGE_SIZE).save_pretrained(folder)
-    return folder, losses
+    import json
+
+    from filelock import FileLock
+
+    # under xdist the workers share one run folder (the parent of their own): the first to get here trains, the
+    # others wait for it and load; a serial run keeps it in its own folder
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    folder, losses_file = root / "pretrained_mae", root / "pretrained_mae_losses.json"
+    with FileLock(str(root / "pretrained_mae.lock")):
+        if not losses_file.exists():
+            model, losses = pretrain_tiny(image_size=FIXTURE_IMAGE_SIZE, seed=0)
+            model.save_pretrained(folder)
+            hf_mae.create_processor("mae-tiny", image_size=FIXTURE_IMAGE_SIZE).save_pretrained(folder)
+            losses_file.write_text(json.dumps(losses))  # last: its presence means the folder is complete
+    return folder, json.loads(losses_file.read_text())
 
 
 @pytest.fixture
