@@ -5,7 +5,8 @@ Two protocols, each with its own pre-training run on its own training recordings
 - ``index``: FSDD's usual split by recording index: recordings 0-4 of every digit and speaker are the test set
   (300 clips), the rest (2,700) train;
 - ``speaker``: one speaker (``--held-out-speaker``) is the test set, the other five train.
-Probes: linear (mean-pooled tokens), prototypical (Bird-MAE's probe on the patch tokens) and kNN, each on the
+Probes: linear (tokens averaged over time per frequency band, padding left out; ``--pooling mean`` averages
+every token), prototypical (Bird-MAE's probe on the patch tokens) and kNN, each on the
 pretrained and on the random-init encoder. The split folders are symlinks under ``--output-dir`` (nothing is
 copied); the clips are resampled from 8 kHz to the preset's 16 kHz and cut or padded to its 128 frames (1.28 s).
 
@@ -21,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModel
 
@@ -30,7 +32,9 @@ from common import machine_info  # noqa: E402
 import hf_mae  # noqa: E402
 from hf_mae.training.data import collate, load_image_dataset, with_model_inputs  # noqa: E402
 from hf_mae.training.pretrain import pretrain  # noqa: E402
-from hf_mae.training.probe import extract_tokens, knn_probe, linear_probe, pool, prototypical_probe  # noqa: E402
+from hf_mae.training.probe import (  # noqa: E402
+    POOLINGS, extract_tokens, knn_probe, linear_probe, padding_tokens, pool, prototypical_probe,
+)
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
 SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
@@ -55,25 +59,50 @@ def inputs(folder: Path, split: str, processor) -> tuple[torch.Tensor, torch.Ten
     return batch["input_values"], batch["labels"]
 
 
-def probes(encoder, train, test, args) -> dict:
-    """Linear / prototypical / kNN accuracy of ``encoder``'s frozen tokens."""
-    train_tokens, test_tokens = extract_tokens(encoder, train[0]), extract_tokens(encoder, test[0])
-    train_x, test_x = pool(train_tokens, "mean"), pool(test_tokens, "mean")
-    return {
+def raw_tokens(values: torch.Tensor, patch_size) -> torch.Tensor:
+    """(n, frames, bins) filterbanks -> (n, 1 + N, patch area): the flattened patches in the encoder's order."""
+    time, freq = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    patches = values.unfold(1, time, time).unfold(2, freq, freq).flatten(3).flatten(1, 2)
+    return torch.cat([patches.new_zeros(len(patches), 1, patches.shape[-1]), patches], 1)
+
+
+def probes(encoder, train, test, processor, args, raw_config=None) -> dict:
+    """Linear / prototypical / kNN accuracy of ``encoder``'s frozen tokens (``encoder=None``: linear and kNN of the
+    raw patches of ``raw_config``); linear and kNN see ``args.pooling`` of the tokens that are not all padding
+    (``--pool-padding``: of every token)."""
+    config, pad = raw_config or encoder.config, float(processor.normalize(np.float32(processor.padding_value)))
+    if encoder is None:  # the yardstick: the same pooling of the raw 16x16 patches (a zero cls token first)
+        train_tokens, test_tokens = (raw_tokens(split[0], config.patch_size) for split in (train, test))
+    else:
+        train_tokens, test_tokens = extract_tokens(encoder, train[0]), extract_tokens(encoder, test[0])
+
+    def features(tokens, values):
+        keep = None if args.pool_padding else ~padding_tokens(values, config.patch_size, pad)
+        return pool(tokens, args.pooling, config.grid_size, keep)
+
+    train_x, test_x = features(train_tokens, train[0]), features(test_tokens, test[0])
+    results = {
         "linear": linear_probe(train_x, train[1], test_x, test[1], 10, seed=args.seed),
-        "prototypical": prototypical_probe(train_tokens[:, 1:], train[1], test_tokens[:, 1:], test[1], 10,
-                                           prototypes_per_class=args.prototypes, seed=args.seed),
         "knn": knn_probe(train_x, train[1], test_x, test[1], 10),
-    }  # fmt: skip
+    }
+    if encoder is not None:
+        results["prototypical"] = prototypical_probe(train_tokens[:, 1:], train[1], test_tokens[:, 1:], test[1], 10,
+                                                     prototypes_per_class=args.prototypes, seed=args.seed)
+    return results
 
 
 def run_protocol(protocol: str, args) -> dict:
     folder = split_folder(Path(args.output_dir) / "splits", protocol, args.held_out_speaker)
-    run_dir = Path(args.output_dir) / f"run-{folder.name}" if not args.max_length else (
-        Path(args.output_dir) / f"run-{folder.name}-{args.max_length}frames")
+    run_dir = Path(args.output_dir) / "-".join(
+        ["run", folder.name] + ([f"{args.max_length}frames"] if args.max_length else [])
+        + ([f"patch{args.patch_frames}"] if args.patch_frames else []))
     print(f"[{folder.name}] pre-training {args.preset} for {args.steps} steps on {folder / 'train'} ...", flush=True)
     start = time.perf_counter()
-    overrides = {"max_length": args.max_length} if args.max_length else None
+    overrides = {"max_length": args.max_length} if args.max_length else {}
+    if args.patch_frames:  # (time, frequency) patches: finer in time than the preset's square ones
+        square = hf_mae.create_config(args.preset).patch_size
+        overrides["patch_size"] = (args.patch_frames, square if isinstance(square, int) else square[1])
+    overrides = overrides or None
     _, summary = pretrain(model=args.preset, dataset=str(folder), output_dir=str(run_dir), max_steps=args.steps,
                           batch_size=args.batch_size, lr=args.lr, save_steps=0, overwrite=True, seed=args.seed,
                           config_overrides=overrides)  # fmt: skip
@@ -91,10 +120,12 @@ def run_protocol(protocol: str, args) -> dict:
         "first_loss": summary.get("first_loss"),
         "final_loss": summary.get("final_loss"),
         "pretrain_seconds": pretrain_s,
-        "pretrained": probes(pretrained, train, test, args),
-        "random_init": probes(random_init, train, test, args),
+        "pretrained": probes(pretrained, train, test, processor, args),
+        "random_init": probes(random_init, train, test, processor, args),
+        "raw_patches": probes(None, train, test, processor, args, raw_config=pretrained.config),
     }
-    print(f"[{folder.name}] " + json.dumps({k: row[k] for k in ("final_loss", "pretrained", "random_init")}), flush=True)
+    shown = ("final_loss", "pretrained", "random_init", "raw_patches")
+    print(f"[{folder.name}] " + json.dumps({k: row[k] for k in shown}), flush=True)
     return row
 
 
@@ -106,6 +137,13 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--max-length", type=int, default=None,
                         help="frames per clip (default: the preset's; FSDD clips are mostly under 0.8 s = 80 frames)")
+    parser.add_argument("--patch-frames", type=int, default=None,
+                        help="frames per patch (default: the preset's 16); 4 gives 4x16 patches, 40 ms x 16 mel bins")
+    parser.add_argument("--pooling", default="time", choices=POOLINGS,
+                        help="linear / kNN features: time = mean over time per frequency band, bands side by side "
+                             "(default); mean = over every token (the figures before 2026-12-02)")
+    parser.add_argument("--pool-padding", action="store_true",
+                        help="pool the tokens made of padding too (default: only those holding a real frame)")
     parser.add_argument("--prototypes", type=int, default=5, help="prototypes per class (the paper: 20)")
     parser.add_argument("--held-out-speaker", default="theo", choices=SPEAKERS)
     parser.add_argument("--protocols", nargs="+", default=["index", "speaker"], choices=["index", "speaker"])
@@ -116,16 +154,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not FSDD.is_dir():
         raise SystemExit(f"{FSDD} is absent: the Free Spoken Digit Dataset lives in ../shared/data/fsdd")
+    frames = args.max_length or hf_mae.create_config(args.preset).max_length
+    if args.patch_frames is not None and (args.patch_frames < 1 or frames % args.patch_frames):
+        parser.error(f"--patch-frames must be a positive divisor of the {frames} frames per clip, got {args.patch_frames}")
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = [run_protocol(protocol, args) for protocol in args.protocols]
-    lines = ["| protocol | clips (train / test) | final loss | linear | prototypical | kNN | random-init linear / prototypical / kNN |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| protocol | clips (train / test) | final loss | linear | prototypical | kNN | random-init linear / prototypical / kNN | raw patches linear / kNN |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in rows:
-        p, r = row["pretrained"], row["random_init"]
+        p, r, x = row["pretrained"], row["random_init"], row["raw_patches"]
         lines.append(f"| {row['protocol']} | {row['train_clips']} / {row['test_clips']} | {row['final_loss']:.4f} | "
                      f"{p['linear']:.3f} | {p['prototypical']:.3f} | {p['knn']:.3f} | "
-                     f"{r['linear']:.3f} / {r['prototypical']:.3f} / {r['knn']:.3f} |")  # fmt: skip
+                     f"{r['linear']:.3f} / {r['prototypical']:.3f} / {r['knn']:.3f} | {x['linear']:.3f} / {x['knn']:.3f} |")  # fmt: skip
     table = "\n".join(lines)
     print(table)
     if args.json:

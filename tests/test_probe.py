@@ -114,3 +114,58 @@ def test_prototypical_probe_pretrained_vs_random(pretrained_mae, all_probes):
     assert row["pretrained"] > row["random"] + 0.15
     with pytest.raises(ValueError, match="prototypes_per_class"):
         probe(folder, "digits", "prototypical", prototypes_per_class=0)
+
+
+def test_time_pooling_keeps_the_frequency_bands_that_mean_pooling_averages_away():
+    """Two classes of filterbanks that differ only in WHICH band is loud: every 16x16 patch holds the same
+    values in both, in other places. The mean over all patches is then identical for the two classes (a linear
+    probe is at chance), the mean over time per band separates them (benchmarks/RESULTS.md, FSDD: 0.38 -> 0.90
+    on raw patches of real speech)."""
+    import torch
+
+    from hf_mae.training.probe import linear_probe, pool
+
+    generator = torch.Generator().manual_seed(0)
+    clips, frames, bins = 200, 32, 64  # a (2, 4) grid of 16x16 patches
+    labels = torch.arange(clips) % 2
+    fbank = torch.randn(clips, frames, bins, generator=generator) * 0.1
+    loud = torch.randn(clips, frames, 16, generator=generator) + 2.0  # the same statistics for both classes
+    for index, label in enumerate(labels.tolist()):
+        fbank[index, :, 16 * label : 16 * label + 16] += loud[index]  # band 0 for class 0, band 1 for class 1
+    patches = fbank.unflatten(1, (2, 16)).unflatten(3, (4, 16)).permute(0, 1, 3, 2, 4).flatten(3).flatten(1, 2)
+    tokens = torch.cat([torch.zeros(clips, 1, 256), patches], 1)  # (clips, 1 + 8, 256), a dummy cls first
+    train, test = slice(0, 100), slice(100, None)
+
+    def accuracy(x):
+        return linear_probe(x[train], labels[train], x[test], labels[test], 2)
+
+    assert accuracy(pool(tokens, "mean")) < 0.7
+    assert accuracy(pool(tokens, "time", grid=(2, 4))) == 1.0
+    # the arithmetic: band c's feature is the mean of its tokens over the time rows, bands side by side
+    assert torch.allclose(pool(tokens, "time", grid=(2, 4))[:, 256:512], patches[:, [1, 5]].mean(1))
+    keep = torch.zeros(clips, 8, dtype=torch.bool)
+    keep[:, :4] = True  # only the first time row
+    assert torch.allclose(pool(tokens, "time", grid=(2, 4), keep=keep), patches[:, :4].flatten(1))
+    assert torch.allclose(pool(tokens, "mean", keep=keep), patches[:, :4].mean(1))
+    with pytest.raises(ValueError, match=r"pooling='time' needs the \(rows, cols\) grid of the 8 patch"):
+        pool(tokens, "time")
+    with pytest.raises(ValueError, match=r"keep must have shape \(200, 8\)"):
+        pool(tokens, "mean", keep=keep[:, :3])
+
+
+def test_padding_tokens_are_the_rows_past_the_end_of_a_real_clip():
+    """A 0.3-s clip (4,800 samples at 16 kHz: 28 Kaldi frames) padded to 128 frames by the real feature
+    extractor: time rows 0-1 of 16 frames hold real frames, rows 2-7 are padding only (48 of 64 tokens)."""
+    import numpy as np
+    import torch
+
+    import hf_mae
+    from hf_mae.training.probe import padding_tokens
+
+    processor = hf_mae.create_processor("audiomae-tiny")
+    clip = 0.3 * np.sin(2 * np.pi * 440 * np.arange(4800) / 16000).astype(np.float32)
+    values = processor(clip, sampling_rate=16000, return_tensors="pt")["input_values"]
+    pad = float(processor.normalize(np.float32(processor.padding_value)))
+    padding = padding_tokens(values, 16, pad)
+    assert padding.shape == (1, 64)
+    assert torch.equal(padding[0].view(8, 8), torch.arange(8)[:, None].expand(8, 8) >= 2)
