@@ -11,9 +11,17 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under pytest-xdist (`python3 dev.py test` runs one worker per core): one torch thread per worker, for the tests'
 # own subprocesses too, so the workers share the cores instead of oversubscribing them.
+# Each worker also compiles (torch.compile, flex attention) into its own fresh inductor cache: a worker once failed
+# with generated C++ that did not compile while the other compiled into the same shared cache.
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import atexit
+    import shutil
+    import tempfile
+
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"hf-mae-inductor-{os.environ['PYTEST_XDIST_WORKER']}-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

@@ -76,7 +76,7 @@ def pool(tokens: torch.Tensor, pooling: str, grid=None, keep: torch.Tensor | Non
     if pooling == "cls":
         return tokens[:, 0]
     patches = tokens[:, 1:]
-    weight = torch.ones(patches.shape[:2]) if keep is None else keep.to(patches.dtype)
+    weight = patches.new_ones(patches.shape[:2]) if keep is None else keep.to(patches)
     if weight.shape != patches.shape[:2]:
         shape = tuple(patches.shape[:2])
         raise ValueError(f"keep must have shape {shape} (clips, patch tokens), got {tuple(weight.shape)}")
