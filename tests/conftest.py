@@ -11,17 +11,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Under pytest-xdist (`python3 dev.py test` runs one worker per core): one torch thread per worker, for the tests'
 # own subprocesses too, so the workers share the cores instead of oversubscribing them.
-# Each worker also compiles (torch.compile, flex attention) into its own fresh inductor cache: a worker once failed
-# with generated C++ that did not compile while the other compiled into the same shared cache.
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    import atexit
-    import shutil
-    import tempfile
-
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"hf-mae-inductor-{os.environ['PYTEST_XDIST_WORKER']}-")
-    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -136,6 +128,16 @@ def _flex_attention_unavailable_reason() -> str | None:
     if not torch.cuda.is_available() and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++")):
         return "flex attention on CPU compiles C++ kernels (torch.compile / inductor) and no C++ compiler is on PATH"
     return None
+
+
+@pytest.fixture
+def fresh_flex_compile():
+    """Forget earlier compilations first. transformers compiles flex attention once per process; called again with
+    other shapes (another model's test in the same worker) torch recompiles it with dynamic shapes, and torch 2.13's
+    CPU flex template then emits C++ that does not compile ('cur_qSplitSize8' was not declared)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
 
 
 requires_flex_attention = pytest.mark.skipif(

@@ -125,7 +125,7 @@ class HubServer:
     @contextlib.contextmanager
     def patched_client(self, hf_home):
         """Points this process's huggingface_hub at the server. It read HF_ENDPOINT and HF_HOME at import, so the
-        derived constants are patched too; everything is restored on exit."""
+        derived constants are patched too, and transformers' shared HfApi is made afresh; everything is restored on exit."""
         from huggingface_hub import constants
 
         hf_home = Path(hf_home)
@@ -143,7 +143,11 @@ class HubServer:
         env = {"HF_ENDPOINT": self.url, "HF_HOME": str(hf_home), "HF_XET_CACHE": str(hf_home / "xet"), "HF_TOKEN": None}
         saved = {name: getattr(constants, name) for name in patches}
         saved_env = {name: os.environ.get(name) for name in env}
+        import transformers.utils.hub as transformers_hub  # caches one HfApi, with the endpoint of its first use
+
+        saved_api = getattr(transformers_hub, "_hf_api", None)
         try:
+            transformers_hub._hf_api = None
             for name, value in patches.items():
                 setattr(constants, name, value)
             for name, value in env.items():  # hf_xet reads the environment itself
@@ -153,6 +157,7 @@ class HubServer:
                     os.environ[name] = value
             yield self
         finally:
+            transformers_hub._hf_api = saved_api
             for name, value in saved.items():
                 setattr(constants, name, value)
             for name, value in saved_env.items():

@@ -68,7 +68,7 @@ def test_window_attention_is_exactly_block_diagonal(implementation):
 
 
 @requires_flex_attention
-def test_swin_decoder_with_flex_attention_matches_eager():
+def test_swin_decoder_with_flex_attention_matches_eager(fresh_flex_compile):
     """The Swin decoder's (shifted) windows reach flex attention as a BlockMask (an additive mask tensor crashes the
     process on CPU): same weights, same input, flex and eager agree within 1e-5 (measured 6e-7, float32 rounding).
 

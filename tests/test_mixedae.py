@@ -124,7 +124,7 @@ def test_homologous_block_mask_is_the_additive_mask():
 
 
 @requires_flex_attention
-def test_pretraining_with_flex_attention_matches_eager():
+def test_pretraining_with_flex_attention_matches_eager(fresh_flex_compile):
     """MixedAE pre-training forward with flex attention (homologous masks as BlockMasks) against eager, same weights
     and mixing: logits within 1e-5 (measured 1.4e-6, float32 rounding), the same loss within 1e-5."""
     model = hf_mae.create_model("mixedae-tiny", num_hidden_layers=1, decoder_num_hidden_layers=1).eval()
