@@ -12,7 +12,7 @@ is a normal hf-mae folder: ``config.json``, ``model.safetensors``, ``preprocesso
 So does ``teacher_name_or_path=<folder>`` of I2P-MAE (``teachers.build_auto_model``), with
 ``teacher_feature_dim`` = the teacher's width and ``image_size`` 32.
 
-The folder is built in a temporary sibling (``.tmp-<name>-*``) and renamed into place once complete, so it is
+The folder is built in a temporary sibling (``hf_mae.files.replace_atomically``) and renamed into place once complete, so it is
 either whole or absent; a build killed half-way leaves only that sibling, which the next build removes. A complete
 folder (``teacher.json`` is written last) is kept unless ``--force``.
 
@@ -50,7 +50,6 @@ SIZES = {
 DEFAULT_SIZE = "vit-s4"  # measured: 0.45 steps/s at batch 64, 1 thread: 7 epochs in ~20 min (benchmarks/README.md)
 DEFAULT_EPOCHS = 7  # hf-mae pretrain's own default length here: whole epochs of >= 500 steps (7 x 78 = 546)
 COMPLETE = ("config.json", "model.safetensors", "preprocessor_config.json", "teacher.json")
-TMP_PREFIX = ".tmp-"
 
 
 def parse_args(argv=None):
@@ -103,7 +102,7 @@ def build_teacher(args) -> Path:
     from transformers import AutoModel
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
-    from hf_mae.files import write_json
+    from hf_mae.files import replace_atomically, write_json
     from hf_mae.training.pretrain import pretrain
 
     output = args.output.resolve()
@@ -116,20 +115,21 @@ def build_teacher(args) -> Path:
     if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or (output / "config.json").exists())):
         raise ValueError(f"--output {str(output)!r} holds something else than a model folder; --force replaces only "
                          "a teacher (a folder with a config.json) or an empty folder: choose another --output")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    for stale in output.parent.glob(f"{TMP_PREFIX}{output.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)  # a build killed half-way
-    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f"{TMP_PREFIX}{output.name}-"))
-    try:
-        kwargs = pretrain_kwargs(args, args.size)
+    for stale in output.parent.glob(f".{output.name}.*.tmp"):  # replace_atomically's staging of a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    kwargs = pretrain_kwargs(args, args.size)
+    summary = {}
+
+    def write(folder: Path) -> None:
         start = time.perf_counter()
-        run, summary = pretrain(output_dir=staging / "run", **kwargs)
-        folder = staging / "teacher"
-        folder.mkdir()
-        for name in ("config.json", "model.safetensors", "preprocessor_config.json", "metrics.json", "run_args.json",
-                     "reconstruction.png"):
-            if (run / name).exists():
-                os.replace(run / name, folder / name)
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:  # the run's checkpoints stay out of it
+            run, result = pretrain(output_dir=Path(scratch) / "run", **kwargs)
+            summary.update(result)
+            folder.mkdir()
+            for name in ("config.json", "model.safetensors", "preprocessor_config.json", "metrics.json",
+                         "run_args.json", "reconstruction.png"):
+                if (run / name).exists():
+                    os.replace(run / name, folder / name)
         AutoModel.from_pretrained(folder)  # a folder that does not load is never put in place
         write_json(folder / "teacher.json", {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -141,11 +141,8 @@ def build_teacher(args) -> Path:
             "wall_time_s": time.perf_counter() - start,
             "torch_threads": torch.get_num_threads(),
         }, sort_keys=True)
-        if output.exists():  # --force: the old teacher moves into the staging folder, which is removed below
-            os.replace(output, staging / "replaced")
-        os.replace(folder, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    replace_atomically(output, write)  # whole or absent; --force: the old teacher is replaced only at the end
     print(f"teacher saved to {output}: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
           f"{summary['final_loss']:.4f}")
     return output

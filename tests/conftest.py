@@ -24,6 +24,20 @@ def _seed():
     torch.manual_seed(0)
 
 
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (a script, not a package; its sibling imports resolve)."""
+    import importlib.util
+    import sys
+
+    folder = ROOT / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def shared_data(name: str) -> Path:
     """Path of a data set in ../shared/data, or skip the test saying why."""
     path = SHARED_DATA / name

@@ -2,29 +2,17 @@
 folder (or nothing), which AutoModel loads as the encoder and I2P-MAE takes as ``teacher_name_or_path``: the teacher
 it builds holds exactly the saved weights and the forward gives a finite loss."""
 
-import importlib.util
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import hf_mae
-from conftest import shared_data
+from conftest import load_benchmark, shared_data
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["hidden_size=32", "num_hidden_layers=1", "num_attention_heads=2", "intermediate_size=64",
         "decoder_hidden_size=32", "decoder_num_hidden_layers=1", "decoder_intermediate_size=64"]
-
-
-def load_script():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("cifar_teacher", BENCHMARKS / "cifar_teacher.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -42,7 +30,7 @@ def small_cifar(tmp_path):
 def test_tiny_teacher_folder_loads_and_serves_as_the_i2pmae_teacher(small_cifar, tmp_path, one_thread):
     from transformers import AutoModel
 
-    script = load_script()
+    script = load_benchmark("cifar_teacher")
     output = tmp_path / "teachers" / "mae-cifar10"
     argv = ["--output", str(output), "--dataset", str(small_cifar), "--size", "tiny", "--config-overrides", *TINY,
             "--max-steps", "3", "--batch-size", "8"]
@@ -78,7 +66,7 @@ def test_tiny_teacher_folder_loads_and_serves_as_the_i2pmae_teacher(small_cifar,
 
 
 def test_an_incomplete_folder_is_refused_without_force(tmp_path):
-    script = load_script()
+    script = load_benchmark("cifar_teacher")
     output = tmp_path / "teacher"
     output.mkdir()
     (output / "config.json").write_text("{}")

@@ -4,26 +4,19 @@ The real figures come from running the benchmark; here the script runs a few ste
 a ``train/`` + ``test/`` image folder (the layout of ``../shared/data/cifar10``), so that it takes seconds.
 """
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+from conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def compare():
-    sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location("compare_methods", BENCHMARKS / "compare_methods.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compare_methods")
 
 
 def test_mean_std_is_the_mean_and_sample_std_of_the_seeds(compare):

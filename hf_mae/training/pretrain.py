@@ -157,10 +157,9 @@ def check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.num_workers != "auto" and (isinstance(args.num_workers, bool) or not isinstance(args.num_workers, int)):
         raise ValueError(f"--num-workers must be 'auto' or an int >= 0, got {args.num_workers!r}")
-    for name in ("save_steps", "warmup_steps", "warmup_epochs", "weight_decay") + (
-            () if args.num_workers == "auto" else ("num_workers",)):
+    for name in ("save_steps", "num_workers", "warmup_steps", "warmup_epochs", "weight_decay"):
         value = getattr(args, name)
-        if value is not None and value < 0:
+        if value not in (None, "auto") and value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.streaming and args.max_steps is None:
         raise ValueError("--streaming needs --max-steps (a streamed data set has no length to count epochs by)")

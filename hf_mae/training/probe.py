@@ -96,7 +96,9 @@ def pool(tokens: torch.Tensor, pooling: str, grid=None, keep: torch.Tensor | Non
 def padding_tokens(input_values: torch.Tensor, patch_size, padding_value: float) -> torch.Tensor:
     """(n, frames, mel bins) filterbanks -> (n, N) bool: the patch tokens whose frames are all padding (every bin
     equal to the normalised ``padding_value``), in the encoder's row-major (time, frequency) order."""
-    patch_time, patch_freq = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    from ..modeling.embeddings import to_2tuple
+
+    patch_time, patch_freq = to_2tuple(patch_size)
     padded = (input_values == padding_value).all(-1)  # (n, frames): no real filterbank frame is constant
     rows = padded.unflatten(1, (-1, patch_time)).all(-1)  # (n, rows)
     return rows[:, :, None].expand(-1, -1, input_values.shape[-1] // patch_freq).flatten(1)
