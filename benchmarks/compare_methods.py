@@ -105,18 +105,26 @@ def short_error(error: BaseException) -> str:
 # ------------------------------------------------------------------------------------------ one (method, seed)
 
 
+def same_lr(saved, method: str, args) -> bool:
+    """Whether a run that trained at lr ``saved`` used today's lr (a method's recipe in its row may have changed)."""
+    expected = args.lr if args.lr is not None else default_lr(method, args.batch_size)
+    return saved is not None and math.isclose(saved, expected, rel_tol=1e-6)
+
+
 def run_pretraining(method: str, seed: int, steps: int, run_dir: Path, args) -> dict:
-    """Pre-trains ``<method>-tiny`` into ``run_dir`` (resuming an interrupted run there) and returns its metrics."""
-    metrics_file = run_dir / "metrics.json"
+    """Pre-trains ``<method>-tiny`` into ``run_dir`` (resuming an interrupted run there) and returns its metrics.
+    A finished run there with another lr (the method's recipe changed) is trained again from the start."""
+    metrics_file, stale = run_dir / "metrics.json", False
     if metrics_file.is_file():
         done = json.loads(metrics_file.read_text())
-        if done.get("steps") == steps:  # finished earlier; the probes or fine-tuning were interrupted
+        stale = not same_lr(done.get("lr"), method, args)
+        if not stale and done.get("steps") == steps:  # finished earlier; the probes or fine-tuning were interrupted
             return done
     overrides = overrides_for(method, steps)
     _, summary = pretrain(
         model=tiny_preset(method), dataset=args.dataset, split="train", output_dir=str(run_dir), max_steps=steps,
         lr=args.lr, batch_size=args.batch_size, seed=seed, config_overrides=overrides or None,
-        save_steps=args.save_steps, save_total_limit=1, resume=True, report_to="none",
+        save_steps=args.save_steps, save_total_limit=1, resume=not stale, overwrite=stale, report_to="none",
     )  # resume=True with no checkpoint in the folder starts afresh
     return summary
 
@@ -424,6 +432,10 @@ def main(argv=None) -> dict:
     for method, seed in progress:
         progress.set_postfix_str(f"{method} seed {seed}")
         row = finished_row(output_dir, method, seed, budget(args, steps))
+        if row is not None and not same_lr(row.get("lr"), method, args):
+            progress.write(f"[{method} seed {seed}] trained at lr {row.get('lr')}, the recipe's lr has changed since: "
+                           "running it again")
+            row = None
         if row is not None:
             progress.write(f"[{method} seed {seed}] done earlier: {row_path(output_dir, method, seed)}")
         elif args.report_only:

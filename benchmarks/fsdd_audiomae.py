@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from transformers import AutoModel
 
@@ -33,7 +32,7 @@ import hf_mae  # noqa: E402
 from hf_mae.training.data import collate, load_image_dataset, with_model_inputs  # noqa: E402
 from hf_mae.training.pretrain import pretrain  # noqa: E402
 from hf_mae.training.probe import (  # noqa: E402
-    POOLINGS, extract_tokens, knn_probe, linear_probe, padding_tokens, pool, prototypical_probe,
+    POOLINGS, extract_tokens, knn_probe, linear_probe, pool, prototypical_probe, real_tokens,
 )
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
@@ -70,14 +69,14 @@ def probes(encoder, train, test, processor, args, raw_config=None) -> dict:
     """Linear / prototypical / kNN accuracy of ``encoder``'s frozen tokens (``encoder=None``: linear and kNN of the
     raw patches of ``raw_config``); linear and kNN see ``args.pooling`` of the tokens that are not all padding
     (``--pool-padding``: of every token)."""
-    config, pad = raw_config or encoder.config, float(processor.normalize(np.float32(processor.padding_value)))
+    config = raw_config or encoder.config
     if encoder is None:  # the yardstick: the same pooling of the raw 16x16 patches (a zero cls token first)
         train_tokens, test_tokens = (raw_tokens(split[0], config.patch_size) for split in (train, test))
     else:
         train_tokens, test_tokens = extract_tokens(encoder, train[0]), extract_tokens(encoder, test[0])
 
     def features(tokens, values):
-        keep = None if args.pool_padding else ~padding_tokens(values, config.patch_size, pad)
+        keep = None if args.pool_padding else real_tokens(values, config.patch_size, processor)
         return pool(tokens, args.pooling, config.grid_size, keep)
 
     train_x, test_x = features(train_tokens, train[0]), features(test_tokens, test[0])

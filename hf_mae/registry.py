@@ -80,6 +80,7 @@ class Method:
     # linearly above that batch, by the square root below it
     pretrain_base_lr: float = 1.5e-4
     pretrain_batch: int = 4096
+    pretrain_betas: tuple[float, float] = (0.9, 0.95)  # AdamW's betas in the recipe (MAE's by default)
     # the recipe's pre-training augmentation (``training/augmentation.py``): a RandomResizedCrop + flip dict, "views"
     # (the processor draws its own views) or None; a row that says nothing gets MAE's recipe for images, else None
     pretrain_augmentation: dict | str | None = None
@@ -92,7 +93,7 @@ class Method:
 REQUIRED_ROW_KEYS = ("name", "paper", "config_class", "model_classes", "processor", "presets")
 OPTIONAL_ROW_KEYS = {
     "processor_settings": {}, "modality": "image", "pretrain_lr": None, "exports": [],
-    "pretrain_base_lr": 1.5e-4, "pretrain_batch": 4096,
+    "pretrain_base_lr": 1.5e-4, "pretrain_batch": 4096, "pretrain_betas": (0.9, 0.95),
     "pretrain_augmentation": "default",  # MAE's recipe for image rows, None for the others (method_from_row)
 }
 
@@ -155,13 +156,16 @@ def method_from_row(row, module) -> Method:
     for key, kind in (("pretrain_base_lr", (int, float)), ("pretrain_batch", int)):
         if not (isinstance(row[key], kind) and not isinstance(row[key], bool) and row[key] > 0):
             raise ValueError(f"{where}: {key} must be a positive number, got {row[key]!r}")
+    betas = row["pretrain_betas"]
+    if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+        raise ValueError(f"{where}: pretrain_betas must be two numbers in [0, 1), got {betas!r}")
     return Method(
         name=row["name"], paper=row["paper"], config_class=row["config_class"], model_classes=row["model_classes"],
         processor_class=processor_class,
         make_processor=functools.partial(processor_class.from_model_config, **settings),
         presets=row["presets"], modality=row["modality"], pretrain_lr=row["pretrain_lr"],
         pretrain_augmentation=augmentation, pretrain_base_lr=float(row["pretrain_base_lr"]),
-        pretrain_batch=row["pretrain_batch"],
+        pretrain_batch=row["pretrain_batch"], pretrain_betas=tuple(float(b) for b in betas),
         processor_settings=settings, exports={name: getattr(module, name) for name in row["exports"]},
         module=module.__name__,
     )

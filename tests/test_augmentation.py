@@ -190,3 +190,6 @@ def test_rows_with_a_bad_recipe_or_lr_rule_are_refused_naming_the_module():
         registry.method_from_row(dict(row, pretrain_augmentation={"flip_probability": 2}), module)
     with pytest.raises(ValueError, match=r"fake_method: pretrain_batch must be a positive number, got 0"):
         registry.method_from_row(dict(row, pretrain_batch=0), module)
+    assert plain.pretrain_betas == (0.9, 0.95)
+    with pytest.raises(ValueError, match=r"fake_method: pretrain_betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)"):
+        registry.method_from_row(dict(row, pretrain_betas=(0.9, 1.0)), module)

@@ -13,6 +13,8 @@ from PIL import Image
 
 from conftest import load_benchmark
 
+from hf_mae.files import write_json
+
 
 @pytest.fixture(scope="module")
 def compare():
@@ -123,3 +125,23 @@ def test_end_to_end_on_an_image_folder_with_resume(compare, image_folder, tmp_pa
     assert [entry["seeds"] for entry in report["summary"]] == [[0], []]
     with pytest.raises(ValueError, match="another budget.*finetune_steps.*\\(2, 3\\)"):
         compare.main(argv + ["--finetune-steps", "3"])
+
+    # a row trained at another lr than its method's recipe gives today is stale: run again, and its finished
+    # pre-training is trained afresh (overwritten), not reused
+    row_file = output / "rows" / "simmim-seed0.json"
+    stale_row = dict(json.loads(row_file.read_text()), lr=0.5)
+    write_json(row_file, stale_row)
+    ran = []
+    monkeypatch.setattr(compare, "run_row", lambda method, seed, steps, args: ran.append(method) or saved["rows"][1])
+    compare.main(argv + ["--skip-throughput"])
+    assert ran == ["simmim"]
+    metrics_file = output / "simmim" / "seed0" / "pretrain" / "metrics.json"
+    write_json(metrics_file, dict(json.loads(metrics_file.read_text()), lr=0.5))
+    calls = []
+    monkeypatch.setattr(compare, "pretrain", lambda **kwargs: calls.append(kwargs) or (None, {"lr": 1.0}))
+    args = compare.build_parser().parse_args(argv)
+    compare.run_pretraining("simmim", 0, 6, metrics_file.parent, args)
+    assert calls[0]["overwrite"] and not calls[0]["resume"]
+    write_json(metrics_file, dict(json.loads(metrics_file.read_text()), lr=compare.default_lr("simmim", 32)))
+    assert compare.run_pretraining("simmim", 0, 6, metrics_file.parent, args)["steps"] == 6  # reused
+    assert len(calls) == 1

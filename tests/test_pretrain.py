@@ -365,10 +365,16 @@ def test_default_lr_follows_the_stated_rule_per_method_and_batch():
         return resolve_lr(args, effective_batch=batch)
 
     # MAE's paper lr 1.5e-4 * 4096 / 256 = 2.4e-3 at its batch 4096; square root below, linear above
-    for model in ("mae-tiny", "hpm-tiny", "simmim-tiny", "cropmae-tiny", "videomae-tiny"):
+    for model in ("mae-tiny", "colormae-tiny", "lut-tiny", "videomae-tiny"):
         assert lr(model, 4096) == pytest.approx(2.4e-3) and lr(model, 8192) == pytest.approx(4.8e-3)
         assert lr(model, 1024) == pytest.approx(1.2e-3) and lr(model, 256) == pytest.approx(6e-4)
         assert lr(model, 64) == pytest.approx(3e-4) and lr(model, 16) == pytest.approx(1.5e-4)
+    # the others from their own paper's lr at their own batch, by the same rule (the rows' comments cite the source)
+    for model, paper_lr, paper_batch in (("hpm-tiny", 1.2e-3, 2048), ("cropmae-tiny", 8e-4, 2048),
+                                         ("dmjd-tiny", 1.2e-3, 512), ("simmim-tiny", 4e-4, 2048)):
+        assert lr(model, paper_batch) == pytest.approx(paper_lr) and lr(model, 2 * paper_batch) == pytest.approx(2 * paper_lr)
+        assert lr(model, paper_batch // 4) == pytest.approx(paper_lr / 2)
+    assert lr("simmim-tiny", 64) == pytest.approx(7.07e-5, rel=1e-3) and lr("dmjd-tiny", 64) == pytest.approx(4.24e-4, rel=1e-3)
     assert lr("graphmae-tiny", 1) == lr("pointmae-tiny", 64) == 1e-3  # their recipes' absolute lr
     # --base-lr is the papers' knob: their linear rule, as their scripts use it; --lr wins over both
     assert lr("mae-tiny", 64, "--base-lr", "1.5e-4") == pytest.approx(3.75e-5)

@@ -169,3 +169,36 @@ def test_padding_tokens_are_the_rows_past_the_end_of_a_real_clip():
     padding = padding_tokens(values, 16, pad)
     assert padding.shape == (1, 64)
     assert torch.equal(padding[0].view(8, 8), torch.arange(8)[:, None].expand(8, 8) >= 2)
+
+
+def test_probe_pools_only_real_frames_of_padded_clips(monkeypatch):
+    """``probe`` on filterbanks leaves padding-only tokens out of the linear / kNN pooling: a short clip padded to
+    the processor's length gets the features of its real rows alone, for "mean" and "time" pooling alike."""
+    import numpy as np
+    import torch
+
+    import hf_mae
+    from hf_mae.training.probe import _run_probes, extract_tokens, pool, real_tokens
+
+    processor = hf_mae.create_processor("audiomae-tiny")
+    encoder = hf_mae.create_model("audiomae-tiny").base_model.eval()
+    clip = 0.3 * np.sin(2 * np.pi * 440 * np.arange(4800) / 16000).astype(np.float32)
+    values = processor(clip, sampling_rate=16000, return_tensors="pt")["input_values"]
+    keep = real_tokens(values, encoder.config.patch_size, processor)
+    assert int(keep.sum()) == 16  # rows 0-1 of 8 (see the test above)
+    assert real_tokens(torch.zeros(2, 3, 32, 32), 4, hf_mae.create_processor("mae-tiny")) is None  # images
+    tokens = extract_tokens(encoder, values, 8)
+    real = tokens[:, 1:].unflatten(1, (8, 8))[:, :2]  # the two real rows by hand
+    for pooling, expected in (("mean", real.mean((1, 2))), ("time", real.mean(1).flatten(1))):
+        got = pool(tokens, pooling, encoder.config.grid_size, keep)
+        assert torch.allclose(got, expected, atol=1e-6)
+        assert not torch.allclose(pool(tokens, pooling, encoder.config.grid_size), expected, atol=1e-3)
+    # and the probes pool with it: every pooling call of _run_probes gets the real-token mask of its inputs
+    import hf_mae.training.probe as probe_module
+
+    seen = []
+    monkeypatch.setattr(probe_module, "pool", lambda tokens, pooling, grid, keep=None: seen.append(keep) or
+                        pool(tokens, pooling, grid, keep))
+    data = ((values.repeat(2, 1, 1), torch.tensor([0, 1])), (values, torch.tensor([0])))
+    _run_probes(encoder, ["knn"], data, 2, "time", 8, 0, 1, processor=processor)
+    assert [k.shape for k in seen] == [(2, 64), (1, 64)] and all(torch.equal(k[0], keep[0]) for k in seen)

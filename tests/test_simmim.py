@@ -150,3 +150,22 @@ def test_pretrain_cli_runs_and_the_loss_falls(tmp_path, one_thread):
     assert records[-1]["loss"] < 0.97 * records[0]["loss"]  # observed 1.495 -> 1.369
     assert (folder / "reconstruction.png").stat().st_size > 0
     assert isinstance(AutoModelForPreTraining.from_pretrained(folder), SimMIMForPreTraining)
+
+
+def test_norm_pix_target_is_each_patch_standardised_and_reconstruct_undoes_it():
+    model = hf_mae.create_model("simmim-tiny", norm_pix_loss=True).eval()
+    pixel_values = torch.randn(2, 3, 32, 32) * 2 + 1
+    bool_masked_pos = torch.rand(2, 64, generator=torch.Generator().manual_seed(4)) < 0.5
+    out = model(pixel_values, bool_masked_pos=bool_masked_pos)
+    target = model.target(pixel_values)
+    # by hand for one patch (row 2, col 5 of image 1): its 3x4x4 values, minus their mean, over sqrt(unbiased var + 1e-6)
+    window = (1, slice(None), slice(8, 12), slice(20, 24))
+    values = pixel_values[window]
+    assert torch.allclose(target[window], (values - values.mean()) / (values.var() + 1e-6) ** 0.5, atol=1e-5)
+    assert out.loss.item() == pytest.approx(masked_l1(target, out.logits, model.pixel_mask(out.mask, (32, 32))).item())
+    _, reconstruction, _ = model.reconstruct(pixel_values, out)
+    mean, std = model.patch_statistics(pixel_values)
+    assert torch.allclose(reconstruction, out.logits * std + mean, atol=1e-5)
+    # a perfect normalised prediction reconstructs the input exactly
+    perfect = type(out)(loss=out.loss, logits=target, mask=out.mask)
+    assert torch.allclose(model.reconstruct(pixel_values, perfect)[1], pixel_values, atol=1e-4)

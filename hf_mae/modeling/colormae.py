@@ -95,6 +95,8 @@ METHOD = dict(
     # carlosh93/ColorMAE inherits mmpretrain's mae_vit-base-p16_8xb512-amp-coslr-300e_in1k pipeline:
     # RandomResizedCrop(crop_ratio_range=(0.2, 1.0), bicubic, pillow) + RandomFlip(0.5), i.e. MAE's
     pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
+    # the same config: lr 1.5e-4 * 4096 / 256 at 8 x 512 = 4096 images, MAE's betas
+    pretrain_base_lr=1.5e-4, pretrain_batch=4096,
     presets={
         # mae-tiny's sizes; green noise is the default colour
         "colormae-tiny": dict(TINY),

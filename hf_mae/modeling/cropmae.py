@@ -235,6 +235,8 @@ METHOD = dict(
     processor_settings=dict(view_mode="global_to_local", crop_scale=[0.1, 1.0], local_crop_scale=[0.3, 0.6]),
     # alexandre-eymael/CropMAE GlobalToLocal: the processor's two views are the augmentation (seeded per sample)
     pretrain_augmentation="views",
+    # scripts/train_cropmae_in.sh: blr 1e-4 at 128 images x 16 GPUs (4 nodes x 4) = 2048, betas (0.9, 0.95)
+    pretrain_base_lr=1e-4, pretrain_batch=2048,
     presets={
         # mae-tiny's sizes; r = 1 - 2/64 keeps 2 of the 64 patches, as r = 0.985 keeps 2 of 196
         "cropmae-tiny": dict(TINY, mask_ratio=0.96875),

@@ -295,6 +295,8 @@ METHOD = dict(
     processor="MAEImageProcessor",
     # mx-mark/DMJD main_pretrain.py: RandomResizedCrop(scale=(0.5, 1.0), interpolation=3 (bicubic)) + flip
     pretrain_augmentation=dict(crop_scale=(0.5, 1.0), resample="bicubic"),
+    # PRETRAIN.md: blr 6e-4 per 256 unique images at 64 x 8 GPUs = 512 (each seen in two masked views)
+    pretrain_base_lr=6e-4, pretrain_batch=512,
     presets={
         # mae-tiny's sizes; 2-px HOG cells make 2x2 cells per 4-px patch, as 8-px cells per 16-px patch
         "dmjd-tiny": dict(TINY, hog_cell_size=2),

@@ -375,6 +375,8 @@ METHOD = dict(
     processor="MAEImageProcessor",
     # Haochen-Wang409/HPM mask_transform.py MaskTransform: MAE's RandomResizedCrop(scale=(0.2, 1.0), BICUBIC) + flip
     pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
+    # README / scripts: blr 1.5e-4 at an effective batch of 2048 (the method card, image.md section 11)
+    pretrain_base_lr=1.5e-4, pretrain_batch=2048,
     presets={
         # mae-tiny's sizes; the curriculum spans 1000 forwards and the EMA is faster than the paper's
         # (0.99 -> 0.999), since tiny runs last a few hundred steps; set total_steps to your run's length

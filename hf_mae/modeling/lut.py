@@ -360,6 +360,8 @@ METHOD = dict(
     processor_settings=dict(view_mode="independent"),
     # naver-ai/lut: the two views above are the augmentation; only their draws are seeded per sample
     pretrain_augmentation="views",
+    # docs/PRETRAIN.md: blr 1.5e-4 at 128 x accum 4 per GPU on 8 GPUs = 4096 (the GPU count [unverified])
+    pretrain_base_lr=1.5e-4, pretrain_batch=4096,
     presets={
         # mae-tiny's sizes, 256-d heads; the EMA is faster than the paper's (0.99 -> 1 over 1000 forwards),
         # since tiny runs last a few hundred steps; set total_steps to your run's length

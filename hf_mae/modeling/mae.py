@@ -359,6 +359,8 @@ METHOD = dict(
     # facebookresearch/mae main_pretrain.py: RandomResizedCrop(scale=(0.2, 1.0), interpolation=3 (bicubic)),
     # torchvision's ratio (3/4, 4/3), RandomHorizontalFlip() (hf_mae.training.augmentation)
     pretrain_augmentation=dict(crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bicubic", flip_probability=0.5),
+    # the paper's recipe (Appendix A.1): blr 1.5e-4 per 256 images at batch 4096, AdamW betas (0.9, 0.95)
+    pretrain_base_lr=1.5e-4, pretrain_batch=4096,
     presets={
         "mae-tiny": dict(TINY),
         "mae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),

@@ -468,6 +468,8 @@ METHOD = dict(
     processor="MAEImageProcessor",
     # no official code (see the method card); the paper builds on MAE's pipeline, so MAE's crop + flip [unverified]
     pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
+    # no official code: MAE's blr 1.5e-4 at 4096 (hf-mae's choice; the paper follows MAE's recipe [unverified])
+    pretrain_base_lr=1.5e-4, pretrain_batch=4096,
     presets={
         # mae-tiny's sizes, groups of 4 (16 of the 64 patches per source), a 64-d recognition head
         "mixedae-tiny": dict(TINY, homologous_projection_dim=64),

@@ -331,6 +331,8 @@ METHOD = dict(
     processor="MAEImageProcessor",
     # no official code (see the method card): MAE's crop + flip, the row's default for image methods [unverified]
     pretrain_augmentation=dict(crop_scale=(0.2, 1.0), resample="bicubic"),
+    # no official code and no recipe read: MAE's blr 1.5e-4 at 4096 (hf-mae's choice [unverified])
+    pretrain_base_lr=1.5e-4, pretrain_batch=4096,
     presets={
         # mae-tiny's encoder (no decoder): 64 positions to classify, 16 context patches at eta = 0.75
         "mp3-tiny": dict(TINY_ENCODER),

@@ -33,6 +33,7 @@ from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
 from .masking import GroupedRandomMaskGenerator, check_mask_ratio, feature_mask_ratio, upsample_grid_mask
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
+from .targets import patch_statistics, patchify, unpatchify
 
 SimMIMModelOutput = MaskedEncoderOutput
 
@@ -65,6 +66,8 @@ class SimMIMConfig(ViTImageConfig):
     mask_ratio: fraction of mask cells hidden during pre-training, in [0, 1).
     mask_patch_size: side in pixels of a mask cell, a multiple of ``patch_size``.
     classifier_pooling: "mean" (average of the tokens, then fc_norm: SimMIM fine-tuning) or "cls".
+    norm_pix_loss: regress each patch's pixels normalised to zero mean / unit variance (MAE's target) instead of the
+        raw pixels (the paper's). hf-mae's option, off by default.
     """
 
     model_type = "simmim"
@@ -77,6 +80,7 @@ class SimMIMConfig(ViTImageConfig):
     mask_ratio: float = 0.6
     mask_patch_size: int = 32
     classifier_pooling: str = "mean"
+    norm_pix_loss: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -287,6 +291,20 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         grid = (image_size[0] // patch, image_size[1] // patch)
         return upsample_grid_mask(mask, grid, patch).reshape(mask.shape[0], 1, *image_size)
 
+    def patch_statistics(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """MAE's norm-pix statistics as images: each patch's mean and std over its pixels and channels, spread over
+        the patch, (batch, 1, H, W) each."""
+        patch, (height, width) = self.config.patch_size, pixel_values.shape[-2:]
+        stats = patch_statistics(patchify(pixel_values.float(), patch))  # (batch, N, 1) each
+        return tuple(unpatchify(s.expand(-1, -1, patch * patch), patch, (height // patch, width // patch), 1) for s in stats)
+
+    def target(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """What the head regresses, (batch, C, H, W): the pixels, or with ``norm_pix_loss`` each patch normalised."""
+        if not self.config.norm_pix_loss:
+            return pixel_values
+        mean, std = self.patch_statistics(pixel_values)
+        return (pixel_values.float() - mean) / std
+
     @can_return_tuple
     def forward(
         self,
@@ -313,7 +331,7 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         tokens = encoded.last_hidden_state[:, 1:]  # (batch, N, hidden) -> (batch, hidden, rows, cols)
         tokens = tokens.transpose(1, 2).reshape(batch, -1, height // patch, width // patch)
         reconstruction = self.decoder(tokens).contiguous()  # the conv keeps the tokens' channels-last strides
-        loss = masked_l1(pixel_values, reconstruction, self.pixel_mask(encoded.mask, (height, width)))
+        loss = masked_l1(self.target(pixel_values), reconstruction, self.pixel_mask(encoded.mask, (height, width)))
         output = SimMIMForPreTrainingOutput(
             loss=loss,
             logits=reconstruction,
@@ -326,12 +344,16 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(masked_input, reconstruction, pasted)``, each (batch, channels, H, W), in the processor's pixel space:
-        the input with hidden pixels zeroed, the head's prediction, and the prediction with visible pixels pasted
+        the input with hidden pixels zeroed, the head's prediction (norm-pix undone), and the prediction with visible pixels pasted
         back from the input (the contract of :meth:`MAEForPreTraining.reconstruct`)."""
         pixel_values = pixel_values.to(output.logits.dtype)
         hidden = self.pixel_mask(output.mask, pixel_values.shape[-2:]).to(pixel_values.dtype)
+        prediction = output.logits
+        if self.config.norm_pix_loss:  # undone with each patch's own mean and std, as MAE's reconstruct
+            mean, std = self.patch_statistics(pixel_values)
+            prediction = (prediction * std + mean).to(prediction.dtype)
         masked_input = pixel_values * (1 - hidden)
-        return masked_input, output.logits, masked_input + output.logits * hidden
+        return masked_input, prediction, masked_input + prediction * hidden
 
 
 class SimMIMForImageClassification(ImageClassifierMixin, SimMIMPreTrainedModel):
@@ -374,6 +396,9 @@ METHOD = dict(
     # microsoft/SimMIM data/data_simmim.py SimMIMTransform: RandomResizedCrop(scale=(0.67, 1.), ratio=(3/4, 4/3)) with
     # torchvision's default (bilinear) interpolation, RandomHorizontalFlip()
     pretrain_augmentation=dict(crop_scale=(0.67, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bilinear"),
+    # microsoft/SimMIM simmim_pretrain__vit_base__img224__800ep.yaml + main_simmim.py: BASE_LR 1e-4 scaled by
+    # batch / 512 at batch 2048 (4e-4, i.e. 5e-5 per 256 images), AdamW betas (0.9, 0.999)
+    pretrain_base_lr=5e-5, pretrain_batch=2048, pretrain_betas=(0.9, 0.999),
     presets={
         # mae-tiny's encoder; 8-px mask cells (2x2 patches) on 32-px images, as 32-px cells on 16-px patches
         "simmim-tiny": dict(TINY_ENCODER, mask_patch_size=8),

@@ -4,7 +4,7 @@
     accelerate launch --num_processes 8 -m hf_mae.training.pretrain --model mae-vit-base-patch16 ...
 
 One script for one CPU, one GPU or many (``accelerate launch``). What it does:
-- AdamW (betas 0.9, 0.95), no weight decay on norms, biases, position embeddings and tokens; the lr (``resolve_lr``):
+- AdamW (the recipe's betas: MAE's 0.9, 0.95 unless the method's row says otherwise), no weight decay on norms, biases, position embeddings and tokens; the lr (``resolve_lr``):
   ``--lr``; else ``--base-lr * effective_batch / 256`` (the papers' rule, as their scripts use it); else the
   method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE); else ``LR_RULE``: the paper's lr
   at the paper's batch, scaled linearly above that batch and by the square root below it; linear warm-up (5% of
@@ -456,7 +456,8 @@ def train(args) -> tuple[Path, dict]:
         # graph models size their input layer to the data set's node features unless told otherwise
         config.num_features = int(loader.dataset[0]["node_features"].shape[-1])
     set_seed(args.seed)
-    model = registry.get_method(args.model).model_classes["pretraining"](config)
+    method = registry.get_method(args.model)
+    model = method.model_classes["pretraining"](config)
     if args.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
@@ -474,7 +475,7 @@ def train(args) -> tuple[Path, dict]:
 
     effective_batch = args.batch_size * args.grad_accum * accelerator.num_processes
     lr = resolve_lr(args, effective_batch)
-    optimizer = build_adamw(model, lr, args.weight_decay)
+    optimizer = build_adamw(model, lr, args.weight_decay, betas=method.pretrain_betas)
     raw_optimizer = optimizer
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Same init everywhere (DDP broadcasts rank 0's anyway), but each process draws its own masks.

@@ -22,6 +22,7 @@ import argparse
 import math
 import os
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -102,6 +103,16 @@ def padding_tokens(input_values: torch.Tensor, patch_size, padding_value: float)
     padded = (input_values == padding_value).all(-1)  # (n, frames): no real filterbank frame is constant
     rows = padded.unflatten(1, (-1, patch_time)).all(-1)  # (n, rows)
     return rows[:, :, None].expand(-1, -1, input_values.shape[-1] // patch_freq).flatten(1)
+
+
+def real_tokens(inputs: torch.Tensor, patch_size, processor) -> torch.Tensor | None:
+    """(n, N) bool, the patch tokens that are not padding only, for filterbanks (n, frames, bins) from a processor
+    that pads with a ``padding_value`` (Audio-MAE, Bird-MAE); None for every other input (images, clouds, video)."""
+    pad = getattr(processor, "padding_value", None)
+    if pad is None or inputs.dim() != 3 or not hasattr(processor, "normalize"):
+        return None
+    pad = float(processor.normalize(np.float32(pad)))
+    return ~padding_tokens(inputs, patch_size, pad)
 
 
 def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int,
@@ -319,14 +330,16 @@ def _random_encoder(encoder, seed: int):
 
 
 def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, prototypes_per_class,
-                kind: str = "pretrained", progress: bool = False) -> dict:
+                kind: str = "pretrained", progress: bool = False, processor=None) -> dict:
     from tqdm.auto import tqdm
 
     (train_pixels, train_y), (test_pixels, test_y) = data
     train_tokens = extract_tokens(encoder, train_pixels, batch_size, desc=f"{kind} features, train" if progress else None)
     test_tokens = extract_tokens(encoder, test_pixels, batch_size, desc=f"{kind} features, test" if progress else None)
     grid = getattr(encoder.config, "grid_size", None)
-    train_x, test_x = pool(train_tokens, pooling, grid), pool(test_tokens, pooling, grid)
+    # linear and kNN pool the tokens of real input only: a short clip's padding would otherwise weigh in its mean
+    train_x, test_x = (pool(tokens, pooling, grid, real_tokens(inputs, encoder.config.patch_size, processor))
+                       for tokens, inputs in ((train_tokens, train_pixels), (test_tokens, test_pixels)))
     results = {}
     bar = tqdm(methods, desc=f"{kind} probes", disable=not progress, leave=False, unit="probe")
     for method in bar:
@@ -380,7 +393,7 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
     for kind, model in encoders.items():
         was_training = model.training
         for method, accuracy in _run_probes(model, methods, data, num_classes, pooling, batch_size, seed,
-                                            prototypes_per_class, kind, progress).items():
+                                            prototypes_per_class, kind, progress, processor).items():
             results[method][kind] = accuracy
         model.train(was_training)
     if output is not None:
