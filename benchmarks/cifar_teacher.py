@@ -104,6 +104,7 @@ def build_teacher(args) -> Path:
     import hf_mae  # noqa: F401  (registers the Auto classes)
     from hf_mae.files import replace_atomically, write_json
     from hf_mae.training.pretrain import pretrain
+    from hf_mae.training.probe import load_quietly
 
     output = args.output.resolve()
     if is_complete(output) and not args.force:
@@ -130,7 +131,7 @@ def build_teacher(args) -> Path:
                          "run_args.json", "reconstruction.png"):
                 if (run / name).exists():
                     os.replace(run / name, folder / name)
-        AutoModel.from_pretrained(folder)  # a folder that does not load is never put in place
+        load_quietly(AutoModel, folder)  # a folder that does not load is never put in place (no decoder-keys table)
         write_json(folder / "teacher.json", {
             "command": " ".join([Path(sys.executable).name, *sys.argv]),
             "size": args.size,

@@ -261,7 +261,8 @@ def prototypical_probe(train_tokens, train_y, test_tokens, test_y, num_classes: 
         return _accuracy(torch.cat([head((c - mean) / std) for c in test_tokens.split(512)]), test_y)
 
 
-def _pixels(dataset: str, split: str, processor):
+def labelled_inputs(dataset: str, split: str, processor):
+    """(model inputs, labels) of a whole split, through ``processor``: pixels, filterbanks or point clouds."""
     from .data import collate, load_image_dataset, with_model_inputs
 
     data = with_model_inputs(load_image_dataset(dataset, split), processor)
@@ -280,7 +281,7 @@ def few_shot_indices(labels: torch.Tensor, shots: int, seed: int = 0) -> torch.T
     return torch.cat(chosen).sort().values
 
 
-def _load_quietly(auto_class, path):
+def load_quietly(auto_class, path):
     """``auto_class.from_pretrained(path)`` without transformers' loading table: an encoder read from a pre-training
     folder always leaves the decoder's weights unused. Weights the encoder lacks are still reported."""
     from transformers.utils import logging
@@ -307,7 +308,7 @@ def _load_encoder(model_dir_or_model, processor):
         from .arguments import check_model_path
 
         path = check_model_path(model_dir_or_model, "model_dir_or_model", what="a folder saved by save_pretrained")
-        encoder = _load_quietly(AutoModel, path)
+        encoder = load_quietly(AutoModel, path)
         if processor is None:
             has_json = not os.path.isdir(path) or os.path.isfile(os.path.join(path, "preprocessor_config.json"))
             auto = processor_auto_class(encoder.config)  # an image processor, or a feature extractor (audio, clouds)
@@ -320,7 +321,8 @@ def _load_encoder(model_dir_or_model, processor):
     return encoder, processor
 
 
-def _random_encoder(encoder, seed: int):
+def random_encoder(encoder, seed: int):
+    """The random-init baseline: a fresh model of ``encoder``'s config, initialised under ``seed``."""
     from transformers import AutoModel
 
     from hf_mae.registry import copy_config
@@ -379,7 +381,7 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoder, processor = _load_encoder(model_dir_or_model, processor)
-    (train_pixels, train_y), test = _pixels(dataset, train_split, processor), _pixels(dataset, test_split, processor)
+    (train_pixels, train_y), test = labelled_inputs(dataset, train_split, processor), labelled_inputs(dataset, test_split, processor)
     if shots is not None:
         keep = few_shot_indices(train_y, shots, seed)
         train_pixels, train_y = train_pixels[keep], train_y[keep]
@@ -388,7 +390,7 @@ def probe(model_dir_or_model, dataset: str = "digits", methods=("linear",), base
 
     encoders = {"pretrained": encoder}
     if baseline == "random":
-        encoders["random"] = _random_encoder(encoder, seed)
+        encoders["random"] = random_encoder(encoder, seed)
     results = {method: {} for method in methods}
     for kind, model in encoders.items():
         was_training = model.training
