@@ -32,7 +32,7 @@ import hf_mae  # noqa: E402
 from hf_mae.training.data import collate, load_image_dataset, with_model_inputs  # noqa: E402
 from hf_mae.training.pretrain import pretrain  # noqa: E402
 from hf_mae.training.probe import (  # noqa: E402
-    POOLINGS, extract_tokens, knn_probe, linear_probe, pool, prototypical_probe, real_tokens,
+    POOLINGS, extract_tokens, knn_probe, linear_probe, load_quietly, pool, prototypical_probe, real_tokens,
 )
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
@@ -108,7 +108,7 @@ def run_protocol(protocol: str, args) -> dict:
     pretrain_s = time.perf_counter() - start
     processor = hf_mae.create_processor(args.preset, **(overrides or {}))
     train, test = inputs(folder, "train", processor), inputs(folder, "test", processor)
-    pretrained = AutoModel.from_pretrained(run_dir)
+    pretrained = load_quietly(AutoModel, run_dir)  # the decoder's weights are left out, as expected
     torch.manual_seed(args.seed)
     random_init = type(pretrained)(pretrained.config)
     row = {
