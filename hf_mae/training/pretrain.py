@@ -51,8 +51,9 @@ RUN_FILES = (
 # the default lr, as --help and the README state it
 LR_RULE = (
     "lr = paper_lr * sqrt(batch / paper_batch) below the paper's batch, paper_lr * batch / paper_batch at or above "
-    "it, with paper_lr = base_lr * paper_batch / 256 the method's (MAE: base_lr 1.5e-4, paper_batch 4096, so "
-    "2.4e-3 at 4096, 6e-4 at 256, 3e-4 at 64); batch = the effective batch (batch size x grad accum x processes); "
+    "it, with paper_lr = base_lr * paper_batch / 256 from the method's own paper (MAE: base_lr 1.5e-4, paper_batch "
+    "4096, so 2.4e-3 at 4096, 6e-4 at 256, 3e-4 at 64; SimMIM 4e-4 at 2048, so 7.1e-5 at 64; every method's values: "
+    "README, 'Default learning rate and length'); batch = the effective batch (batch size x grad accum x processes); "
     "GraphMAE, Point-MAE and I2P-MAE take their recipe's absolute lr"
 )
 # without --epochs or --max-steps: whole epochs, at least this many optimiser steps (one epoch of digits is 22)
