@@ -164,7 +164,7 @@ def test_norm_pix_target_is_each_patch_standardised_and_reconstruct_undoes_it():
     assert torch.allclose(target[window], (values - values.mean()) / (values.var() + 1e-6) ** 0.5, atol=1e-5)
     assert out.loss.item() == pytest.approx(masked_l1(target, out.logits, model.pixel_mask(out.mask, (32, 32))).item())
     _, reconstruction, _ = model.reconstruct(pixel_values, out)
-    mean, std = model.patch_statistics(pixel_values)
+    mean, std = model.norm_pix_statistics(pixel_values)
     assert torch.allclose(reconstruction, out.logits * std + mean, atol=1e-5)
     # a perfect normalised prediction reconstructs the input exactly
     perfect = type(out)(loss=out.loss, logits=target, mask=out.mask)

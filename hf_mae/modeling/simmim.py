@@ -291,18 +291,19 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         grid = (image_size[0] // patch, image_size[1] // patch)
         return upsample_grid_mask(mask, grid, patch).reshape(mask.shape[0], 1, *image_size)
 
-    def patch_statistics(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def norm_pix_statistics(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """MAE's norm-pix statistics as images: each patch's mean and std over its pixels and channels, spread over
         the patch, (batch, 1, H, W) each."""
         patch, (height, width) = self.config.patch_size, pixel_values.shape[-2:]
+        grid = (height // patch, width // patch)
         stats = patch_statistics(patchify(pixel_values.float(), patch))  # (batch, N, 1) each
-        return tuple(unpatchify(s.expand(-1, -1, patch * patch), patch, (height // patch, width // patch), 1) for s in stats)
+        return tuple(unpatchify(stat.expand(-1, -1, patch * patch), patch, grid, 1) for stat in stats)
 
     def target(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """What the head regresses, (batch, C, H, W): the pixels, or with ``norm_pix_loss`` each patch normalised."""
         if not self.config.norm_pix_loss:
             return pixel_values
-        mean, std = self.patch_statistics(pixel_values)
+        mean, std = self.norm_pix_statistics(pixel_values)
         return (pixel_values.float() - mean) / std
 
     @can_return_tuple
@@ -344,13 +345,13 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
     @torch.no_grad()
     def reconstruct(self, pixel_values: torch.Tensor, output) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(masked_input, reconstruction, pasted)``, each (batch, channels, H, W), in the processor's pixel space:
-        the input with hidden pixels zeroed, the head's prediction (norm-pix undone), and the prediction with visible pixels pasted
-        back from the input (the contract of :meth:`MAEForPreTraining.reconstruct`)."""
+        the input with hidden pixels zeroed, the head's prediction (norm-pix undone), and the prediction with visible
+        pixels pasted back from the input (the contract of :meth:`MAEForPreTraining.reconstruct`)."""
         pixel_values = pixel_values.to(output.logits.dtype)
         hidden = self.pixel_mask(output.mask, pixel_values.shape[-2:]).to(pixel_values.dtype)
         prediction = output.logits
         if self.config.norm_pix_loss:  # undone with each patch's own mean and std, as MAE's reconstruct
-            mean, std = self.patch_statistics(pixel_values)
+            mean, std = self.norm_pix_statistics(pixel_values)
             prediction = (prediction * std + mean).to(prediction.dtype)
         masked_input = pixel_values * (1 - hidden)
         return masked_input, prediction, masked_input + prediction * hidden

@@ -4,7 +4,8 @@
     accelerate launch --num_processes 8 -m hf_mae.training.pretrain --model mae-vit-base-patch16 ...
 
 One script for one CPU, one GPU or many (``accelerate launch``). What it does:
-- AdamW (the recipe's betas: MAE's 0.9, 0.95 unless the method's row says otherwise), no weight decay on norms, biases, position embeddings and tokens; the lr (``resolve_lr``):
+- AdamW with the recipe's betas (MAE's 0.9, 0.95 unless the method's row says otherwise), no weight decay on norms,
+  biases, position embeddings and tokens; the lr (``resolve_lr``):
   ``--lr``; else ``--base-lr * effective_batch / 256`` (the papers' rule, as their scripts use it); else the
   method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE); else ``LR_RULE``: the paper's lr
   at the paper's batch, scaled linearly above that batch and by the square root below it; linear warm-up (5% of
