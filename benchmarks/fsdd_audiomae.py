@@ -76,7 +76,7 @@ def probes(encoder, train, test, processor, args, raw_config=None) -> dict:
         train_tokens, test_tokens = extract_tokens(encoder, train[0]), extract_tokens(encoder, test[0])
 
     def features(tokens, values):
-        keep = None if args.pool_padding else real_tokens(values, config.patch_size, processor)
+        keep = None if args.pool_padding else real_tokens(values, config, processor)
         return pool(tokens, args.pooling, config.grid_size, keep)
 
     train_x, test_x = features(train_tokens, train[0]), features(test_tokens, test[0])

@@ -184,9 +184,11 @@ def test_probe_pools_only_real_frames_of_padded_clips(monkeypatch):
     encoder = hf_mae.create_model("audiomae-tiny").base_model.eval()
     clip = 0.3 * np.sin(2 * np.pi * 440 * np.arange(4800) / 16000).astype(np.float32)
     values = processor(clip, sampling_rate=16000, return_tensors="pt")["input_values"]
-    keep = real_tokens(values, encoder.config.patch_size, processor)
+    keep = real_tokens(values, encoder.config, processor)
     assert int(keep.sum()) == 16  # rows 0-1 of 8 (see the test above)
-    assert real_tokens(torch.zeros(2, 3, 32, 32), 4, hf_mae.create_processor("mae-tiny")) is None  # images
+    assert real_tokens(torch.zeros(2, 3, 32, 32), None, hf_mae.create_processor("mae-tiny")) is None  # images
+    clouds = hf_mae.create_processor("pointmae-tiny")  # (n, points, 3) and a config without patch_size
+    assert real_tokens(torch.zeros(2, 256, 3), hf_mae.create_config("pointmae-tiny"), clouds) is None
     tokens = extract_tokens(encoder, values, 8)
     real = tokens[:, 1:].unflatten(1, (8, 8))[:, :2]  # the two real rows by hand
     for pooling, expected in (("mean", real.mean((1, 2))), ("time", real.mean(1).flatten(1))):

@@ -105,14 +105,15 @@ def padding_tokens(input_values: torch.Tensor, patch_size, padding_value: float)
     return rows[:, :, None].expand(-1, -1, input_values.shape[-1] // patch_freq).flatten(1)
 
 
-def real_tokens(inputs: torch.Tensor, patch_size, processor) -> torch.Tensor | None:
+def real_tokens(inputs: torch.Tensor, config, processor) -> torch.Tensor | None:
     """(n, N) bool, the patch tokens that are not padding only, for filterbanks (n, frames, bins) from a processor
-    that pads with a ``padding_value`` (Audio-MAE, Bird-MAE); None for every other input (images, clouds, video)."""
+    that pads with a ``padding_value`` (Audio-MAE, Bird-MAE; patches of ``config.patch_size``); None for every other
+    input (images, video, point clouds: their configs may have no ``patch_size``)."""
     pad = getattr(processor, "padding_value", None)
     if pad is None or inputs.dim() != 3 or not hasattr(processor, "normalize"):
         return None
     pad = float(processor.normalize(np.float32(pad)))
-    return ~padding_tokens(inputs, patch_size, pad)
+    return ~padding_tokens(inputs, config.patch_size, pad)
 
 
 def _train_head(head: nn.Module, inputs, labels, epochs: int, lr: float, weight_decay: float, batch_size: int, seed: int,
@@ -340,7 +341,7 @@ def _run_probes(encoder, methods, data, num_classes, pooling, batch_size, seed, 
     test_tokens = extract_tokens(encoder, test_pixels, batch_size, desc=f"{kind} features, test" if progress else None)
     grid = getattr(encoder.config, "grid_size", None)
     # linear and kNN pool the tokens of real input only: a short clip's padding would otherwise weigh in its mean
-    train_x, test_x = (pool(tokens, pooling, grid, real_tokens(inputs, encoder.config.patch_size, processor))
+    train_x, test_x = (pool(tokens, pooling, grid, real_tokens(inputs, encoder.config, processor))
                        for tokens, inputs in ((train_tokens, train_pixels), (test_tokens, test_pixels)))
     results = {}
     bar = tqdm(methods, desc=f"{kind} probes", disable=not progress, leave=False, unit="probe")
