@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -105,7 +104,7 @@ def build_teacher(args) -> Path:
     from transformers import AutoModel
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
-    from hf_mae.files import replace_atomically, write_json
+    from hf_mae.files import remove_stale_staging, replace_atomically, write_json
     from hf_mae.training.pretrain import pretrain
     from hf_mae.training.probe import load_quietly
 
@@ -119,8 +118,7 @@ def build_teacher(args) -> Path:
     if output.exists() and not (output.is_dir() and (not any(output.iterdir()) or (output / "config.json").exists())):
         raise ValueError(f"--output {str(output)!r} holds something else than a model folder; --force replaces only "
                          "a teacher (a folder with a config.json) or an empty folder: choose another --output")
-    for stale in output.parent.glob(f".{output.name}.*.tmp"):  # replace_atomically's staging of a killed build
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_stale_staging(output)  # what a killed build left
     kwargs = pretrain_kwargs(args, args.size)
     summary = {}
 

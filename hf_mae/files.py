@@ -10,12 +10,27 @@ from pathlib import Path
 from typing import Callable
 
 
+def _staging_affixes(dst: Path) -> tuple[str, str]:
+    """(prefix, suffix) of :func:`replace_atomically`'s staging folders beside ``dst``."""
+    return f".{dst.name}.", ".tmp"
+
+
+def remove_stale_staging(dst) -> None:
+    """Removes the staging folders that :func:`replace_atomically` left beside ``dst`` when a process writing it was
+    killed (call it only where no other process writes ``dst`` at the same time)."""
+    dst = Path(dst)
+    prefix, suffix = _staging_affixes(dst)
+    for stale in dst.parent.glob(f"{prefix}*{suffix}"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def replace_atomically(dst, write: Callable[[Path], None]) -> Path:
     """Calls ``write(path)`` on a temporary path beside ``dst`` (a file or a folder), then renames it to ``dst``,
     replacing what was there. On any failure ``dst`` is left as it was."""
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    prefix, suffix = _staging_affixes(dst)
+    staging = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=dst.parent))
     try:
         target = staging / dst.name
         write(target)

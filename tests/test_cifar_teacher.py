@@ -3,12 +3,15 @@ folder (or nothing), which AutoModel loads as the encoder and I2P-MAE takes as `
 it builds holds exactly the saved weights and the forward gives a finite loss."""
 
 import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import hf_mae
+from hf_mae import files
 from conftest import load_benchmark, shared_data
 
 TINY = ["hidden_size=32", "num_hidden_layers=1", "num_attention_heads=2", "intermediate_size=64",
@@ -59,6 +62,10 @@ def test_tiny_teacher_folder_loads_and_serves_as_the_i2pmae_teacher(small_cifar,
     stamp = (output / "model.safetensors").stat().st_mtime_ns
     script.main(argv)
     assert (output / "model.safetensors").stat().st_mtime_ns == stamp
+    # ... and removes the staging folder a killed build left beside it
+    prefix, suffix = files._staging_affixes(output)
+    killed = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=output.parent))
+    (killed / "mae-cifar10").mkdir()
     script.main([*argv, "--force", "--seed", "1"])
     retrained = load_file(output / "model.safetensors")
     assert not torch.equal(retrained["mae.embeddings.cls_token"], saved["mae.embeddings.cls_token"])
