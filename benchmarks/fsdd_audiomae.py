@@ -29,10 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info  # noqa: E402
 
 import hf_mae  # noqa: E402
-from hf_mae.training.data import collate, load_image_dataset, with_model_inputs  # noqa: E402
+from hf_mae.modeling.embeddings import to_2tuple  # noqa: E402
 from hf_mae.training.pretrain import pretrain  # noqa: E402
 from hf_mae.training.probe import (  # noqa: E402
-    POOLINGS, extract_tokens, knn_probe, linear_probe, load_quietly, pool, prototypical_probe, real_tokens,
+    POOLINGS, extract_tokens, knn_probe, labelled_inputs, linear_probe, load_quietly, pool, prototypical_probe,
+    random_encoder, real_tokens,
 )
 
 FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd" / "recordings"
@@ -52,15 +53,9 @@ def split_folder(root: Path, protocol: str, held_out: str) -> Path:
     return folder
 
 
-def inputs(folder: Path, split: str, processor) -> tuple[torch.Tensor, torch.Tensor]:
-    data = with_model_inputs(load_image_dataset(str(folder), split), processor)
-    batch = collate([data[i] for i in range(len(data))])
-    return batch["input_values"], batch["labels"]
-
-
 def raw_tokens(values: torch.Tensor, patch_size) -> torch.Tensor:
     """(n, frames, bins) filterbanks -> (n, 1 + N, patch area): the flattened patches in the encoder's order."""
-    time, freq = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+    time, freq = to_2tuple(patch_size)
     patches = values.unfold(1, time, time).unfold(2, freq, freq).flatten(3).flatten(1, 2)
     return torch.cat([patches.new_zeros(len(patches), 1, patches.shape[-1]), patches], 1)
 
@@ -99,18 +94,16 @@ def run_protocol(protocol: str, args) -> dict:
     start = time.perf_counter()
     overrides = {"max_length": args.max_length} if args.max_length else {}
     if args.patch_frames:  # (time, frequency) patches: finer in time than the preset's square ones
-        square = hf_mae.create_config(args.preset).patch_size
-        overrides["patch_size"] = (args.patch_frames, square if isinstance(square, int) else square[1])
+        overrides["patch_size"] = (args.patch_frames, to_2tuple(hf_mae.create_config(args.preset).patch_size)[1])
     overrides = overrides or None
     _, summary = pretrain(model=args.preset, dataset=str(folder), output_dir=str(run_dir), max_steps=args.steps,
                           batch_size=args.batch_size, lr=args.lr, save_steps=0, overwrite=True, seed=args.seed,
                           config_overrides=overrides)  # fmt: skip
     pretrain_s = time.perf_counter() - start
     processor = hf_mae.create_processor(args.preset, **(overrides or {}))
-    train, test = inputs(folder, "train", processor), inputs(folder, "test", processor)
+    train, test = (labelled_inputs(str(folder), split, processor) for split in ("train", "test"))
     pretrained = load_quietly(AutoModel, run_dir)  # the decoder's weights are left out, as expected
-    torch.manual_seed(args.seed)
-    random_init = type(pretrained)(pretrained.config)
+    random_init = random_encoder(pretrained, args.seed)
     row = {
         "protocol": folder.name,
         "max_length": processor.max_length,
