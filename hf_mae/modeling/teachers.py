@@ -372,3 +372,35 @@ def teacher_forward(teacher, pixel_values, *, stop_after=None, output_attentions
         hidden = hidden[:stop_after]
     return TeacherFeatures(hidden, None if stop_after else out.last_hidden_state,
                            tuple(out.attentions) if output_attentions else None, prefix, grid)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading a frozen ViT-like teacher (distillation methods: MaskAlign, Hybrid Distill)
+
+
+def teacher_vision_config(teacher: nn.Module):
+    """The config of a ViT-like teacher's image tower (CLIPModel's ``vision_model``, else the model's own); TypeError
+    when it has no ``hidden_size`` / ``num_hidden_layers`` / ``patch_size``."""
+    core = getattr(teacher, "vision_model", teacher)
+    config = getattr(core, "config", None)
+    if not isinstance(teacher, nn.Module) or not all(
+        hasattr(config, name) for name in ("hidden_size", "num_hidden_layers", "patch_size")
+    ):
+        raise TypeError(
+            "a teacher must be a Hugging Face ViT-like image encoder (ViTModel / DINO, CLIPVisionModel, CLIPModel, "
+            f"ViTMAEModel, hf-mae's MAEModel) with hidden_size, num_hidden_layers and patch_size, got "
+            f"{type(teacher).__name__}"
+        )
+    return config
+
+
+def cls_attention_scores(attention: torch.Tensor, num_prefix_tokens: int, grid, to_grid=None) -> torch.Tensor:
+    """How much the CLS token (the first) attends to each patch: ``attention`` (n, heads, P + N, P + N) of one block
+    -> (n, rows * cols) averaged over the heads, bilinearly resized from the teacher's ``grid`` to ``to_grid`` when
+    it differs (float32)."""
+    scores = attention[:, :, 0, num_prefix_tokens:].float().mean(dim=1)
+    if to_grid is None or tuple(to_grid) == tuple(grid):
+        return scores
+    image = scores.reshape(-1, 1, *grid)
+    image = nn.functional.interpolate(image, size=tuple(to_grid), mode="bilinear", align_corners=False)
+    return image.flatten(1).clamp_min(0)
