@@ -31,7 +31,8 @@ Departures from the official code (hf-mae's choices):
 - Images of another size than the teacher's are resized to it (bicubic), and the teacher's patch features and
   attention are resized bilinearly to the student's grid when the grids differ (the official code only handles
   CLIP-L/14 at 196 px, by resizing the image).
-- The base model (:class:`MaskAlignModel`, no teacher) masks at random when asked to mask.
+- The base model (:class:`MaskAlignModel`, no teacher) masks at random when asked to mask, and has no final
+  LayerNorm (the official one is never trained: the loss reads the block outputs before it).
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
@@ -193,9 +194,16 @@ class MaskAlignPreTrainedModel(MAEPreTrainedModel):
 
 class MaskAlignModel(MAEModel):
     """The MaskAlign ViT encoder (:class:`MAEModel`): a plain ViT by default; random masking when asked to mask
-    (the teacher that guides the pre-training masks lives in :class:`MaskAlignForPreTraining`)."""
+    (the teacher that guides the pre-training masks lives in :class:`MaskAlignForPreTraining`).
+
+    Without MAE's final LayerNorm by default: the loss reads the block outputs before it, so pre-training never
+    trains it (the official checkpoints hold it at weight 1, bias 0) and ``last_hidden_state`` is the last block's
+    output. MAE's mean-pooling classifier drops that norm anyway (it normalises after pooling, ``fc_norm``)."""
 
     config_class = MaskAlignConfig
+
+    def __init__(self, config: MaskAlignConfig, add_final_norm: bool = False):
+        super().__init__(config, add_final_norm=add_final_norm)
 
 
 class MaskAlignForImageClassification(MAEForImageClassification):
@@ -214,7 +222,7 @@ class MaskAlignForPreTraining(FrozenTeacherMixin, MaskAlignPreTrainedModel):
             config.teacher_hidden_size = vision.hidden_size
             config.teacher_num_hidden_layers = vision.num_hidden_layers
         super().__init__(config)
-        self.mae = MAEModel(config)
+        self.mae = MAEModel(config, add_final_norm=False)  # never trained (see MaskAlignModel)
         self.alignment = MaskAlignDynamicAlignment(config)
         # the frozen teacher (teachers.FrozenTeacherMixin): out of the state dict, the optimiser and DDP; built on
         # first use
