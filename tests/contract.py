@@ -1027,7 +1027,7 @@ METHOD_ADAPTERS = {
     "dmjd": DMJDAdapter,
     "videomaev2": VideoMAEV2Adapter,
     "maskalign": MaskAlignAdapter,
-    "hybrid_distill": HybridDistillAdapter,
+    "hybriddistill": HybridDistillAdapter,
 }
 
 

@@ -394,7 +394,7 @@ TINY_VIT_TEACHER = dict(model_type="vit", image_size=32, patch_size=4, hidden_si
                         num_attention_heads=4, intermediate_size=128)  # fmt: skip
 
 METHOD = dict(
-    name="hybrid_distill",
+    name="hybriddistill",
     paper="Hybrid Distillation: Connecting Masked Autoencoders with Contrastive Learners (Shi et al., ICLR 2024), "
     "arXiv:2306.15876",
     config_class=HybridDistillConfig,
