@@ -66,7 +66,7 @@ from .teachers import (
     FrozenTeacherMixin,
     build_frozen_teacher,
     check_teacher_fields,
-    cls_attention_scores,
+    resize_token_grid,
     teacher_forward,
     teacher_vision_config,
 )
@@ -345,7 +345,7 @@ class HybridDistillForPreTraining(FrozenTeacherMixin, HybridDistillPreTrainedMod
                              f"{config.feature_teacher_hidden_size}; set it to match")  # fmt: skip
         scores = None
         if dropping:  # redundancy: how little the feature teacher's CLS token attends to a patch
-            scores = cls_attention_scores(feature.attentions[-1], feature.num_prefix_tokens, feature.grid, grid)
+            scores = resize_token_grid(feature.cls_attention()[..., None], feature.grid, grid)[..., 0]  # on our grid
             scores = scores.to(pixel_values.device)
         student = self.encode_student(pixel_values, token_mask, grid, scores, relation_layers)
 

@@ -57,7 +57,7 @@ from .teachers import (
     FrozenTeacherMixin,
     build_frozen_teacher,
     check_teacher_fields,
-    cls_attention_scores,
+    resize_token_grid,
     teacher_forward,
     teacher_vision_config,
 )
@@ -284,7 +284,7 @@ class MaskAlignForPreTraining(FrozenTeacherMixin, MaskAlignPreTrainedModel):
         features = self.teacher_features(pixel_values, output_attentions=guided)
         importance = None
         if guided:  # the official draw: multinomial without replacement on the last block's CLS attention
-            importance = cls_attention_scores(features.attentions[-1], features.num_prefix_tokens, features.grid, grid)
+            importance = resize_token_grid(features.cls_attention()[..., None], features.grid, grid)[..., 0]  # on our grid
             noise = order_to_noise(score_guided_order(importance)).to(pixel_values.device)
 
         return_hidden = kwargs.pop("output_hidden_states", None) or self.config.output_hidden_states

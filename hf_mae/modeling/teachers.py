@@ -496,6 +496,7 @@ __all__ = [
     "teacher_blocks",
     "teacher_forward",
     "teacher_grid",
+    "teacher_vision_config",
     "MomentumSchedule",
     "EMATeacher",
     "EMATeacherMixin",
@@ -507,102 +508,20 @@ __all__ = [
 ]
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# TEMPORARY shim of the shared frozen-teacher API (COMMON.md's signatures) until main's version lands; replaced by
-# main's on merge.
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def check_teacher_fields(config, prefix: str = "teacher") -> None:
-    name, settings = getattr(config, f"{prefix}_name_or_path"), getattr(config, f"{prefix}_config")
-    if settings is not None and not (isinstance(settings, Mapping) and "model_type" in settings):
-        raise ValueError(f"{prefix}_config must be a config dict with a 'model_type' key, got {settings!r}")
-    if name is not None and not isinstance(name, str):
-        raise ValueError(f"{prefix}_name_or_path must be a Hub id or folder (str), got {name!r}")
-
-
-def build_frozen_teacher(config, prefix: str = "teacher"):
-    name, settings = getattr(config, f"{prefix}_name_or_path"), getattr(config, f"{prefix}_config")
-    if name is None and settings is None:
-        raise ValueError(f"no teacher: set {prefix}_name_or_path or {prefix}_config, or pass an instance")
-    model = build_auto_model(name, settings, seed=getattr(config, f"{prefix}_seed"), attn_implementation="eager")
-    return freeze(model)
-
-
-@dataclass
-class TeacherFeatures:
-    hidden_states: tuple
-    last_hidden_state: torch.Tensor | None
-    attentions: tuple | None
-    num_prefix_tokens: int
-    grid: tuple
-
-    def patch_tokens(self, tensor: torch.Tensor, grid=None) -> torch.Tensor:
-        tokens = tensor[:, self.num_prefix_tokens:]
-        if grid is None or tuple(grid) == tuple(self.grid):
-            return tokens
-        n, _, d = tokens.shape
-        image = tokens.transpose(1, 2).reshape(n, d, *self.grid).float()
-        image = nn.functional.interpolate(image, size=tuple(grid), mode="bilinear", align_corners=False)
-        return image.flatten(2).transpose(1, 2).to(tokens.dtype)
-
-
-@torch.no_grad()
-def teacher_forward(teacher, pixel_values, *, stop_after=None, output_attentions=False, image_mean=None,
-                    image_std=None, **teacher_kwargs) -> TeacherFeatures:
-    core = getattr(teacher, "vision_model", teacher)
-    size = core.config.image_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    patch = core.config.patch_size
-    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-    first = next(teacher.parameters())
-    x = pixel_values.to(first.device, torch.float32)
-    if tuple(x.shape[-2:]) != size:
-        x = nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False)
-    if image_mean is not None:
-        mean_in = x.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-        std_in = x.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        x = (x * std_in + mean_in - x.new_tensor(image_mean).view(1, 3, 1, 1)) / x.new_tensor(image_std).view(1, 3, 1, 1)
-    out = core(pixel_values=x.to(first.dtype), output_hidden_states=True, output_attentions=output_attentions,
-               **teacher_kwargs)
-    hidden = tuple(out.hidden_states[1:])
-    grid = (size[0] // patch[0], size[1] // patch[1])
-    prefix = hidden[-1].shape[1] - grid[0] * grid[1]
-    if stop_after is not None:
-        hidden = hidden[:stop_after]
-    return TeacherFeatures(hidden, None if stop_after else out.last_hidden_state,
-                           tuple(out.attentions) if output_attentions else None, prefix, grid)
-
 
 # ---------------------------------------------------------------------------------------------------------------
-# Reading a frozen ViT-like teacher (distillation methods: MaskAlign, Hybrid Distill)
+# Checking a teacher instance (distillation methods: MaskAlign, Hybrid Distill)
 
 
 def teacher_vision_config(teacher: nn.Module):
-    """The config of a ViT-like teacher's image tower (CLIPModel's ``vision_model``, else the model's own); TypeError
-    when it has no ``hidden_size`` / ``num_hidden_layers`` / ``patch_size``."""
-    core = getattr(teacher, "vision_model", teacher)
-    config = getattr(core, "config", None)
-    if not isinstance(teacher, nn.Module) or not all(
-        hasattr(config, name) for name in ("hidden_size", "num_hidden_layers", "patch_size")
-    ):
+    """The config of a ViT-like teacher's image encoder (:func:`teacher_core`: CLIPModel's ``vision_model``, else the
+    model's own); TypeError when it is no such encoder (no ``hidden_size`` / ``num_hidden_layers`` / ``patch_size``),
+    so a wrong instance fails at construction rather than at the first forward."""
+    config = getattr(teacher_core(teacher), "config", None) if isinstance(teacher, nn.Module) else None
+    if not all(hasattr(config, name) for name in ("hidden_size", "num_hidden_layers", "patch_size")):
         raise TypeError(
             "a teacher must be a Hugging Face ViT-like image encoder (ViTModel / DINO, CLIPVisionModel, CLIPModel, "
             f"ViTMAEModel, hf-mae's MAEModel) with hidden_size, num_hidden_layers and patch_size, got "
             f"{type(teacher).__name__}"
         )
     return config
-
-
-def cls_attention_scores(attention: torch.Tensor, num_prefix_tokens: int, grid, to_grid=None) -> torch.Tensor:
-    """How much the CLS token (the first) attends to each patch: ``attention`` (n, heads, P + N, P + N) of one block
-    -> (n, rows * cols) averaged over the heads, bilinearly resized from the teacher's ``grid`` to ``to_grid`` when
-    it differs (float32)."""
-    scores = attention[:, :, 0, num_prefix_tokens:].float().mean(dim=1)
-    if to_grid is None or tuple(to_grid) == tuple(grid):
-        return scores
-    image = scores.reshape(-1, 1, *grid)
-    image = nn.functional.interpolate(image, size=tuple(to_grid), mode="bilinear", align_corners=False)
-    return image.flatten(1).clamp_min(0)
