@@ -246,3 +246,27 @@ def test_pretrain_cli_with_teacher_config_overrides(tmp_path, one_thread):
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run")
     assert isinstance(loaded, HybridDistillForPreTraining) and loaded.config.mim_teacher_config == teacher
     assert loaded.feature_head.out_features == 32 and torch.isfinite(loaded(torch.randn(2, 3, 32, 32)).loss)
+
+
+def test_a_vit_mae_teacher_sees_every_patch_in_order():
+    """transformers' ViTMAEModel masks config.mask_ratio of the patches on every call; as a teacher (the paper's
+    MAE ViT-B) teacher_forward runs it on every patch in order, and the model still trains against it."""
+    from hf_mae.modeling.teachers import teacher_forward
+
+    settings = dict(image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64)  # fmt: skip
+    vit_mae = AutoModel.from_config(AutoConfig.for_model("vit_mae", **settings), attn_implementation="eager").eval()
+    vit = AutoModel.from_config(AutoConfig.for_model("vit", **settings), attn_implementation="eager",
+                                add_pooling_layer=False).eval()  # fmt: skip
+    vit.load_state_dict(vit_mae.state_dict())  # the same weights in ViT's (unmasked) layout
+    images = torch.randn(2, 3, 32, 32)
+    features = teacher_forward(vit_mae, images, output_attentions=True)
+    assert vit_mae.config.mask_ratio == 0.75  # restored after the call
+    assert features.num_prefix_tokens == 1 and features.attentions[0].shape == (2, 2, 65, 65)
+    assert set(vit.state_dict()) == set(vit_mae.state_dict())  # the same names: unmasked, the ViT MAE is that ViT
+    expected = vit(pixel_values=images, output_hidden_states=True).hidden_states[1:]
+    for got, want in zip(features.hidden_states, expected):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    model = HybridDistillForPreTraining(hf_mae.create_config(TINY), mim_teacher=vit_mae)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(out.loss) and out.loss_relation > 0

@@ -427,6 +427,14 @@ def teacher_forward(
             raise _StopForward
 
     handles = [block.register_forward_hook(record) for block in blocks[:last]]
+    unmasked_vit_mae = getattr(core.config, "model_type", None) == "vit_mae" and "noise" not in teacher_kwargs
+    if unmasked_vit_mae:
+        # transformers' ViTMAEModel hides config.mask_ratio of the patches (in a random order) on every call: with
+        # no noise given, run it on every patch in order (mask ratio 0 for this call, the identity order as noise)
+        mask_ratio, core.config.mask_ratio = core.config.mask_ratio, 0.0
+        grid = teacher_grid(core)
+        order = torch.arange(grid[0] * grid[1], device=first.device, dtype=torch.float32)
+        teacher_kwargs = dict(teacher_kwargs, noise=order.expand(images.shape[0], -1))
     out = None
     try:
         out = core(pixel_values=images.to(first.dtype), output_attentions=output_attentions, **teacher_kwargs)
@@ -435,6 +443,9 @@ def teacher_forward(
     finally:
         for handle in handles:
             handle.remove()
+        if unmasked_vit_mae:
+            core.config.mask_ratio = mask_ratio
+            teacher_kwargs.pop("noise")
     grid = teacher_grid(core)
     attentions = None
     if output_attentions:
