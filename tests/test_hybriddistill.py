@@ -270,3 +270,16 @@ def test_a_vit_mae_teacher_sees_every_patch_in_order():
     model = HybridDistillForPreTraining(hf_mae.create_config(TINY), mim_teacher=vit_mae)
     out = model(torch.randn(2, 3, 32, 32))
     assert torch.isfinite(out.loss) and out.loss_relation > 0
+
+
+def test_pretrain_python_api_takes_both_teacher_instances(tmp_path, one_thread):
+    from hf_mae.training.pretrain import pretrain
+
+    vision = dict(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=96)  # fmt: skip
+    mim, feature = (AutoModel.from_config(AutoConfig.for_model("vit", **vision), attn_implementation="eager")
+                    for _ in range(2))  # fmt: skip
+    _, summary = pretrain(model=TINY, dataset="digits", output_dir=str(tmp_path / "run"), max_steps=2, batch_size=8,
+                          teachers={"mim_teacher": mim, "feature_teacher": feature})  # fmt: skip
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["feature_teacher_hidden_size"] == 48

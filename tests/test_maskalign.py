@@ -228,3 +228,16 @@ def test_pretrain_cli_with_a_teacher_config_override(tmp_path, one_thread):
     assert isinstance(loaded, MaskAlignForPreTraining) and loaded.config.teacher_config == teacher
     assert loaded.alignment.weight.shape == (2, 4)
     assert torch.isfinite(loaded(torch.randn(2, 3, 32, 32)).loss)
+
+
+def test_pretrain_python_api_takes_a_teacher_instance(tmp_path, one_thread):
+    from hf_mae.training.pretrain import pretrain
+
+    vision = dict(image_size=32, patch_size=4, hidden_size=48, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=96)  # fmt: skip
+    teacher = AutoModel.from_config(AutoConfig.for_model("vit", **vision), attn_implementation="eager")
+    folder, summary = pretrain(model=TINY, dataset="digits", output_dir=str(tmp_path / "run"), max_steps=2,
+                               batch_size=8, teachers={"teacher": teacher})  # fmt: skip
+    assert summary["steps"] == 2
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert (config["teacher_hidden_size"], config["teacher_num_hidden_layers"]) == (48, 2)  # from the instance
