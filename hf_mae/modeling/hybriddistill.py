@@ -78,22 +78,26 @@ class HybridDistillConfig(MAEConfig):
     r"""Configuration of a Hybrid Distill model. Defaults: ViT-B/16 student, MAE ViT-B/16 MIM teacher, CLIP
     ViT-B/16 feature teacher.
 
-    The encoder's fields are :class:`MAEConfig`'s (its ``decoder_*`` and ``norm_pix_loss`` fields are unused).
-    Besides (hf-mae's choices where the module docstring says so):
-    mask_ratio: a random share of patches hidden from the student's input before any dropping (0.0).
-    relation_layers: student blocks (1-based) whose attention imitates the MIM teacher's; None = every block but
-        the last.
+    The encoder's fields are :class:`MAEConfig`'s (its ``decoder_*`` and ``norm_pix_loss`` fields are unused). The
+    paper fixes the two teachers' roles (relations of the MIM teacher at intermediate blocks, final features of the
+    supervised / CL teacher, progressive redundant-token masking); every value below is **hf-mae's choice**:
+    mask_ratio: a random share of patches hidden from the student's input before any dropping (0.0: the student
+        sees the whole image, as in Feature Distillation).
+    relation_layers: student blocks (1-based) whose attention imitates the MIM teacher's (block i meets teacher
+        block ``round(i * T / S)``); None = every block but the last.
     token_drop_layers: student blocks (1-based, before the last) after which redundant tokens are dropped
-        ([4, 7, 10]; an empty list switches dropping off).
-    token_keep_rate: share of the held patch tokens kept at each drop, in (0, 1] (0.7).
+        ([4, 7, 10], EViT's; an empty list switches dropping off).
+    token_keep_rate: share of the held patch tokens kept at each drop, ``ceil(rate * k)``, in (0, 1] (0.7, EViT's).
     relation_loss_weight, feature_loss_weight: weights of the two losses (1, 1).
     mim_teacher_name_or_path / _config / _seed: the MIM teacher (by Hub id or folder, or a config dict of a
-        randomly initialised one, from the seed).
-    feature_teacher_name_or_path / _config / _seed: the supervised / contrastive teacher, likewise.
+        randomly initialised one, from the seed); MAE ViT-B/16 by default.
+    feature_teacher_name_or_path / _config / _seed: the supervised / contrastive teacher, likewise; CLIP ViT-B/16
+        by default (DeiT-B in the ``-deit`` preset).
     mim_teacher_image_mean / _std, feature_teacher_image_mean / _std: each teacher's input normalisation; pixels
-        normalised with ImageNet's statistics are re-normalised to them; None keeps the student's (MAE, DeiT).
-    feature_teacher_hidden_size: width of the feature teacher's features (the projection's output; CLIP ViT-B/16:
-        768); set from a teacher instance, checked against a built one.
+        normalised with ImageNet's statistics are re-normalised to them (CLIP's for CLIP); None keeps the
+        student's (MAE, DeiT).
+    feature_teacher_hidden_size: width of the feature teacher's block outputs (the projection's output; CLIP
+        ViT-B/16: 768); set from a teacher instance, checked against a built one.
     """
 
     model_type = "hybrid_distill"

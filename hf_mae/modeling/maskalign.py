@@ -88,17 +88,23 @@ class MaskAlignConfig(MAEConfig):
     The encoder's fields are :class:`MAEConfig`'s (its ``decoder_*`` and ``norm_pix_loss`` fields are unused:
     MaskAlign has no decoder). Besides:
     mask_ratio: share of patches hidden from the student (0.7).
-    masking: "attention" (the paper: a draw guided by the teacher's CLS attention) or "random" (MAE's, an ablation).
-    loss_layers: how many of the teacher's last blocks are aligned (5, the official ``top5``); ``min(loss_layers,
-        teacher_num_hidden_layers)`` are used.
-    teacher_name_or_path: the frozen teacher, loaded with ``AutoModel.from_pretrained`` on first use.
-    teacher_config: instead, a config dict (with ``model_type``) of a randomly initialised teacher (tests).
-    teacher_seed: seed of that random initialisation, so a reloaded model sees the same teacher.
+    masking: "attention" (the paper: a draw guided by the teacher's CLS attention) or "random" (MAE's, the
+        official ``mask_type=random`` ablation).
+    loss_layers: how many of the teacher's last blocks are aligned (5, the official ``top5``, each weighted 1/5);
+        ``min(loss_layers, teacher_num_hidden_layers)`` are used (hf-mae's choice for teachers shallower than 5).
+    teacher_name_or_path: the frozen teacher, loaded with ``AutoModel.from_pretrained`` on first use (the official
+        code loads CLIP / DINO by this Hub id too).
+    teacher_config: instead, a config dict (with ``model_type``) of a randomly initialised teacher (tests;
+        hf-mae's).
+    teacher_seed: seed of that random initialisation, so a reloaded model sees the same teacher (hf-mae's).
     teacher_image_mean, teacher_image_std: the teacher's input normalisation; pixels normalised with ImageNet's
-        statistics (the processor's) are re-normalised to them (CLIP's by default); None keeps the student's
-        normalisation (DINO, ViT and the tiny preset's random ViT).
+        statistics (the processor's) are re-normalised to them (CLIP's, as the official ``forward_clip``); None
+        keeps the student's normalisation (DINO, as the official ``forward_dino``; ViT; the tiny preset's teacher).
     teacher_hidden_size, teacher_num_hidden_layers: width and depth of the teacher's image tower (CLIP ViT-B/16:
-        768, 12); set from a teacher instance, checked against a built one.
+        768, 12; the official code infers them from the teacher's name); set from a teacher instance, checked
+        against a built one (hf-mae's).
+    Also hf-mae's: W's initial value for unequal depths (:func:`dynamic_alignment_init`) and W / heads for the
+    aligned blocks only (see the module docstring).
     """
 
     model_type = "maskalign"
