@@ -19,6 +19,7 @@ from hf_mae.modeling.hybriddistill import (
 )
 from hf_mae.modeling.losses import attention_kl
 from hf_mae.modeling.masking import keep_top_scores
+from hf_mae.modeling.teachers import build_frozen_teacher
 from hf_mae.training.probe import labelled_inputs, mean_attention_distance
 
 from conftest import run_pretrain
@@ -185,8 +186,14 @@ def test_bad_configs():
         hf_mae.create_config(TINY, feature_teacher_image_mean=[0.5] * 3)
     with pytest.raises(TypeError, match="teacher"):
         HybridDistillForPreTraining(hf_mae.create_config(TINY), mim_teacher=torch.nn.Linear(3, 3))
-    with pytest.raises(ValueError, match="feature_teacher_hidden_size"):
-        hf_mae.create_model(TINY, feature_teacher_hidden_size=32)(torch.randn(1, 3, 32, 32))
+    model = hf_mae.create_model(TINY, feature_teacher_hidden_size=32, feature_teacher_name_or_path="some/hub-id",
+                                feature_teacher_config=None)  # fmt: skip
+    model.set_frozen_teacher("feature_teacher", build_frozen_teacher(hf_mae.create_config(TINY), "feature_teacher"))
+    with pytest.raises(ValueError, match="feature_teacher_hidden_size"):  # a Hub id's width: checked when it runs
+        model(torch.randn(1, 3, 32, 32))
+    assert hf_mae.create_model(TINY, feature_teacher_config=dict(
+        model_type="vit", image_size=32, patch_size=4, hidden_size=40, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=80)).feature_head.out_features == 40  # a config dict's width sets the projection
 
 
 def test_losses_fall_and_attention_distance_moves_to_the_mim_teacher(one_thread):
@@ -240,7 +247,7 @@ def test_pretrain_cli_with_teacher_config_overrides(tmp_path, one_thread):
                    num_attention_heads=2, intermediate_size=64)  # fmt: skip
     argv = ["--model", TINY, "--dataset", "digits", "--max-steps", "3", "--batch-size", "8",
             "--config-overrides", f"mim_teacher_config={json.dumps(teacher)}",
-            f"feature_teacher_config={json.dumps(teacher)}", "feature_teacher_hidden_size=32"]  # fmt: skip
+            f"feature_teacher_config={json.dumps(teacher)}"]  # fmt: skip
     records = run_pretrain(argv, tmp_path / "run")
     assert all(math.isfinite(record["loss"]) for record in records)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run")

@@ -12,7 +12,7 @@ import hf_mae
 from hf_mae.modeling.maskalign import MaskAlignForPreTraining, MaskAlignModel, dynamic_alignment_init
 from hf_mae.modeling.masking import order_to_noise, score_guided_mask, score_guided_order
 from hf_mae.modeling.targets import whitened
-from hf_mae.modeling.teachers import teacher_forward
+from hf_mae.modeling.teachers import build_frozen_teacher, teacher_forward
 from hf_mae.training.probe import labelled_inputs, linear_cka
 
 from conftest import run_pretrain
@@ -161,8 +161,11 @@ def test_teacher_instance_clip_renormalisation_and_not_saved(tmp_path):
     assert not any(name.startswith("teacher") for name in model.state_dict())
     assert all(p is not q for p in model.parameters() for q in clip.parameters())
     model.save_pretrained(tmp_path / "run")
-    with pytest.raises(ValueError, match="teacher_num_hidden_layers"):  # a reload builds the preset's teacher: 4 x 64
-        AutoModelForPreTraining.from_pretrained(tmp_path / "run")(images)
+    reloaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run", teacher=clip)  # the instance again
+    torch.testing.assert_close(reloaded(images, noise=torch.rand(2, 64, generator=torch.Generator().manual_seed(0))).loss,
+                               model(images, noise=torch.rand(2, 64, generator=torch.Generator().manual_seed(0))).loss)
+    with pytest.raises(RuntimeError, match="mismatched_sizes"):  # without it: the preset's teacher (64 x 4), other heads
+        AutoModelForPreTraining.from_pretrained(tmp_path / "run")
     encoder = AutoModel.from_pretrained(tmp_path / "run")
     assert isinstance(encoder, MaskAlignModel) and not hasattr(encoder, "alignment")
 
@@ -178,8 +181,11 @@ def test_bad_configs():
         hf_mae.create_config(TINY, loss_layers=0)
     with pytest.raises(TypeError, match="teacher"):
         MaskAlignForPreTraining(hf_mae.create_config(TINY), teacher=torch.nn.Linear(3, 3))
+    # a Hub-id teacher's sizes are the config's to state: a wrong one is caught at the first forward
+    model = hf_mae.create_model(TINY, teacher_hidden_size=32, teacher_name_or_path="some/hub-id", teacher_config=None)
+    model.set_frozen_teacher("teacher", build_frozen_teacher(hf_mae.create_config(TINY)))  # the preset's: 64-d
     with pytest.raises(ValueError, match="teacher_hidden_size"):
-        hf_mae.create_model(TINY, teacher_hidden_size=32)(torch.randn(1, 3, 32, 32))
+        model(torch.randn(1, 3, 32, 32))
 
 
 def test_alignment_raises_linear_cka_with_the_teacher(one_thread):
@@ -220,8 +226,7 @@ def test_pretrain_cli_with_a_teacher_config_override(tmp_path, one_thread):
     teacher = dict(model_type="vit", image_size=32, patch_size=4, hidden_size=32, num_hidden_layers=2,
                    num_attention_heads=2, intermediate_size=64)  # fmt: skip
     argv = ["--model", TINY, "--dataset", "digits", "--max-steps", "3", "--batch-size", "8",
-            "--config-overrides", f"teacher_config={json.dumps(teacher)}", "teacher_hidden_size=32",
-            "teacher_num_hidden_layers=2"]  # fmt: skip
+            "--config-overrides", f"teacher_config={json.dumps(teacher)}"]  # its sizes set the heads  # fmt: skip
     records = run_pretrain(argv, tmp_path / "run")
     assert all(torch.isfinite(torch.tensor(record["loss"])) for record in records)
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path / "run")
@@ -241,3 +246,14 @@ def test_pretrain_python_api_takes_a_teacher_instance(tmp_path, one_thread):
     assert summary["steps"] == 2
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert (config["teacher_hidden_size"], config["teacher_num_hidden_layers"]) == (48, 2)  # from the instance
+
+
+def test_teacher_from_a_local_folder_sets_the_sizes(tmp_path):
+    """A teacher named by a folder (an hf-mae run, as ``compare_methods --teacher`` gives): its config sets the sizes
+    (the preset's 64 x 4 would not match), and its AutoModel, the encoder, teaches."""
+    mae = hf_mae.create_model("mae-tiny", hidden_size=32, num_hidden_layers=2, intermediate_size=64)
+    mae.save_pretrained(tmp_path / "mae")
+    model = hf_mae.create_model(TINY, teacher_name_or_path=str(tmp_path / "mae"), teacher_config=None)
+    assert (model.config.teacher_hidden_size, model.config.teacher_num_hidden_layers) == (32, 2)
+    out = model(torch.randn(2, 3, 32, 32))
+    assert torch.isfinite(out.loss) and out.logits.shape == (2, 2, 20, 32)

@@ -66,6 +66,7 @@ from .teachers import (
     FrozenTeacherMixin,
     build_frozen_teacher,
     check_teacher_fields,
+    described_teacher_config,
     resize_token_grid,
     teacher_forward,
     teacher_vision_config,
@@ -97,7 +98,8 @@ class HybridDistillConfig(MAEConfig):
         normalised with ImageNet's statistics are re-normalised to them (CLIP's for CLIP); None keeps the
         student's (MAE, DeiT).
     feature_teacher_hidden_size: width of the feature teacher's block outputs (the projection's output; CLIP
-        ViT-B/16: 768); set from a teacher instance, checked against a built one.
+        ViT-B/16: 768); set when the model is built from a teacher instance, ``feature_teacher_config`` or a local
+        folder; for a Hub id set it to match (checked against the teacher at the first forward).
     """
 
     model_type = "hybrid_distill"
@@ -262,8 +264,11 @@ class HybridDistillForPreTraining(FrozenTeacherMixin, HybridDistillPreTrainedMod
                  feature_teacher: nn.Module | None = None):  # fmt: skip
         if mim_teacher is not None:
             teacher_vision_config(mim_teacher)  # a TypeError now rather than at the first forward
-        if feature_teacher is not None:
-            config.feature_teacher_hidden_size = teacher_vision_config(feature_teacher).hidden_size
+        # the feature teacher's width fixes the projection: from the instance, else the config dict or folder
+        vision = (teacher_vision_config(feature_teacher) if feature_teacher is not None
+                  else described_teacher_config(config, "feature_teacher"))  # fmt: skip
+        if vision is not None:
+            config.feature_teacher_hidden_size = vision.hidden_size
         super().__init__(config)
         self.mae = MAEModel(config)
         self.feature_head = nn.Linear(config.hidden_size, config.feature_teacher_hidden_size)

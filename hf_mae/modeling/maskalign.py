@@ -57,6 +57,7 @@ from .teachers import (
     FrozenTeacherMixin,
     build_frozen_teacher,
     check_teacher_fields,
+    described_teacher_config,
     resize_token_grid,
     teacher_forward,
     teacher_vision_config,
@@ -101,8 +102,9 @@ class MaskAlignConfig(MAEConfig):
         statistics (the processor's) are re-normalised to them (CLIP's, as the official ``forward_clip``); None
         keeps the student's normalisation (DINO, as the official ``forward_dino``; ViT; the tiny preset's teacher).
     teacher_hidden_size, teacher_num_hidden_layers: width and depth of the teacher's image tower (CLIP ViT-B/16:
-        768, 12; the official code infers them from the teacher's name); set from a teacher instance, checked
-        against a built one (hf-mae's).
+        768, 12; the official code infers them from the teacher's name); set when the model is built from a
+        teacher instance, ``teacher_config`` or a local folder; for a Hub id set them to match (checked against the
+        teacher at the first forward) (hf-mae's).
     Also hf-mae's: W's initial value for unequal depths (:func:`dynamic_alignment_init`) and W / heads for the
     aligned blocks only (see the module docstring).
     """
@@ -223,8 +225,9 @@ class MaskAlignForPreTraining(FrozenTeacherMixin, MaskAlignPreTrainedModel):
     frozen teacher that sees the whole image and chooses (by its attention) what the student sees."""
 
     def __init__(self, config: MaskAlignConfig, teacher: nn.Module | None = None):
-        if teacher is not None:
-            vision = teacher_vision_config(teacher)
+        # the teacher's sizes fix the heads: from the instance, else from the config dict or folder naming it
+        vision = teacher_vision_config(teacher) if teacher is not None else described_teacher_config(config, "teacher")
+        if vision is not None:
             config.teacher_hidden_size = vision.hidden_size
             config.teacher_num_hidden_layers = vision.num_hidden_layers
         super().__init__(config)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -508,6 +509,7 @@ __all__ = [
     "teacher_forward",
     "teacher_grid",
     "teacher_vision_config",
+    "described_teacher_config",
     "MomentumSchedule",
     "EMATeacher",
     "EMATeacherMixin",
@@ -536,3 +538,20 @@ def teacher_vision_config(teacher: nn.Module):
             f"{type(teacher).__name__}"
         )
     return config
+
+
+def described_teacher_config(config, prefix: str = "teacher"):
+    """The config of the image encoder that the ``<prefix>_*`` fields describe, read without building the model:
+    from ``<prefix>_config`` (a dict), else from a *local folder* ``<prefix>_name_or_path`` (its config.json; e.g.
+    ``compare_methods --teacher``'s CIFAR teachers). None for a Hub id (reading it would mean a download, or a long
+    wait offline: the config's own size fields are trusted then) and when nothing is set. CLIP's vision part for a
+    CLIP config."""
+    settings, name = getattr(config, f"{prefix}_config"), getattr(config, f"{prefix}_name_or_path")
+    if settings is not None:
+        settings = dict(settings)
+        described = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    elif name is not None and os.path.isdir(name):
+        described = AutoConfig.from_pretrained(name)
+    else:
+        return None
+    return getattr(described, "vision_config", described)
