@@ -30,10 +30,13 @@ PRESET_NAMES = {
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
+    "hybriddistill": ["hybrid-distill-tiny", "hybrid-distill-vit-base-patch16", "hybrid-distill-vit-base-patch16-deit"],
     "i2pmae": ["i2pmae-shapenet", "i2pmae-tiny"],
     "lut": ["lut-tiny", "lut-vit-base-patch16"],
     "lvmae": ["lvmae-languagebind-huge", "lvmae-tiny"],
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
+    "maskalign": ["maskalign-tiny", "maskalign-vit-base-patch16", "maskalign-vit-base-patch16-dino",
+                  "maskalign-vit-large-patch16"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
@@ -53,10 +56,12 @@ ROW_FACTS = {
     "dmjd": ("image", None, "MAEImageProcessor", {}),
     "graphmae": ("graph", 1e-3, "GraphProcessor", {}),
     "hpm": ("image", None, "MAEImageProcessor", {}),
+    "hybriddistill": ("image", None, "MAEImageProcessor", {}),
     "i2pmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "lut": ("image", None, "TwoViewImageProcessor", {"view_mode": "independent"}),
     "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
     "mae": ("image", None, "MAEImageProcessor", {}),
+    "maskalign": ("image", None, "MAEImageProcessor", {}),
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
@@ -136,7 +141,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_19_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 19 and len(registry.PRESETS) == 46
+    assert len(registry.METHODS) == 21 and len(registry.PRESETS) == 53
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

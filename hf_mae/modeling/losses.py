@@ -82,3 +82,12 @@ def scaled_cosine_error(x: torch.Tensor, z: torch.Tensor, alpha: float = 3.0) ->
     z = torch.nn.functional.normalize(z.float(), dim=-1)
     # rounding can push a cosine just above 1; clamp so a fractional alpha never meets a negative base
     return (1 - (x * z).sum(dim=-1)).clamp_min(0).pow(alpha).mean()
+
+
+def attention_kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KL(teacher || student) between attention maps (..., queries, keys) whose rows are distributions, summed over
+    the keys and averaged over every other axis (heads, queries, batch): the relation-distillation loss of MiniLM /
+    Hybrid Distill. ``student`` is clamped to ``eps`` inside the log; teacher zeros contribute nothing."""
+    teacher, student = teacher.float(), student.float()
+    log_ratio = torch.log(teacher.clamp_min(eps)) - torch.log(student.clamp_min(eps))
+    return torch.where(teacher > 0, teacher * log_ratio, 0.0).sum(dim=-1).mean()

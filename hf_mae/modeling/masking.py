@@ -391,3 +391,48 @@ class RunningCellMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[RunningCellMaskGenerator.name] = RunningCellMaskGenerator
+
+
+def order_to_noise(order: torch.Tensor) -> torch.Tensor:
+    """The noise (batch, num_tokens) whose ascending argsort is ``order`` (batch, num_tokens), a permutation per row:
+    token ``order[b, k]`` gets noise ``k``. Passed as ``noise=`` to an encoder (MAE's), it makes the encoder keep the
+    first ``int(L * (1 - r))`` tokens of ``order``, in that order (:func:`mask_from_noise`)."""
+    ranks = torch.arange(order.shape[1], device=order.device, dtype=torch.float32).expand(order.shape)
+    return torch.empty(order.shape, device=order.device).scatter_(1, order, ranks)
+
+
+def score_guided_order(scores: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A draw of every token without replacement, each draw with probability proportional to ``scores`` (batch,
+    num_tokens) among the tokens not drawn yet (``torch.multinomial(scores, L, replacement=False)``): high-score
+    tokens tend to come first. Returns the order (batch, num_tokens).
+
+    Scores must be >= 0 (attention weights); zeros (underflow in half precision) are lifted to 1e-12 of the row's
+    sum, so that every token can be drawn and the draw never fails for lack of non-zero categories."""
+    scores = scores.detach().float()
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (batch, num_tokens), got shape {tuple(scores.shape)}")
+    if not torch.compiler.is_compiling() and bool((scores < 0).any() | ~torch.isfinite(scores).all()):
+        raise ValueError("scores must be finite and >= 0 (e.g. attention weights)")
+    floor = scores.sum(dim=1, keepdim=True).clamp_min(1e-30) * 1e-12
+    scores = torch.maximum(scores, floor)
+    if generator is not None:
+        return torch.multinomial(scores.to(generator.device), scores.shape[1], replacement=False,
+                                 generator=generator).to(scores.device)  # fmt: skip
+    return torch.multinomial(scores, scores.shape[1], replacement=False)
+
+
+def score_guided_mask(scores: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> TokenMask:
+    """MaskAlign's (and AttMask-style) attention-guided masking: the first ``int(L * (1 - mask_ratio))`` tokens of a
+    :func:`score_guided_order` draw stay visible, in the order drawn; the rest are removed."""
+    mask_ratio = check_mask_ratio(mask_ratio)
+    return mask_from_noise(order_to_noise(score_guided_order(scores, generator)), mask_ratio)
+
+
+def keep_top_scores(ids: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Of the tokens ``ids`` (batch, k) an encoder currently holds, the ``keep`` with the highest ``scores`` (batch,
+    num_tokens, indexed by token id), in their current order: progressive token dropping (EViT-style, Hybrid
+    Distill's redundant-token masking). Returns the positions into ``ids`` (batch, keep), ascending."""
+    if not 1 <= keep <= ids.shape[1]:
+        raise ValueError(f"keep must be in [1, {ids.shape[1]}] (the tokens held), got {keep}")
+    held = torch.gather(scores, 1, ids)
+    return held.topk(keep, dim=1).indices.sort(dim=1).values

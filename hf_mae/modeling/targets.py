@@ -122,3 +122,11 @@ def tubelet_target(frames: torch.Tensor, tubelet_size: int, patch_size, norm_pix
     if norm_pix:
         tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (tubes.var(dim=-2, keepdim=True).sqrt() + eps)
     return tubes.reshape(batch, tubes.shape[1], -1)
+
+
+def whitened(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Parameter-free layer norm over the last axis, in float32: each token's features minus their mean over the
+    channels, divided by their std (``F.layer_norm(x, (d,))``): the "whitened" teacher targets of MaskAlign
+    (``target_norm=whiten``), Feature Distillation and MaskDistill."""
+    features = features.float()
+    return torch.nn.functional.layer_norm(features, features.shape[-1:], eps=eps)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -427,6 +428,14 @@ def teacher_forward(
             raise _StopForward
 
     handles = [block.register_forward_hook(record) for block in blocks[:last]]
+    unmasked_vit_mae = getattr(core.config, "model_type", None) == "vit_mae" and "noise" not in teacher_kwargs
+    if unmasked_vit_mae:
+        # transformers' ViTMAEModel hides config.mask_ratio of the patches (in a random order) on every call: with
+        # no noise given, run it on every patch in order (mask ratio 0 for this call, the identity order as noise)
+        mask_ratio, core.config.mask_ratio = core.config.mask_ratio, 0.0
+        grid = teacher_grid(core)
+        order = torch.arange(grid[0] * grid[1], device=first.device, dtype=torch.float32)
+        teacher_kwargs = dict(teacher_kwargs, noise=order.expand(images.shape[0], -1))
     out = None
     try:
         out = core(pixel_values=images.to(first.dtype), output_attentions=output_attentions, **teacher_kwargs)
@@ -435,6 +444,9 @@ def teacher_forward(
     finally:
         for handle in handles:
             handle.remove()
+        if unmasked_vit_mae:
+            core.config.mask_ratio = mask_ratio
+            teacher_kwargs.pop("noise")
     grid = teacher_grid(core)
     attentions = None
     if output_attentions:
@@ -496,6 +508,8 @@ __all__ = [
     "teacher_blocks",
     "teacher_forward",
     "teacher_grid",
+    "teacher_vision_config",
+    "described_teacher_config",
     "MomentumSchedule",
     "EMATeacher",
     "EMATeacherMixin",
@@ -505,3 +519,39 @@ __all__ = [
     "parameters_to_buffers",
     "reconstruction_target",
 ]
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checking a teacher instance (distillation methods: MaskAlign, Hybrid Distill)
+
+
+def teacher_vision_config(teacher: nn.Module):
+    """The config of a ViT-like teacher's image encoder (:func:`teacher_core`: CLIPModel's ``vision_model``, else the
+    model's own); TypeError when it is no such encoder (no ``hidden_size`` / ``num_hidden_layers`` / ``patch_size``),
+    so a wrong instance fails at construction rather than at the first forward."""
+    config = getattr(teacher_core(teacher), "config", None) if isinstance(teacher, nn.Module) else None
+    if not all(hasattr(config, name) for name in ("hidden_size", "num_hidden_layers", "patch_size")):
+        raise TypeError(
+            "a teacher must be a Hugging Face ViT-like image encoder (ViTModel / DINO, CLIPVisionModel, CLIPModel, "
+            f"ViTMAEModel, hf-mae's MAEModel) with hidden_size, num_hidden_layers and patch_size, got "
+            f"{type(teacher).__name__}"
+        )
+    return config
+
+
+def described_teacher_config(config, prefix: str = "teacher"):
+    """The config of the image encoder that the ``<prefix>_*`` fields describe, read without building the model:
+    from ``<prefix>_config`` (a dict), else from a *local folder* ``<prefix>_name_or_path`` (its config.json; e.g.
+    ``compare_methods --teacher``'s CIFAR teachers). None for a Hub id (reading it would mean a download, or a long
+    wait offline: the config's own size fields are trusted then) and when nothing is set. CLIP's vision part for a
+    CLIP config."""
+    settings, name = getattr(config, f"{prefix}_config"), getattr(config, f"{prefix}_name_or_path")
+    if settings is not None:
+        settings = dict(settings)
+        described = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    elif name is not None and os.path.isdir(name):
+        described = AutoConfig.from_pretrained(name)
+    else:
+        return None
+    return getattr(described, "vision_config", described)
