@@ -24,7 +24,7 @@ from hf_mae.training.probe import labelled_inputs, mean_attention_distance
 
 from conftest import run_pretrain
 
-TINY = "hybrid-distill-tiny"
+TINY = "hybriddistill-tiny"
 
 
 def local_attention_teacher(scale: float = 3.0):

@@ -30,7 +30,7 @@ PRESET_NAMES = {
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
-    "hybriddistill": ["hybrid-distill-tiny", "hybrid-distill-vit-base-patch16", "hybrid-distill-vit-base-patch16-deit"],
+    "hybriddistill": ["hybriddistill-tiny", "hybriddistill-vit-base-patch16", "hybriddistill-vit-base-patch16-deit"],
     "i2pmae": ["i2pmae-shapenet", "i2pmae-tiny"],
     "lut": ["lut-tiny", "lut-vit-base-patch16"],
     "lvmae": ["lvmae-languagebind-huge", "lvmae-tiny"],

@@ -417,16 +417,16 @@ METHOD = dict(
         # CPU-sized: MAE's tiny ViT (32 px, 4-px patches, 128-d x 4 blocks, 4 heads) taught by two tiny random ViTs
         # on the same 8x8 grid (64-d x 4 blocks, 4 heads; seeds 0 and 1); relations at blocks 1-3, tokens dropped
         # after blocks 2 and 3 (64 -> 45 -> 32); nothing is downloaded
-        "hybrid-distill-tiny": dict(
+        "hybriddistill-tiny": dict(
             TINY_ENCODER, token_drop_layers=[2, 3],
             mim_teacher_name_or_path=None, mim_teacher_config=dict(TINY_VIT_TEACHER), mim_teacher_seed=0,
             feature_teacher_name_or_path=None, feature_teacher_config=dict(TINY_VIT_TEACHER), feature_teacher_seed=1,
             feature_teacher_image_mean=None, feature_teacher_image_std=None, feature_teacher_hidden_size=64,
         ),
         # ViT-B/16 student, MAE ViT-B/16 MIM teacher, CLIP ViT-B/16 contrastive teacher
-        "hybrid-distill-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
+        "hybriddistill-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
         # ViT-B/16 student, MAE ViT-B/16 MIM teacher, supervised DeiT-B/16 teacher (ImageNet-normalised)
-        "hybrid-distill-vit-base-patch16-deit": dict(
+        "hybriddistill-vit-base-patch16-deit": dict(
             patch_size=16, **VIT["base"], feature_teacher_name_or_path="facebook/deit-base-patch16-224",
             feature_teacher_image_mean=None, feature_teacher_image_std=None,
         ),
