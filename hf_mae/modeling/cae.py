@@ -296,6 +296,9 @@ class CAEPreTrainedModel(MaskedModelPreTrainedModel):
         elif isinstance(module, CAERegressor):
             init.trunc_normal_(module.mask_token, std=std, a=-std, b=std)
             init.copy_(module.position_embeddings, cae_position_table(module.grid_size, module.mask_token.shape[-1])[None])
+        elif isinstance(module, Attention) and module.q_bias is not None:  # the query / value biases (official: 0)
+            init.zeros_(module.q_bias)
+            init.zeros_(module.v_bias)
         else:
             super()._init_weights(module)  # norms, LayerScale
 
