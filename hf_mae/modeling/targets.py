@@ -137,10 +137,13 @@ class VQTokenizer(torch.nn.Module):
 
     Each patch's pixels, normalised per patch (zero mean, unit variance, as MAE's ``norm_pix``), are projected by a
     fixed random Gaussian matrix (patch_dim -> embedding_dim, scaled by 1 / sqrt(patch_dim)) and given the code of
-    the nearest of ``codebook_size`` random unit vectors by cosine (nearest on the unit sphere); a flat patch
-    (zero features) gets code 0. Everything is drawn from ``seed``: the same arguments build the same tokenizer, so
+    the nearest of ``codebook_size`` random unit vectors by cosine (nearest on the unit sphere). A flat patch (pixel
+    std below ``flat_std``, e.g. a blank background) gets code 0: normalising it would only amplify rounding noise
+    into an arbitrary direction. Everything is drawn from ``seed``: the same arguments build the same tokenizer, so
     a model rebuilds it from its config and never saves it. Nothing is learned (a random-projection quantiser).
     """
+
+    flat_std = 1e-3
 
     def __init__(self, patch_size, num_channels: int = 3, codebook_size: int = 8192, embedding_dim: int = 32,
                  seed: int = 0):
@@ -159,13 +162,16 @@ class VQTokenizer(torch.nn.Module):
         self.register_buffer("codebook", codebook)
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(batch, C, H, W) -> unit-norm patch features (batch, N, embedding_dim) (zero for a flat patch)."""
-        patches = pixel_target(pixel_values.to(self.projection.dtype), self.patch_size, norm_pix=True)
-        return torch.nn.functional.normalize(patches @ self.projection, dim=-1)
+        """(batch, C, H, W) -> unit-norm patch features (batch, N, embedding_dim), zero for a flat patch."""
+        patches = patchify(pixel_values.to(self.projection.dtype), self.patch_size)
+        mean, std = patch_statistics(patches)
+        features = torch.nn.functional.normalize(((patches - mean) / std) @ self.projection, dim=-1)
+        return torch.where(patches.std(dim=-1, keepdim=True) < self.flat_std, 0.0, features)
 
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(batch, C, H, W) -> codes (batch, N) long, N = (H / ph) * (W / pw) in row-major patch order."""
+        """(batch, C, H, W) -> codes (batch, N) long, N = (H / ph) * (W / pw) in row-major patch order; a flat
+        patch's zero features score 0 against every code, and argmax picks the first: code 0."""
         return (self.features(pixel_values) @ self.codebook.T).argmax(dim=-1)
 
     def get_codebook_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
