@@ -126,7 +126,8 @@ class CAEConfig(MAEConfig):
         if self.mask_max_patches_per_block is not None:
             check_int("mask_max_patches_per_block", self.mask_max_patches_per_block, self.mask_min_patches_per_block)
         check_number("mask_min_aspect", self.mask_min_aspect, positive=True)
-        if self.mask_max_aspect is not None and check_number("mask_max_aspect", self.mask_max_aspect) < self.mask_min_aspect:
+        max_aspect = self.mask_max_aspect
+        if max_aspect is not None and check_number("mask_max_aspect", max_aspect) < self.mask_min_aspect:
             raise ValueError(f"mask_max_aspect must be None or >= mask_min_aspect {self.mask_min_aspect}, "
                              f"got {self.mask_max_aspect!r}")
         check_int("regressor_num_hidden_layers", self.regressor_num_hidden_layers)
@@ -334,7 +335,8 @@ class CAEModel(CAEPreTrainedModel):
             return mask_from_bool(bool_masked_pos.to(device))
         if noise is not None:
             if tuple(noise.shape) != (batch, num_patches):
-                raise ValueError(f"noise must have shape (batch, num_patches) = {(batch, num_patches)}, got {tuple(noise.shape)}")
+                raise ValueError(f"noise must have shape (batch, num_patches) = {(batch, num_patches)}, "
+                                 f"got {tuple(noise.shape)}")
             return mask_from_noise(noise.to(device), mask_ratio)
         return self.mask_generator(batch, num_patches, mask_ratio, grid, device)
 

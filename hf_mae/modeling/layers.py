@@ -160,8 +160,9 @@ class Attention(nn.Module):
             key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
             key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
             return query, key, value
-        key = nn.functional.linear(context, weight[width : 2 * width], None if bias is None else bias[width : 2 * width])
-        value = nn.functional.linear(value_context, weight[2 * width :], None if bias is None else bias[2 * width :])
+        key_bias, value_bias = (None, None) if bias is None else (bias[width : 2 * width], bias[2 * width :])
+        key = nn.functional.linear(context, weight[width : 2 * width], key_bias)
+        value = nn.functional.linear(value_context, weight[2 * width :], value_bias)
         key, value = (
             states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2) for states in (key, value)
         )

@@ -442,8 +442,8 @@ def block_mask(grid_size, num_masked: int, rng: random.Random, min_patches: int 
         failed = 0 if added else failed + 1
     while count < num_masked:  # top-up (rare at the paper's settings)
         free = [(i, j) for i in range(rows) for j in range(cols) if not grid[i][j]]
-        frontier = [(i, j) for i, j in free if any(
-            0 <= a < rows and 0 <= b < cols and grid[a][b] for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)))]
+        frontier = [(i, j) for i, j in free if any(0 <= a < rows and 0 <= b < cols and grid[a][b]
+                                                   for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)))]
         i, j = rng.choice(frontier or free)
         grid[i][j] = True
         count += 1
