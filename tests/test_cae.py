@@ -364,3 +364,14 @@ def test_pretrain_cli_runs(tmp_path, one_thread):
     assert len(records) == 3 and all(math.isfinite(r["loss"]) for r in records)
     model = AutoModelForPreTraining.from_pretrained(tmp_path / "run")
     assert isinstance(model, CAEForPreTraining) and model.config.mask_generator == "block"
+
+
+def test_pretrain_python_api_takes_a_tokenizer(tmp_path, one_thread):
+    from hf_mae.training.pretrain import pretrain
+
+    folder, summary = pretrain(model=TINY, dataset="digits", output_dir=str(tmp_path / "run"), max_steps=2,
+                               batch_size=8, config_overrides={"target": "tokenizer", "codebook_size": 4},
+                               teachers={"tokenizer": PatchBrightness()})  # fmt: skip
+    assert summary["steps"] == 2 and math.isfinite(summary["final_loss"])
+    model = AutoModelForPreTraining.from_pretrained(folder, tokenizer=PatchBrightness())
+    assert model.config.target == "tokenizer" and not any("tokenizer" in k for k in model.state_dict())
