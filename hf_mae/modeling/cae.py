@@ -91,8 +91,9 @@ class CAEConfig(MAEConfig):
     decoder_layer_scale_init_value: LayerScale of the regressor's and decoder's blocks (0.1 for base, 1e-5 for large;
         0 = none).
     align_loss_weight: weight of the alignment MSE (2, official).
-    target: "tokenizer" (cross-entropy on the codes of a frozen tokenizer, the paper's DALL-E) or "pixels" (MSE on
-        the masked patches' pixels, per-patch normalised with ``norm_pix_loss``). hf-mae's choice: the pixel target.
+    target: "tokenizer" (cross-entropy on the codes of a frozen tokenizer: the paper's, with DALL-E's) or "pixels"
+        (MSE on the masked patches' pixels, per-patch normalised with ``norm_pix_loss``: hf-mae's addition, the
+        target of ``cae-tiny``).
     codebook_size: the tokenizer's vocabulary, the decoder's logits with ``target="tokenizer"`` (8192: DALL-E's).
     tokenizer_embedding_dim, tokenizer_seed: the default tokenizer when none is passed, a random VQ codebook
         (``targets.VQTokenizer``); hf-mae's choice (32-d, seed 0).
@@ -456,8 +457,8 @@ class CAEForPreTraining(FrozenTeacherMixin, CAEPreTrainedModel):
         config = self.config
         if config.target == "tokenizer":
             tokenizer = self.get_tokenizer(pixel_values.device)
-            num_patches = self.cae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
-            codes = tokenizer_target(tokenizer, pixel_values, num_patches[0] * num_patches[1], config.codebook_size)
+            rows, cols = self.cae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
+            codes = tokenizer_target(tokenizer, pixel_values, rows * cols, config.codebook_size)
             return torch.gather(codes, 1, ids_masked)
         # float32 even under autocast: per-patch normalisation in bf16 would blur it
         pixels = pixel_target(pixel_values.float(), to_2tuple(config.patch_size), config.norm_pix_loss)
@@ -575,7 +576,9 @@ METHOD = dict(
         # scripts/cae_base_800e.sh
         "cae-vit-base-patch16": dict(patch_size=16, **VIT["base"]),
         # scripts/cae_large_1600e.sh: LayerScale 1e-5 in the encoder, regressor and decoder; a 1024-d, 16-head
-        # regressor / decoder (the script's --decoder_embed_dim 1024 --decoder_num_heads 16)
+        # regressor / decoder (the script's --decoder_embed_dim 1024 --decoder_num_heads 16). As written, those
+        # options (and --fix_init_weight) follow a line without its trailing backslash and never reach the command,
+        # which would then run the 768-d default behind the bridge; hf-mae follows the options' evident intent.
         "cae-vit-large-patch16": dict(
             patch_size=16, layer_scale_init_value=1e-5, decoder_layer_scale_init_value=1e-5, decoder_hidden_size=1024,
             decoder_num_attention_heads=16, decoder_intermediate_size=4096, **VIT["large"],
