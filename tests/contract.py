@@ -331,6 +331,22 @@ class DMJDAdapter(ImageAdapter):
         return (self.batch, (height // patch[0]) * (width // patch[1]), config.hog_dim)
 
 
+class CAEAdapter(ImageAdapter):
+    """The decoder predicts the masked patches only: logits (batch, M, codebook_size) with the tokenizer target (the
+    paper presets), (batch, M, p*p*C) with pixels (cae-tiny); paper presets also get a one-block regressor."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        return {**shrink, "regressor_num_hidden_layers": 1} if shrink else shrink
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        tokens = (height // patch[0]) * (width // patch[1])
+        masked = tokens - int(tokens * (1 - config.mask_ratio))
+        dim = config.codebook_size if config.target == "tokenizer" else patch[0] * patch[1] * config.num_channels
+        return (self.batch, masked, dim)
+
+
 class VideoAdapter(Adapter):
     """Clips (batch, frames, C, H, W); tube masking: ``noise`` over the spatial grid, one spatial mask in every time
     slice; pre-training logits cover the decoded tokens only."""
@@ -1025,6 +1041,7 @@ METHOD_ADAPTERS = {
     "mixedae": MixedAEAdapter,
     "mp3": MP3Adapter,
     "dmjd": DMJDAdapter,
+    "cae": CAEAdapter,
     "videomaev2": VideoMAEV2Adapter,
     "maskalign": MaskAlignAdapter,
     "hybriddistill": HybridDistillAdapter,

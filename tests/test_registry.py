@@ -24,6 +24,7 @@ from hf_mae.processors.image_processing_mae import MAEImageProcessor
 PRESET_NAMES = {
     "audiomae": ["audiomae-tiny", "audiomae-vit-base-patch16"],
     "birdmae": ["birdmae-tiny", "birdmae-vit-base-patch16"],
+    "cae": ["cae-tiny", "cae-vit-base-patch16", "cae-vit-large-patch16", "cae-vit-small-patch16"],
     "colormae": ["colormae-tiny", "colormae-vit-base-patch16"],
     "cropmae": ["cropmae-tiny", "cropmae-vit-small-patch16"],
     "crossvideomae": ["crossvideomae-tiny", "crossvideomae-vit-base-patch16"],
@@ -49,6 +50,7 @@ PRESET_NAMES = {
 ROW_FACTS = {
     "audiomae": ("audio", None, "AudioMAEFeatureExtractor", {}),
     "birdmae": ("audio", None, "AudioMAEFeatureExtractor", {"augmentations": "birdmae"}),
+    "cae": ("image", None, "MAEImageProcessor", {}),
     "colormae": ("image", None, "MAEImageProcessor", {}),
     "cropmae": ("image", None, "TwoViewImageProcessor",
                 {"view_mode": "global_to_local", "crop_scale": [0.1, 1.0], "local_crop_scale": [0.3, 0.6]}),
@@ -138,10 +140,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_19_methods_with_their_presets():
+def test_rows_give_the_22_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 21 and len(registry.PRESETS) == 53
+    assert len(registry.METHODS) == 22 and len(registry.PRESETS) == 57
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
