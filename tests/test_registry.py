@@ -36,6 +36,7 @@ PRESET_NAMES = {
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
+    "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
@@ -59,6 +60,7 @@ ROW_FACTS = {
     "mae": ("image", None, "MAEImageProcessor", {}),
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
+    "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
@@ -136,7 +138,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_19_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 19 and len(registry.PRESETS) == 46
+    assert len(registry.METHODS) == 20 and len(registry.PRESETS) == 48  # + mto
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
