@@ -191,6 +191,9 @@ def test_sdpa_carries_the_recalibration_as_eager_does():
         model.config._attn_implementation = "sdpa"
         sdpa = model(pixel_values, bool_masked_pos=bool_masked_pos)
     assert torch.allclose(eager.logits, sdpa.logits, atol=1e-5)
+    model.config._attn_implementation = "flash_attention_2"  # refused before any kernel is looked up
+    with pytest.raises(ValueError, match="mto_recalibration"):
+        model(pixel_values, bool_masked_pos=bool_masked_pos)
 
 
 def test_config_checks_name_the_field():

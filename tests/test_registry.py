@@ -1,9 +1,9 @@
 """The registry: rows beside their method, discovered; public names generated from the rows.
 
 Each ``hf_mae/modeling/<method>.py`` ends with a ``METHOD`` row; ``hf_mae.registry`` discovers them. These tests pin
-the 19 methods and their presets as they were when the rows moved out of ``registry.py``, check that ``hf_mae``
-still exports every name it exported then, and add a throwaway method in a temporary package to show that adding
-a method is one file with one row.
+the 19 methods and their presets as they were when the rows moved out of ``registry.py`` (plus MTO, added since),
+check that ``hf_mae`` still exports every name it exported then, and add a throwaway method in a temporary package
+to show that adding a method is one file with one row.
 """
 
 import importlib

@@ -8,6 +8,10 @@ The method, as in the paper's Section 3 and microsoft/SimMIM ``models/simmim.py`
    pixel shuffle (``encoder_stride`` = ``patch_size``), giving a full image (batch, C, H, W);
 4. the loss is the L1 distance on the hidden pixels only, divided by their count and the channel count.
 
+``use_mto=True`` adds the masked token optimisation plug-in (MTO, Choi et al., ECCV 2024: a recalibration of the
+visible tokens' attention on mask tokens and three extra losses; ``masked_token_optimization.py``, and ``mto.py``
+for the method under its own name). Off by default, when this file computes exactly what it did without it.
+
 Numerically this is transformers' ``ViTForMaskedImageModeling`` (learned absolute positions, pre-norm ViT blocks)
 for the same weights and ``bool_masked_pos`` (see ``hf-mae convert vit-mim``). The official ViT-B recipe uses
 relative position biases instead of absolute positions; hf-mae keeps transformers' absolute ones.
@@ -267,6 +271,12 @@ class SimMIMModel(SimMIMPreTrainedModel):
         if mask is not None and self.config.use_mto:  # MTO's weight recalibration (None when gamma is 1)
             # float32 whatever the model's dtype: eager attention promotes the logits to it, sdpa accepts it
             bias = recalibration_bias(mask, self.config.mto_recalibration, num_prefix_tokens=1)
+            if bias is not None and "flash" in str(self.config._attn_implementation):
+                raise ValueError(
+                    f"MTO's weight recalibration (mto_recalibration={self.config.mto_recalibration}) is an attention "
+                    f"bias, which attn_implementation={self.config._attn_implementation!r} cannot take: use 'eager' or "
+                    "'sdpa', or mto_recalibration=1.0"
+                )
         hidden, _, _ = run_blocks(self.layers, self.embeddings(pixel_values, grid, mask), attention_mask=bias)
         hidden = self.layernorm(hidden)
         if mask is None:
