@@ -13,9 +13,10 @@ from transformers import AutoModelForPreTraining
 import hf_mae
 from hf_mae.modeling.masked_token_optimization import (
     attention_sparsity_loss,
-    group_entropy_loss,
+    depth_weights,
     masked_key_share,
     recalibration_bias,
+    row_entropy_loss,
     singularity_loss,
 )
 from hf_mae.modeling.mto import MTOConfig, MTOForPreTraining
@@ -93,27 +94,31 @@ def test_gamma_zero_cuts_the_mask_tokens_out_of_the_visible_tokens():
     assert (before[bool_masked_pos] - after[bool_masked_pos]).abs().max().item() > 0.1
 
 
-def test_mto_terms_and_total_loss_by_hand():
-    model = tiny(mto_recalibration=0.5, mto_sparsity_weight=0.3, mto_entropy_weight=0.2, mto_singularity_weight=0.7)
+@pytest.mark.parametrize("weighting, block_weights", [("linear", (2 / 3, 1 / 3)), ("uniform", (0.5, 0.5))])
+def test_mto_terms_and_total_loss_by_hand(weighting, block_weights):
+    model = tiny(mto_sparsity_weight=0.3, mto_entropy_weight=0.2, mto_singularity_weight=0.7,
+                 mto_depth_weighting=weighting)
     pixel_values, bool_masked_pos = fixed_inputs()
     with torch.no_grad():
         out = model(pixel_values, bool_masked_pos=bool_masked_pos, output_attentions=True)
     attentions, mask = out.attentions, bool_masked_pos.tolist()
     assert len(attentions) == 2 and attentions[0].shape == (2, 2, 65, 65)
-    # L_spa and L_e by hand: over blocks, images, heads and visible queries (cls included)
-    shares, entropies = [], []
-    for block in attentions:
+    # by hand, per block: L_spa over the masked queries' share on masked keys, L_e over every row's entropy / log 65
+    l_spa = l_e = 0.0
+    for block, block_weight in zip(attentions, block_weights):
+        shares, entropies = [], []
         for b in range(2):
             key_masked = [False] + mask[b]
             for head in range(2):
                 for query in range(65):
-                    if query > 0 and mask[b][query - 1]:
-                        continue
                     row = block[b, head, query].tolist()
-                    p = sum(a for a, masked in zip(row, key_masked) if masked)
-                    shares.append(p)
-                    entropies.append(-(p * math.log(p) + (1 - p) * math.log(1 - p)) / math.log(2))
-    l_spa, l_e = sum(shares) / len(shares), sum(entropies) / len(entropies)
+                    entropies.append(-sum(a * math.log(a) for a in row if a > 0) / math.log(65))
+                    if query > 0 and mask[b][query - 1]:
+                        shares.append(sum(a for a, masked in zip(row, key_masked) if masked))
+                    else:  # the exclusion (gamma = 0): a visible row puts nothing on masked keys
+                        assert sum(a for a, masked in zip(row, key_masked) if masked) == 0.0
+        l_spa += block_weight * sum(shares) / len(shares)
+        l_e += block_weight * sum(entropies) / len(entropies)
     # L_r by hand: squared cosine of the mask token with every visible patch embedding
     token = model.simmim.embeddings.mask_token.detach().flatten().tolist()
     with torch.no_grad():
@@ -127,27 +132,36 @@ def test_mto_terms_and_total_loss_by_hand():
             dot = sum(x * y for x, y in zip(e, token))
             squares.append((dot / math.sqrt(sum(x * x for x in e)) / math.sqrt(sum(y * y for y in token))) ** 2)
     l_r = sum(squares) / len(squares)
-    print(f"by hand: L_spa {l_spa:.6f}, L_e {l_e:.6f}, L_r {l_r:.6f}; model: {out.mto_sparsity_loss.item():.6f}, "
-          f"{out.mto_entropy_loss.item():.6f}, {out.mto_singularity_loss.item():.6f}")
+    print(f"{weighting}: by hand L_spa {l_spa:.6f}, L_e {l_e:.6f}, L_r {l_r:.6f}; model "
+          f"{out.mto_sparsity_loss.item():.6f}, {out.mto_entropy_loss.item():.6f}, "
+          f"{out.mto_singularity_loss.item():.6f}")
     assert out.mto_sparsity_loss.item() == pytest.approx(l_spa, rel=1e-5)
     assert out.mto_entropy_loss.item() == pytest.approx(l_e, rel=1e-5)
     assert out.mto_singularity_loss.item() == pytest.approx(l_r, rel=1e-4)
-    # at a random init a visible query's share is about gamma r / (1 - r + gamma r) with r the masked share of keys;
-    # far from separated, so L_e is near its maximum of 1
-    assert 0.2 < l_spa < 0.6 and l_e > 0.8
+    # at a random init attention is nearly uniform: a masked query's share is about the masked share of the keys
+    # (~0.6), the rows' entropy near its maximum of 1
+    assert 0.45 < l_spa < 0.75 and l_e > 0.9
     # the total: SimMIM's masked L1 plus the weighted terms
     l1 = masked_l1(pixel_values, out.logits, model.pixel_mask(out.mask, (32, 32))).item()
     assert out.reconstruction_loss.item() == pytest.approx(l1, rel=1e-6)
     assert out.loss.item() == pytest.approx(l1 + 0.3 * l_spa + 0.2 * l_e + 0.7 * l_r, rel=1e-5)
     # the functions on their own agree, and a zero weight drops its term
     share = masked_key_share(attentions, bool_masked_pos.float())
-    assert attention_sparsity_loss(share, bool_masked_pos.float()).item() == pytest.approx(l_spa, rel=1e-5)
-    assert group_entropy_loss(share, bool_masked_pos.float()).item() == pytest.approx(l_e, rel=1e-5)
+    assert attention_sparsity_loss(share, bool_masked_pos.float(), weighting=weighting).item() == pytest.approx(
+        l_spa, rel=1e-5)
+    assert row_entropy_loss(attentions, weighting).item() == pytest.approx(l_e, rel=1e-5)
     model.config.mto_entropy_weight = 0.0
     with torch.no_grad():
         dropped = model(pixel_values, bool_masked_pos=bool_masked_pos)
     assert dropped.mto_entropy_loss is None and dropped.attentions is None  # not asked for, not returned
     assert dropped.loss.item() == pytest.approx(l1 + 0.3 * l_spa + 0.7 * l_r, rel=1e-5)
+
+
+def test_depth_weights():
+    assert depth_weights(4).tolist() == pytest.approx([0.4, 0.3, 0.2, 0.1])
+    assert depth_weights(3, "uniform").tolist() == pytest.approx([1 / 3] * 3)
+    with pytest.raises(ValueError, match="weighting"):
+        depth_weights(3, "cosine")
 
 
 def test_singularity_loss_moves_only_the_mask_token():
@@ -176,7 +190,8 @@ def test_flag_off_is_plain_simmim_bit_for_bit():
         neutral = tiny("mto-tiny", seed=5, mto_recalibration=1.0, mto_sparsity_weight=0.0, mto_entropy_weight=0.0,
                        mto_singularity_weight=0.0)(pixel_values, bool_masked_pos=bool_masked_pos)
         on = tiny("mto-tiny", seed=5)(pixel_values, bool_masked_pos=bool_masked_pos)
-    print(f"SimMIM L1 {plain.loss.item():.6f}; MTO on: L1 {on.reconstruction_loss.item():.6f}, total {on.loss.item():.6f}")
+    print(f"SimMIM L1 {plain.loss.item():.6f}; MTO on: L1 {on.reconstruction_loss.item():.6f}, "
+          f"total {on.loss.item():.6f}")
     assert torch.equal(plain.loss, flagged_off.loss) and torch.equal(plain.logits, flagged_off.logits)
     assert torch.equal(plain.loss, neutral.reconstruction_loss) and torch.equal(plain.logits, neutral.logits)
     assert len(plain.to_tuple()) == 3 and plain.reconstruction_loss is None  # loss, logits, mask: as before
@@ -204,6 +219,8 @@ def test_config_checks_name_the_field():
         MTOConfig(mto_entropy_weight=-0.1)
     with pytest.raises(ValueError, match="mto_sparsity_weight"):
         MTOConfig(mto_sparsity_weight=float("nan"))
+    with pytest.raises(ValueError, match="mto_depth_weighting"):
+        MTOConfig(mto_depth_weighting="cosine")
     with pytest.raises(ValueError, match="use_mto"):
         hf_mae.create_config("simmim-tiny", use_mto="yes")
     # the flag works on SimMIM's own config: simmim-tiny + use_mto is mto-tiny under another model_type
@@ -212,9 +229,9 @@ def test_config_checks_name_the_field():
 
 
 def test_training_lowers_the_share_of_attention_on_mask_tokens(one_thread):
-    """20 AdamW steps on one batch: L_spa (a visible token's attention share on masked keys) falls well below its
-    start, as the losses ask, and the reconstruction still improves."""
-    model = tiny(mto_sparsity_weight=1.0, mto_entropy_weight=0.1).train()
+    """20 AdamW steps on one batch: L_spa (a masked token's attention share on masked keys) and L_e fall well below
+    their start, as the losses ask, and the reconstruction still improves."""
+    model = tiny(mto_sparsity_weight=1.0, mto_entropy_weight=0.5).train()
     pixel_values, bool_masked_pos = fixed_inputs()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     history = []
@@ -223,10 +240,10 @@ def test_training_lowers_the_share_of_attention_on_mask_tokens(one_thread):
         optimizer.zero_grad()
         out.loss.backward()
         optimizer.step()
-        history.append((out.mto_sparsity_loss.item(), out.reconstruction_loss.item()))
-    print(f"L_spa {history[0][0]:.4f} -> {history[-1][0]:.4f}, L1 {history[0][1]:.4f} -> {history[-1][1]:.4f}")
-    assert history[-1][0] < 0.5 * history[0][0]
-    assert history[-1][1] < history[0][1]
+        history.append((out.mto_sparsity_loss.item(), out.mto_entropy_loss.item(), out.reconstruction_loss.item()))
+    (spa_0, e_0, l1_0), (spa, e, l1) = history[0], history[-1]
+    print(f"L_spa {spa_0:.4f} -> {spa:.4f}, L_e {e_0:.4f} -> {e:.4f}, L1 {l1_0:.4f} -> {l1:.4f}")
+    assert spa < 0.5 * spa_0 and e < 0.9 * e_0 and l1 < l1_0
 
 
 def test_pretrain_cli_end_to_end(tmp_path, one_thread):

@@ -9,19 +9,21 @@ model classes are SimMIM's (weights named ``simmim.*`` and ``decoder.*``), so an
 and back. The paper's first baseline is SimMIM with a ViT-B/16 (800-epoch recipe, 192 px, r = 0.6, 32-px cells).
 
 What the paper defines and what hf-mae had to decide is written in ``masked_token_optimization.py``; in short:
-- the paper (abstract, keywords, third-party summaries: its method section could not be read here, and there is no
-  official code): three properties of a masked token (spatial randomness, substitutional consistency, data
-  singularity); MTO enforces *data singularity* by *weight recalibration* and three losses ``L_spa``, ``L_e``,
-  ``L_r``, with an entropy-based measure of the heterogeneity of masked and visible tokens; about 50 % fewer
-  pre-training epochs to reach the baselines' converged accuracy.
-- hf-mae's choices (all of the formulas): the recalibration scales a visible query's attention on masked keys by
-  gamma = 0.5 and renormalises (an additive log-bias on the logits, every block); ``L_spa`` = the share of a visible
-  query's attention on masked keys; ``L_e`` = the binary entropy of that share; ``L_r`` = the squared cosine between
-  the mask token and the (detached) visible patch embeddings; weights 0.1 each.
+- the paper (abstract, keywords, the third author's project page, third-party summaries: its method section and
+  code could not be read here): three properties of a masked token (spatial randomness, substitutional
+  consistency, data singularity: the mask token should be unlike anything in the data); MTO excludes the masked
+  tokens from the visible tokens' attention aggregation (*weight recalibration*) and enforces data singularity with
+  depth-dependent constraints, three losses ``L_spa``, ``L_e`` (row-wise attention entropy), ``L_r``; about 50 %
+  fewer pre-training epochs to reach the baselines' converged accuracy.
+- hf-mae's choices: the exclusion in every block (``mto_recalibration`` = 0; a gamma in (0, 1] down-weights
+  instead); ``L_spa`` = the share of a masked query's attention on masked keys; ``L_e`` = the normalised entropy of
+  every attention row; both averaged over the blocks with weights falling linearly with depth; ``L_r`` = the
+  squared cosine between the mask token and the (detached) visible patch embeddings; weights 0.1 each.
 
-Departures from the paper: every formula and weight above may differ from the paper's, which hf-mae could not read;
-SimMIM's own departures (absolute positions instead of relative position biases) hold here too. Flash attention
-cannot carry the recalibration bias (use eager or sdpa); L_spa and L_e make pre-training attend eagerly.
+Departures from the paper: every formula, weight and depth schedule above may differ from the paper's, which
+hf-mae could not read; SimMIM's own departures (absolute positions instead of relative position biases) hold here
+too. Flash attention cannot carry the recalibration bias (eager or sdpa; refused otherwise); L_spa and L_e make
+pre-training attend eagerly.
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
