@@ -1038,6 +1038,7 @@ MODALITY_ADAPTERS = {
 # methods whose masking or outputs differ from their modality's
 METHOD_ADAPTERS = {
     "simmim": SimMIMAdapter,
+    "mto": SimMIMAdapter,  # SimMIM + masked token optimisation: SimMIM's inputs and outputs
     "mixedae": MixedAEAdapter,
     "mp3": MP3Adapter,
     "dmjd": DMJDAdapter,

@@ -1,9 +1,9 @@
 """The registry: rows beside their method, discovered; public names generated from the rows.
 
 Each ``hf_mae/modeling/<method>.py`` ends with a ``METHOD`` row; ``hf_mae.registry`` discovers them. These tests pin
-the 19 methods and their presets as they were when the rows moved out of ``registry.py``, check that ``hf_mae``
-still exports every name it exported then, and add a throwaway method in a temporary package to show that adding
-a method is one file with one row.
+the 19 methods and their presets as they were when the rows moved out of ``registry.py`` (plus those added since: CAE, MaskAlign, Hybrid Distillation, MTO),
+check that ``hf_mae`` still exports every name it exported then, and add a throwaway method in a temporary package
+to show that adding a method is one file with one row.
 """
 
 import importlib
@@ -40,6 +40,7 @@ PRESET_NAMES = {
                   "maskalign-vit-large-patch16"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
+    "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
@@ -66,6 +67,7 @@ ROW_FACTS = {
     "maskalign": ("image", None, "MAEImageProcessor", {}),
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
+    "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
@@ -140,10 +142,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_22_methods_with_their_presets():
+def test_rows_give_the_23_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 22 and len(registry.PRESETS) == 57
+    assert len(registry.METHODS) == 23 and len(registry.PRESETS) == 59
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
