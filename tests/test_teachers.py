@@ -17,7 +17,11 @@ from hf_mae.modeling.teachers import (
     FrozenTeacherMixin,
     MomentumSchedule,
     build_auto_model,
+    build_frozen_teacher,
+    check_teacher_fields,
     reconstruction_target,
+    teacher_blocks,
+    teacher_forward,
 )
 from hf_mae.training.optim import build_adamw
 
@@ -318,6 +322,117 @@ def test_i2pmae_and_tgm_teachers_stay_out_of_the_optimiser():
     clip = tgm.dual_encoder(torch.device("cpu"))
     assert not any(k.startswith("clip") for k in tgm.state_dict()) and not clip.training
     assert not {id(p) for p in clip.parameters()} & {id(p) for p in tgm.parameters()}
+
+
+# ------------------------------------------------------------ frozen teachers from config fields, teacher_forward
+
+TINY_TEACHERS = {  # three block layouts teacher_forward must find: ViT, CLIP's vision tower, DINOv2 with registers
+    "vit": dict(model_type="vit", image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=3,
+                num_attention_heads=2, intermediate_size=32),
+    "clip": dict(model_type="clip_vision_model", image_size=16, patch_size=4, hidden_size=16, num_hidden_layers=3,
+                 num_attention_heads=2, intermediate_size=32),
+    "dinov2_registers": dict(model_type="dinov2_with_registers", image_size=16, patch_size=4, hidden_size=16,
+                             num_hidden_layers=3, num_attention_heads=2, mlp_ratio=2, num_register_tokens=2),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", sorted(TINY_TEACHERS))
+def test_teacher_forward_returns_the_models_own_hidden_states_and_attentions(kind):
+    teacher = build_auto_model(config=TINY_TEACHERS[kind], seed=0, attn_implementation="eager").eval()
+    images = torch.randn(2, 3, 16, 16)
+    features = teacher_forward(teacher, images, output_attentions=True)
+    reference = teacher(pixel_values=images, output_hidden_states=True, output_attentions=True)
+    # hidden_states[i] is block i+1's output (transformers' tuple starts with the embeddings)
+    assert len(features.hidden_states) == 3
+    for mine, theirs in zip(features.hidden_states, reference.hidden_states[1:]):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    torch.testing.assert_close(features.last_hidden_state, reference.last_hidden_state, rtol=0, atol=0)
+    assert features.num_prefix_tokens == (3 if kind == "dinov2_registers" else 1) and features.grid == (4, 4)
+    assert features.patch_tokens(features.hidden_states[0]).shape == (2, 16, 16)
+    # the cls row of the last attention map, averaged over heads, at the patch columns
+    expected = reference.attentions[-1].mean(dim=1)[:, 0, features.num_prefix_tokens:]
+    torch.testing.assert_close(features.cls_attention(), expected, rtol=0, atol=1e-7)
+    assert not features.hidden_states[0].requires_grad
+
+
+def test_teacher_forward_truncated_runs_only_the_blocks_it_needs():
+    teacher = build_auto_model(config=TINY_TEACHERS["vit"], seed=0).eval()
+    calls = []
+    for index, block in enumerate(teacher_blocks(teacher)):
+        block.register_forward_hook(lambda module, args, out, index=index: calls.append(index))
+    images = torch.randn(2, 3, 16, 16)
+    full = teacher_forward(teacher, images)
+    assert calls == [0, 1, 2]
+    calls.clear()
+    cut = teacher_forward(teacher, images, stop_after=2)
+    assert calls == [0, 1] and cut.last_hidden_state is None and len(cut.hidden_states) == 2
+    torch.testing.assert_close(cut.hidden_states[1], full.hidden_states[1], rtol=0, atol=0)
+    # the hooks are gone afterwards: a later plain forward runs every block
+    calls.clear()
+    teacher(pixel_values=images)
+    assert calls == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"stop_after must be a block number in \[1, 3\] or None, got 4"):
+        teacher_forward(teacher, images, stop_after=4)
+    with pytest.raises(ValueError, match="cannot be combined with stop_after"):
+        teacher_forward(teacher, images, stop_after=1, output_attentions=True)
+
+
+def test_teacher_forward_renormalises_resizes_and_masks_an_mae_teacher():
+    teacher = build_auto_model(config=TINY_TEACHERS["vit"], seed=0).eval()
+    raw = torch.rand(2, 3, 16, 16)
+    imagenet = (raw - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    clip_mean, clip_std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    clip_input = (raw - torch.tensor(clip_mean).view(1, 3, 1, 1)) / torch.tensor(clip_std).view(1, 3, 1, 1)
+    features = teacher_forward(teacher, imagenet, image_mean=clip_mean, image_std=clip_std)
+    torch.testing.assert_close(features.last_hidden_state, teacher(pixel_values=clip_input).last_hidden_state,
+                               rtol=0, atol=1e-5)
+    # 32-px images for a 16-px teacher are resized (bicubic), and the tokens can be put on the student's 8x8 grid
+    big = teacher_forward(teacher, torch.randn(2, 3, 32, 32))
+    assert big.grid == (4, 4) and big.patch_tokens(big.last_hidden_state, grid=(8, 8)).shape == (2, 64, 16)
+    # an hf-mae MAE teacher given the student's noise sees the student's visible patches only
+    mae = hf_mae.MAEModel(hf_mae.create_config("mae-tiny", num_hidden_layers=2)).eval()
+    noise = torch.rand(2, 64)
+    masked = teacher_forward(mae, torch.randn(2, 3, 32, 32), noise=noise, mask_ratio=0.75)
+    assert masked.hidden_states[-1].shape == (2, 1 + 16, 128) and masked.num_prefix_tokens == 1
+
+
+def test_frozen_teacher_from_config_fields():
+    from dataclasses import dataclass
+
+    @dataclass
+    class Fields:
+        teacher_name_or_path: object = None
+        teacher_config: object = None
+        teacher_seed: object = 0
+
+    settings = Fields(teacher_config=TINY_TEACHERS["vit"])
+    check_teacher_fields(settings)
+    assert settings.teacher_config is not TINY_TEACHERS["vit"]  # copied: a preset table is never shared
+    first, second = build_frozen_teacher(settings), build_frozen_teacher(settings)
+    assert not first.training and not any(p.requires_grad for p in first.parameters())
+    assert first.config._attn_implementation == "eager"
+    for a, b in zip(first.parameters(), second.parameters()):  # the seed fixes the random teacher
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="teacher_config must be a config dict with a 'model_type' key"):
+        check_teacher_fields(Fields(teacher_config={"hidden_size": 8}))
+    with pytest.raises(ValueError, match="teacher_seed must be an int, got '0'"):
+        check_teacher_fields(Fields(teacher_seed="0"))
+    with pytest.raises(ValueError, match="mim_teacher_name_or_path must be a Hub id or folder"):
+        check_teacher_fields(type("F", (), dict(mim_teacher_name_or_path="", mim_teacher_config=None,
+                                                mim_teacher_seed=0))(), prefix="mim_teacher")
+    with pytest.raises(ValueError, match="needs a teacher: set teacher_name_or_path or teacher_config"):
+        build_frozen_teacher(Fields())
+
+
+def test_pretrain_refuses_teachers_the_model_does_not_take(tmp_path):
+    from hf_mae.training.pretrain import pretrain
+
+    teacher = build_auto_model(config=TINY_TEACHERS["vit"], seed=0)
+    with pytest.raises(ValueError, match=r"MAEForPreTraining takes no \['teacher'\]; its teacher keywords are none"):
+        pretrain(model="mae-tiny", dataset="digits", output_dir=str(tmp_path / "run"), teachers={"teacher": teacher})
+    with pytest.raises(TypeError, match="teachers must be a dict"):
+        pretrain(model="mae-tiny", dataset="digits", output_dir=str(tmp_path / "run"), teachers=[teacher])
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------------------------------------ targets

@@ -34,6 +34,7 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
@@ -265,6 +266,200 @@ class FrozenTeacherMixin:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Frozen teachers described by config fields, and what a ViT-like image teacher sees
+
+
+def check_teacher_fields(config, prefix: str = "teacher") -> None:
+    """Validates a config's ``<prefix>_name_or_path`` (str or None), ``<prefix>_config`` (None or a dict with
+    ``model_type``; deep-copied so presets never share it) and ``<prefix>_seed`` (int). Call in ``__post_init__``."""
+    import copy
+
+    name = getattr(config, f"{prefix}_name_or_path")
+    if name is not None and not (isinstance(name, str) and name):
+        raise ValueError(f"{prefix}_name_or_path must be a Hub id or folder (a non-empty str) or None, got {name!r}")
+    settings = getattr(config, f"{prefix}_config")
+    if settings is not None:
+        if not (isinstance(settings, Mapping) and "model_type" in settings):
+            raise ValueError(f"{prefix}_config must be a config dict with a 'model_type' key or None, got {settings!r}")
+        setattr(config, f"{prefix}_config", copy.deepcopy(dict(settings)))
+    seed = getattr(config, f"{prefix}_seed")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"{prefix}_seed must be an int, got {seed!r}")
+
+
+def build_frozen_teacher(config, prefix: str = "teacher", **kwargs) -> nn.Module:
+    """The frozen teacher a config describes: randomly initialised from ``<prefix>_config`` and ``<prefix>_seed``
+    when that is set (tests), else ``from_pretrained(<prefix>_name_or_path)`` (a Hub id or a folder, e.g. an hf-mae
+    run: ``AutoModel`` gives its encoder). Eager attention (attention maps are readable), no gradients, eval mode."""
+    name, settings = getattr(config, f"{prefix}_name_or_path"), getattr(config, f"{prefix}_config")
+    if name is None and settings is None:
+        raise ValueError(f"{type(config).__name__} needs a teacher: set {prefix}_name_or_path or {prefix}_config, "
+                         "or pass the model instance to the constructor")
+    kwargs.setdefault("attn_implementation", "eager")
+    return freeze(build_auto_model(name, settings, seed=getattr(config, f"{prefix}_seed"), **kwargs))
+
+
+# where ViT-like encoders keep their blocks: hf-mae's encoders, ViT / DINO / ViTMAE, CLIP's vision tower
+BLOCK_LISTS = ("layers", "encoder.layer", "encoder.layers", "vision_model.encoder.layers")
+
+
+def teacher_core(model: nn.Module) -> nn.Module:
+    """The image encoder inside ``model`` (CLIP's ``vision_model``; the model itself otherwise)."""
+    return getattr(model, "vision_model", model)
+
+
+def teacher_blocks(model: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a ViT-like encoder, in order; TypeError if none is found."""
+    for path in BLOCK_LISTS:
+        module = model
+        for attribute in path.split("."):
+            module = getattr(module, attribute, None)
+        if isinstance(module, nn.ModuleList) and len(module):
+            return module
+    raise TypeError(f"the teacher ({type(model).__name__}) is no ViT-like encoder: none of {BLOCK_LISTS} is a block list")
+
+
+def teacher_grid(model: nn.Module) -> tuple[int, int]:
+    """The patch grid of a ViT-like teacher at its own ``image_size``."""
+    config = teacher_core(model).config
+    image, patch = config.image_size, config.patch_size
+    image = (image, image) if isinstance(image, int) else tuple(image)
+    patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
+    return image[0] // patch[0], image[1] // patch[1]
+
+
+def resize_token_grid(tokens: torch.Tensor, grid, new_grid) -> torch.Tensor:
+    """(n, rows * cols, d) patch tokens on ``grid`` -> (n, new_rows * new_cols, d), bilinearly (identity if equal)."""
+    grid, new_grid = tuple(grid), tuple(new_grid)
+    if grid == new_grid:
+        return tokens
+    n, _, dim = tokens.shape
+    maps = tokens.transpose(1, 2).reshape(n, dim, *grid).float()
+    maps = nn.functional.interpolate(maps, size=new_grid, mode="bilinear", align_corners=False)
+    return maps.flatten(2).transpose(1, 2).to(tokens.dtype)
+
+
+class _StopForward(Exception):
+    """Raised by the hook on a truncated teacher's last needed block: the blocks after it never run."""
+
+
+@dataclass
+class TeacherFeatures:
+    """What a ViT-like teacher computed for a batch (see :func:`teacher_forward`).
+
+    hidden_states: ``[i]`` is the output of block ``i + 1``, (n, P + N, d), before any final norm, the ``P`` prefix
+        tokens (cls, registers, ...) first.
+    last_hidden_state: the model's final output (after its final norm), None when the run was truncated.
+    attentions: per block (n, heads, P + N, P + N) when asked for, else None.
+    num_prefix_tokens: P; grid: the teacher's patch grid (rows, cols).
+    """
+
+    hidden_states: tuple
+    last_hidden_state: torch.Tensor | None
+    attentions: tuple | None
+    num_prefix_tokens: int
+    grid: tuple
+
+    def patch_tokens(self, tokens: torch.Tensor, grid=None) -> torch.Tensor:
+        """(n, P + N, ...) -> (n, N, ...) without the prefix tokens; resized to ``grid`` (the student's) if given."""
+        patches = tokens[:, self.num_prefix_tokens:]
+        return patches if grid is None else resize_token_grid(patches, self.grid, grid)
+
+    def cls_attention(self, layer: int = -1) -> torch.Tensor:
+        """(n, N): the first token's attention to every patch in block ``layer``, averaged over heads (as
+        MaskAlign and I2P-MAE score patches)."""
+        if self.attentions is None:
+            raise ValueError("teacher_forward was called without output_attentions=True")
+        return self.attentions[layer].float().mean(dim=1)[:, 0, self.num_prefix_tokens:]
+
+
+@torch.no_grad()
+def teacher_forward(
+    teacher: nn.Module,
+    pixel_values: torch.Tensor,
+    *,
+    stop_after: int | None = None,
+    output_attentions: bool = False,
+    image_mean=None,
+    image_std=None,
+    input_mean=(0.485, 0.456, 0.406),
+    input_std=(0.229, 0.224, 0.225),
+    **teacher_kwargs,
+) -> TeacherFeatures:
+    """Runs a frozen ViT-like image teacher (ViT / DINO, CLIP, hf-mae's encoders, ViTMAE) without gradients.
+
+    pixel_values: (n, C, H, W) normalised with ``input_mean`` / ``input_std`` (the processors' ImageNet ones); when
+        ``image_mean`` / ``image_std`` are given (CLIP's), they are re-normalised to those; images of another size
+        than the teacher's ``image_size`` are resized to it (bicubic).
+    stop_after: run only blocks 1..k (hooks stop the forward there: later blocks never run, so a truncated teacher
+        costs k / depth of a full one); None runs the whole model.
+    output_attentions: also return every block's attention maps (the teacher must use eager attention; not with
+        ``stop_after``).
+    teacher_kwargs: passed to the teacher's forward (e.g. ``noise=`` and ``mask_ratio=`` for an MAE teacher, which
+        then sees the student's visible patches only).
+    """
+    core = teacher_core(teacher)
+    blocks = teacher_blocks(core)
+    if stop_after is not None:
+        if isinstance(stop_after, bool) or not isinstance(stop_after, int) or not 1 <= stop_after <= len(blocks):
+            raise ValueError(f"stop_after must be a block number in [1, {len(blocks)}] or None, got {stop_after!r}")
+        if output_attentions:
+            raise ValueError("output_attentions needs the whole teacher; it cannot be combined with stop_after")
+    first = next(teacher.parameters())
+    images = pixel_values.to(device=first.device, dtype=torch.float32)
+    if image_mean is not None or image_std is not None:
+        def column(values):
+            return torch.as_tensor(values, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+        raw = images * column(input_std) + column(input_mean)
+        images = (raw - column(image_mean if image_mean is not None else input_mean)) / column(
+            image_std if image_std is not None else input_std)
+    size = core.config.image_size
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) != size:
+        images = nn.functional.interpolate(images, size=size, mode="bicubic", align_corners=False)
+
+    states: list[torch.Tensor] = []
+    last = stop_after if stop_after is not None else len(blocks)
+
+    def record(module, args, output):
+        states.append(output[0] if isinstance(output, (tuple, list)) else output)
+        if len(states) == last and stop_after is not None:
+            raise _StopForward
+
+    handles = [block.register_forward_hook(record) for block in blocks[:last]]
+    out = None
+    try:
+        out = core(pixel_values=images.to(first.dtype), output_attentions=output_attentions, **teacher_kwargs)
+    except _StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    grid = teacher_grid(core)
+    attentions = None
+    if output_attentions:
+        attentions = getattr(out, "attentions", None)
+        if not attentions:
+            raise ValueError(f"the teacher ({type(teacher).__name__}) returned no attention weights; load it with "
+                             'attn_implementation="eager" (sdpa / flash attention do not return them)')
+    num_tokens = states[0].shape[1]
+    visible = grid[0] * grid[1]
+    if "noise" in teacher_kwargs or "bool_masked_pos" in teacher_kwargs:  # a masked teacher: fewer patch tokens
+        visible = num_tokens - _prefix_count(core)
+    return TeacherFeatures(
+        hidden_states=tuple(states),
+        last_hidden_state=None if out is None else out.last_hidden_state,
+        attentions=attentions,
+        num_prefix_tokens=num_tokens - visible,
+        grid=grid,
+    )
+
+
+def _prefix_count(core: nn.Module) -> int:
+    """Tokens before the patches: a cls token, plus register tokens where the config has them."""
+    return 1 + int(getattr(core.config, "num_register_tokens", 0) or 0)
+
+# ---------------------------------------------------------------------------------------------------------------
 # Targets
 
 
@@ -294,6 +489,13 @@ def reconstruction_target(
 
 
 __all__ = [
+    "TeacherFeatures",
+    "build_frozen_teacher",
+    "check_teacher_fields",
+    "resize_token_grid",
+    "teacher_blocks",
+    "teacher_forward",
+    "teacher_grid",
     "MomentumSchedule",
     "EMATeacher",
     "EMATeacherMixin",

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -336,6 +337,8 @@ def plan_output_dir(args, output_dir: Path):
 def run_args_dict(args) -> dict:
     data = {k: v for k, v in vars(args).items() if not k.startswith("_") and k != "command"}
     data["config_overrides"] = parse_overrides(args.config_overrides, args.model)
+    if data.get("teachers"):  # instances passed from Python: recorded by class, never serialised
+        data["teachers"] = {name: type(model).__name__ for name, model in data["teachers"].items()}
     return json.loads(json.dumps(data, default=str))  # plain JSON types, as read back from run_args.json
 
 
@@ -459,7 +462,7 @@ def train(args) -> tuple[Path, dict]:
         config.num_features = int(loader.dataset[0]["node_features"].shape[-1])
     set_seed(args.seed)
     method = registry.get_method(args.model)
-    model = method.model_classes["pretraining"](config)
+    model = method.model_classes["pretraining"](config, **teacher_instances(args, method))
     if args.gradient_checkpointing:
         enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
         enable()
@@ -700,6 +703,22 @@ def run(args) -> int:
     return 0
 
 
+def teacher_instances(args, method) -> dict:
+    """The Python API's ``teachers={"teacher": model, ...}``, checked against the pre-training class's keywords."""
+    teachers = getattr(args, "teachers", None) or {}
+    if not isinstance(teachers, dict):
+        raise TypeError(f"teachers must be a dict of constructor keyword -> model, got {type(teachers).__name__}")
+    model_class = method.model_classes["pretraining"]
+    accepted = [name for name in inspect.signature(model_class.__init__).parameters if name not in ("self", "config")]
+    unknown = sorted(set(teachers) - set(accepted))
+    if unknown:
+        raise ValueError(f"teachers: {model_class.__name__} takes no {unknown}; its teacher keywords are {accepted or 'none'}")
+    for name, teacher in teachers.items():
+        if not isinstance(teacher, torch.nn.Module):
+            raise TypeError(f"teachers[{name!r}] must be a model (torch.nn.Module), got {type(teacher).__name__}")
+    return teachers
+
+
 def main(argv=None) -> tuple[Path, dict]:
     """``main(["--model", "mae-tiny", ...])``: the CLI in-process. Returns (output dir, summary)."""
     return train(build_parser().parse_args(argv))
@@ -708,10 +727,13 @@ def main(argv=None) -> tuple[Path, dict]:
 def pretrain(**kwargs) -> tuple[Path, dict]:
     """Python API: ``pretrain(model="mae-tiny", dataset="digits", output_dir="runs/mae", max_steps=100, ...)``.
 
-    Keywords are the CLI's long options with ``_`` for ``-``; ``config_overrides`` may be a dict.
+    Keywords are the CLI's long options with ``_`` for ``-``; ``config_overrides`` may be a dict. ``teachers``
+    (Python only) passes model instances to the pre-training class's constructor, e.g.
+    ``teachers={"teacher": vit}`` for a distillation method (they are not saved; pass them again to resume).
     Returns (output dir, summary dict as in ``metrics.json``; empty on non-main processes).
     """
     defaults = {a.dest: a.default for a in build_parser()._actions if a.dest != "help"}
+    defaults["teachers"] = None
     unknown = sorted(set(kwargs) - set(defaults))
     if unknown:
         raise TypeError(f"pretrain() got unknown argument(s) {unknown}; allowed: {sorted(defaults)}")
