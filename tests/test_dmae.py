@@ -74,6 +74,10 @@ def test_losses_by_hand_from_the_models_parts():
         s = model.mae(pixels, noise=noise, mask_ratio=0.75, output_hidden_states=True).hidden_states[3]
         p = model.projection_heads[0](s)
     assert t.shape == (3, 1 + 16, 192) and p.shape == t.shape
+    with torch.no_grad():  # hidden_states[k] is block k's output before the final norm (index 0: the blocks' input)
+        states = model.mae(pixels, noise=noise, mask_ratio=0.75, output_hidden_states=True)
+        torch.testing.assert_close(model.mae.layernorm(states.hidden_states[4]), states.last_hidden_state)
+        torch.testing.assert_close(model.mae.layers[3](states.hidden_states[3])[0], states.hidden_states[4])
     by_hand = (t / t.norm(dim=-1, keepdim=True) - p / p.norm(dim=-1, keepdim=True)).abs().mean()
     torch.testing.assert_close(out.distillation_loss, by_hand, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(out.loss, out.reconstruction_loss + out.distillation_loss)
@@ -274,3 +278,19 @@ def test_teacher_cost_benchmark_runs():
     result = bench.measure(size="tiny", batch=2, repeats=1)
     assert result["blocks_run_truncated"] < result["blocks_run_full"]
     assert result["ratio"] > 0
+
+
+def test_feature_distillation_losses_by_hand():
+    from hf_mae.modeling.losses import feature_distillation_loss
+
+    p, t = torch.tensor([[[3.0, 4.0], [1.0, 0.0]]]), torch.tensor([[[6.0, 8.0], [0.0, 2.0]]])
+    # normalised L1: the first tokens point the same way (0), the second differ by |0 - 1| + |1 - 0| over 4 elements
+    assert feature_distillation_loss(p, t, "l1_normalized").item() == pytest.approx(0.5)
+    assert feature_distillation_loss(p, t, "cosine").item() == pytest.approx(0.5)  # (0 + 1) / 2 tokens
+    # standardised target: (6, 8) -> (-1, 1), (0, 2) -> (-1, 1), up to the eps
+    expected = ((p - torch.tensor([[[-1.0, 1.0], [-1.0, 1.0]]])) ** 2).mean()
+    assert feature_distillation_loss(p, t, "mse_layernorm").item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        feature_distillation_loss(p, t, "l2")
+    with pytest.raises(ValueError, match="one shape"):
+        feature_distillation_loss(p, t[:, :1], "cosine")

@@ -8,7 +8,6 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import digits_pixels, run_pretrain
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining
 
@@ -56,7 +55,8 @@ def test_losses_by_hand_from_the_models_parts():
     # the teacher's last block (whole image) at the same patches, standardised per token
     ids_keep = mask_from_noise(noise, 0.75).ids_keep
     column = lambda v: torch.tensor(v).view(1, 3, 1, 1)  # noqa: E731
-    clip_pixels = (pixels * column(IMAGENET_STD) + column(IMAGENET_MEAN) - column(OPENAI_CLIP_MEAN)) / column(OPENAI_CLIP_STD)
+    raw = pixels * column(IMAGENET_STD) + column(IMAGENET_MEAN)
+    clip_pixels = (raw - column(OPENAI_CLIP_MEAN)) / column(OPENAI_CLIP_STD)
     with torch.no_grad():
         student = model.mae(pixels, noise=noise, mask_ratio=0.75).last_hidden_state[:, 1:]
         clip = model.teacher(pixel_values=clip_pixels, output_hidden_states=True).hidden_states[2]  # block 2 of 2
@@ -173,9 +173,9 @@ SMALL = dict(image_size=16, hidden_size=64, num_hidden_layers=2, num_attention_h
 
 
 def test_neither_loss_stalls_the_other(one_thread):
-    """120 steps on digits (16 px, 4-px patches: 16 tokens; SMALL's student) for MR-MAE with the preset's two random teachers and for
-    plain MAE from the same initial weights, on the same batches and masks: both MR-MAE losses fall, and its pixel
-    loss keeps up with MAE's."""
+    """120 steps on digits (16 px, 4-px patches: 16 tokens; SMALL's student) for MR-MAE with the preset's two random
+    teachers and for plain MAE from the same initial weights, on the same batches and masks: both MR-MAE losses fall,
+    and its pixel loss keeps up with MAE's."""
     pixels, _ = digits_pixels("train", image_size=16)
     steps = 120
     torch.manual_seed(0)
@@ -214,4 +214,5 @@ def test_pretrain_cli_with_teachers_by_config_and_folder(tmp_path, one_thread):
                   f"second_teacher_config={json.dumps(vit)}", "second_teacher_hidden_size=32"],
                  tmp_path / "overrides")  # fmt: skip
     saved = json.loads((tmp_path / "overrides" / "config.json").read_text())
-    assert saved["teacher_name_or_path"] == str(tmp_path / "mae") and saved["second_teacher_config"]["hidden_size"] == 32
+    assert saved["teacher_name_or_path"] == str(tmp_path / "mae")
+    assert saved["second_teacher_config"]["hidden_size"] == 32

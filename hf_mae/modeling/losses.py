@@ -97,7 +97,9 @@ def normalized_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (target - prediction).abs().mean()
 
 
-def feature_distillation_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1_normalized") -> torch.Tensor:
+def feature_distillation_loss(
+    prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1_normalized"
+) -> torch.Tensor:
     """A student's projected features against a teacher's, both (..., dim), the teacher's detached:
 
     - ``"l1_normalized"``: :func:`normalized_l1` (DMAE);

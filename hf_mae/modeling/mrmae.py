@@ -143,7 +143,8 @@ class MRMAEConfig(MAEConfig):
                                  f"got {self.mimic_layer}")
         check_choice("projection_mode", self.projection_mode, PROJECTION_MODES)
         check_choice("mimic_loss", self.mimic_loss, FEATURE_LOSSES)
-        if isinstance(self.mimic_weight, bool) or not isinstance(self.mimic_weight, (int, float)) or self.mimic_weight < 0:
+        weight = self.mimic_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
             raise ValueError(f"mimic_weight must be a number >= 0, got {self.mimic_weight!r}")
 
     def teacher_configured(self, prefix: str) -> bool:
