@@ -3,6 +3,8 @@
     python benchmarks/cifar_teacher.py                  # -> runs/teachers/mae-cifar10 (skipped when already there)
     python benchmarks/cifar_teacher.py --force          # train it again and replace it
     python benchmarks/cifar_teacher.py --measure        # steps/s of each candidate size (20 steps each), no teacher
+    python benchmarks/cifar_teacher.py --supervised     # -> runs/teachers/mae-cifar10-supervised: that MAE fine-tuned
+                                                        #    on the labels (the second teacher of two-teacher methods)
 
 The training is ``hf-mae pretrain``'s own (``pretrain()``, its defaults: MAE's crop + flip augmentation, the default
 lr rule, warm-up + cosine) on ``../shared/data/cifar10/train`` (5,000 images, 32 px), for ``--epochs``. The result
@@ -15,6 +17,12 @@ So does ``teacher_name_or_path=<folder>`` of I2P-MAE (``teachers.build_auto_mode
 The folder is built in a temporary sibling (``hf_mae.files.replace_atomically``) and renamed into place once complete, so it is
 either whole or absent; a build killed half-way leaves only that sibling, which the next build removes. A complete
 folder (``teacher.json`` is written last) is kept unless ``--force``.
+
+``--supervised`` makes the supervised teacher of the two-teacher methods (Hybrid Distillation's feature teacher):
+the MAE teacher above fine-tuned on the CIFAR-10 labels with ``hf-mae finetune`` (its recipe and defaults,
+``--finetune-epochs``), written the same way. ``AutoModel`` loads its encoder; its ``teacher.json`` records the
+accuracy on ``cifar10/test`` (the epoch kept is ``hf-mae finetune``'s best on that split: a teacher chosen on the
+test images, a mild leak the reader should know of).
 
 Size and length (``--size``, ``--epochs``, see ``SIZES``): of the candidates that train in about 20 minutes on this
 machine's 2 cores with 1 torch thread (``--measure`` projects each), the one whose features are best, measured
@@ -37,6 +45,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "cifar10" / "train"
 DEFAULT_OUTPUT = ROOT / "runs" / "teachers" / "mae-cifar10"
+DEFAULT_SUPERVISED_OUTPUT = ROOT / "runs" / "teachers" / "mae-cifar10-supervised"
+DEFAULT_LABELLED = ROOT.parent / "shared" / "data" / "cifar10"  # train/ and test/, for hf-mae finetune
 PRESET = "mae-tiny"  # 32 px, 4-px patches (an 8 x 8 grid): CIFAR-10's own size; the sizes below override its widths
 # candidate encoders (beyond mae-tiny a light decoder, 128-d x 2 blocks, as benchmarks/common.py's vit-ti4-32)
 LIGHT_DECODER = dict(decoder_hidden_size=128, decoder_intermediate_size=512)
@@ -57,7 +67,14 @@ COMPLETE = ("config.json", "model.safetensors", "preprocessor_config.json", "tea
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the teacher folder")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"the teacher folder (default: {DEFAULT_OUTPUT}; with --supervised {DEFAULT_SUPERVISED_OUTPUT})")
+    parser.add_argument("--supervised", action="store_true",
+                        help="fine-tune the MAE teacher (--source) on the labels instead (hf-mae finetune)")
+    parser.add_argument("--source", type=Path, default=DEFAULT_OUTPUT, help="--supervised: the MAE teacher folder")
+    parser.add_argument("--labelled-dataset", default=str(DEFAULT_LABELLED),
+                        help="--supervised: a folder with train/ and test/ image folders (hf-mae finetune --dataset)")
+    parser.add_argument("--finetune-epochs", type=float, default=5.0, help="--supervised: fine-tuning epochs")
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help="an image folder (hf-mae pretrain --dataset)")
     parser.add_argument("--size", choices=sorted(SIZES), default=DEFAULT_SIZE, help="the encoder size (see SIZES)")
     parser.add_argument("--config-overrides", nargs="*", default=[], metavar="KEY=VALUE",
@@ -74,7 +91,9 @@ def parse_args(argv=None):
     parser.add_argument("--measure-steps", type=int, default=20)
     parser.add_argument("--measure-sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     args = parser.parse_args(argv)
-    for name in ("epochs", "max_steps", "batch_size", "measure_steps"):
+    if args.output is None:
+        args.output = DEFAULT_SUPERVISED_OUTPUT if args.supervised else DEFAULT_OUTPUT
+    for name in ("epochs", "max_steps", "batch_size", "measure_steps", "finetune_epochs"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')} must be > 0, got {value}")
@@ -99,19 +118,14 @@ def pretrain_kwargs(args, size: str) -> dict:
     return kwargs
 
 
-def build_teacher(args) -> Path:
-    """Trains the teacher into a temporary sibling of ``args.output`` and renames it into place; returns the folder."""
-    from transformers import AutoModel
-
-    import hf_mae  # noqa: F401  (registers the Auto classes)
-    from hf_mae.files import remove_stale_staging, replace_atomically, write_json
-    from hf_mae.training.pretrain import pretrain
-    from hf_mae.training.probe import load_quietly
+def prepare_output(args) -> Path | None:
+    """The resolved ``--output`` to build, or None when a complete teacher is there and kept (no ``--force``)."""
+    from hf_mae.files import remove_stale_staging
 
     output = args.output.resolve()
     if is_complete(output) and not args.force:
         print(f"{output} holds a complete teacher; kept (--force trains it again)")
-        return output
+        return None
     if output.exists() and not args.force:
         raise ValueError(f"--output {str(output)!r} exists but is not a complete teacher (it lacks one of {COMPLETE}); "
                          "pass --force to replace it")
@@ -119,6 +133,21 @@ def build_teacher(args) -> Path:
         raise ValueError(f"--output {str(output)!r} holds something else than a model folder; --force replaces only "
                          "a teacher (a folder with a config.json) or an empty folder: choose another --output")
     remove_stale_staging(output)  # what a killed build left
+    return output
+
+
+def build_teacher(args) -> Path:
+    """Trains the teacher into a temporary sibling of ``args.output`` and renames it into place; returns the folder."""
+    from transformers import AutoModel
+
+    import hf_mae  # noqa: F401  (registers the Auto classes)
+    from hf_mae.files import replace_atomically, write_json
+    from hf_mae.training.pretrain import pretrain
+    from hf_mae.training.probe import load_quietly
+
+    output = prepare_output(args)
+    if output is None:
+        return args.output.resolve()
     kwargs = pretrain_kwargs(args, args.size)
     summary = {}
 
@@ -147,6 +176,44 @@ def build_teacher(args) -> Path:
     replace_atomically(output, write)  # whole or absent; --force: the old teacher is replaced only at the end
     print(f"teacher saved to {output}: {summary['steps']} steps, loss {summary['first_loss']:.4f} -> "
           f"{summary['final_loss']:.4f}")
+    return output
+
+
+def build_supervised_teacher(args) -> Path:
+    """Fine-tunes the MAE teacher at ``--source`` on the labels (``hf-mae finetune``) into ``--output``, whole or
+    absent; returns the folder."""
+    from transformers import AutoModel
+
+    import hf_mae  # noqa: F401  (registers the Auto classes)
+    from hf_mae.files import replace_atomically, write_json
+    from hf_mae.training.finetune import finetune
+    from hf_mae.training.probe import load_quietly
+
+    source = args.source.resolve()
+    if not is_complete(source):
+        raise ValueError(f"--source {str(source)!r} is not a complete MAE teacher (it lacks one of {COMPLETE}); "
+                         "build it first: python benchmarks/cifar_teacher.py")
+    output = prepare_output(args)
+    if output is None:
+        return args.output.resolve()
+    result = {}
+
+    def write(folder: Path) -> None:
+        start = time.perf_counter()
+        result.update(finetune(str(source), args.labelled_dataset, str(folder), epochs=args.finetune_epochs,
+                               batch_size=args.batch_size, seed=args.seed, report_to="none"))
+        load_quietly(AutoModel, folder)  # the encoder loads (the classifier's head is left out)
+        write_json(folder / "teacher.json", {
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "source": str(source),
+            "finetune_epochs": args.finetune_epochs,
+            "test_accuracy": result["eval_accuracy"],
+            "wall_time_s": time.perf_counter() - start,
+            "torch_threads": torch.get_num_threads(),
+        }, sort_keys=True)
+
+    replace_atomically(output, write)
+    print(f"supervised teacher saved to {output}: accuracy {result['eval_accuracy']:.3f} on the test split")
     return output
 
 
@@ -181,7 +248,7 @@ def main(argv=None):
             print(f"  {size:9s} {row['steps_per_s']:.2f} steps/s  {row['images_per_s']:.0f} images/s  "
                   f"-> {row['projected_minutes']:.1f} min")
         return found
-    return build_teacher(args)
+    return build_supervised_teacher(args) if args.supervised else build_teacher(args)
 
 
 if __name__ == "__main__":

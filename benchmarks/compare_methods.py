@@ -25,6 +25,11 @@ keeps its error. The summary (mean and sample standard deviation over seeds), th
     python benchmarks/compare_methods.py --threads 1                                  # digits, 30 epochs, 2 seeds
     python benchmarks/compare_methods.py --dataset ../shared/data/cifar10 --methods mae mixedae \\
         --threads 1 --output-dir runs/cifar10                                          # CIFAR-10, 30 epochs
+
+Distillation methods take their teachers with ``--teacher PREFIX=FOLDER`` (every method whose config has
+``<PREFIX>_name_or_path`` loads that folder instead of its preset's tiny random teacher; the others are unaffected
+and keep their rows), e.g. the CIFAR-10 MAE of ``benchmarks/cifar_teacher.py``:
+``--teacher teacher=runs/teachers/mae-cifar10``.
 """
 
 from __future__ import annotations
@@ -78,9 +83,36 @@ def tiny_preset(method: str) -> str | None:
     return preset if preset in METHODS[method].presets else None
 
 
-def overrides_for(method: str, steps: int) -> dict:
+def parse_teachers(items) -> dict:
+    """``--teacher PREFIX=FOLDER ...`` -> {prefix: absolute folder}; each folder must exist (nothing is downloaded)."""
+    teachers = {}
+    for item in items or []:
+        prefix, sep, folder = str(item).partition("=")
+        if not sep or not prefix or not folder:
+            raise ValueError(f"--teacher takes PREFIX=FOLDER items (e.g. teacher=runs/teachers/mae-cifar10), got {item!r}")
+        if not (Path(folder) / "config.json").is_file():
+            raise ValueError(f"--teacher {item!r}: {folder!r} is no model folder (no config.json); build the CIFAR-10 "
+                             "teachers with benchmarks/cifar_teacher.py")
+        teachers[prefix] = str(Path(folder).resolve())
+    return teachers
+
+
+def teacher_overrides(method: str, teachers: dict) -> dict:
+    """The config fields that give ``<method>-tiny`` the ``--teacher`` folders: for each PREFIX its config has
+    (``<PREFIX>_name_or_path``), that folder instead of the preset's tiny random teacher."""
+    fields = METHODS[method].config_class.__dataclass_fields__
+    overrides = {}
+    for prefix, folder in teachers.items():
+        if f"{prefix}_name_or_path" in fields:
+            overrides[f"{prefix}_name_or_path"] = folder
+            if f"{prefix}_config" in fields:
+                overrides[f"{prefix}_config"] = None
+    return overrides
+
+
+def overrides_for(method: str, steps: int, teachers: dict | None = None) -> dict:
     make = PER_METHOD_OVERRIDES.get(method)
-    return make(steps) if make else {}
+    return {**(make(steps) if make else {}), **teacher_overrides(method, teachers or {})}
 
 
 def default_lr(method: str, batch_size: int) -> float:
@@ -120,7 +152,7 @@ def run_pretraining(method: str, seed: int, steps: int, run_dir: Path, args) -> 
         stale = not same_lr(done.get("lr"), method, args)
         if not stale and done.get("steps") == steps:  # finished earlier; the probes or fine-tuning were interrupted
             return done
-    overrides = overrides_for(method, steps)
+    overrides = overrides_for(method, steps, parse_teachers(args.teacher))
     _, summary = pretrain(
         model=tiny_preset(method), dataset=args.dataset, split="train", output_dir=str(run_dir), max_steps=steps,
         lr=args.lr, batch_size=args.batch_size, seed=seed, config_overrides=overrides or None,
@@ -175,8 +207,8 @@ def run_row(method: str, seed: int, steps: int, args) -> dict:
         "lr": metrics.get("lr"),
         "warmup_steps": metrics.get("warmup_steps"),
         "augmentation": metrics.get("augmentation"),
-        "budget": budget(args, steps),
-        "config_overrides": overrides_for(method, steps),
+        "budget": budget(args, steps, method),
+        "config_overrides": overrides_for(method, steps, parse_teachers(args.teacher)),
         "first_loss": metrics.get("first_loss"),
         "final_loss": metrics.get("final_loss"),
         "images_per_s_run": metrics.get("images_per_s"),
@@ -203,10 +235,15 @@ def row_path(output_dir, method: str, seed: int) -> Path:
     return Path(output_dir) / "rows" / f"{method}-seed{seed}.json"
 
 
-def budget(args, steps: int) -> dict:
-    """What a row's numbers depend on besides method and seed: a finished row is reused only under the same."""
-    return {"dataset": args.dataset, "steps": steps, "batch_size": args.batch_size, "lr_override": args.lr,
-            "finetune_epochs": args.finetune_epochs, "finetune_steps": args.finetune_steps}
+def budget(args, steps: int, method: str) -> dict:
+    """What a row's numbers depend on besides method and seed: a finished row is reused only under the same
+    (the teachers only for a method that has them, so the rows of the others stay valid)."""
+    found = {"dataset": args.dataset, "steps": steps, "batch_size": args.batch_size, "lr_override": args.lr,
+             "finetune_epochs": args.finetune_epochs, "finetune_steps": args.finetune_steps}
+    teachers = teacher_overrides(method, parse_teachers(args.teacher))
+    if teachers:
+        found["teachers"] = teachers
+    return found
 
 
 def finished_row(output_dir, method: str, seed: int, expected: dict) -> dict | None:
@@ -316,7 +353,7 @@ def interleaved_throughput(methods: list[str], steps: int, args) -> tuple[dict, 
         try:
             preset = tiny_preset(method)
             torch.manual_seed(0)
-            model = create_model(preset, **overrides_for(method, steps)).train()
+            model = create_model(preset, **overrides_for(method, steps, parse_teachers(args.teacher))).train()
             optimizer = build_adamw(model, default_lr(method, args.batch_size))
             if pixels is None:
                 pixels = shared_batch(preset, args.dataset, args.batch_size)
@@ -363,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=None,
                         help="one pre-training lr for every method (default: each method's own, "
                              "hf_mae.training.pretrain.resolve_lr at --batch-size)")
+    parser.add_argument("--teacher", nargs="*", default=[], metavar="PREFIX=FOLDER",
+                        help="teachers of the distillation methods: a method whose config has <PREFIX>_name_or_path "
+                             "loads FOLDER there instead of its tiny random teacher, e.g. teacher=runs/teachers/"
+                             "mae-cifar10 (benchmarks/cifar_teacher.py); the teacher's forward is in the throughput")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one row per method and seed (default: 0 1)")
     parser.add_argument("--finetune-epochs", type=float, default=5.0,
                         help="fine-tuning budget, the same for every method and for the random-init model "
@@ -406,6 +447,7 @@ def check_args(args) -> list[str]:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds must differ from each other, got {args.seeds}")
+    parse_teachers(args.teacher)  # bad items fail before anything runs
     return methods
 
 
@@ -431,7 +473,7 @@ def main(argv=None) -> dict:
     progress = tqdm(jobs, desc="compare", unit="run", dynamic_ncols=True)
     for method, seed in progress:
         progress.set_postfix_str(f"{method} seed {seed}")
-        row = finished_row(output_dir, method, seed, budget(args, steps))
+        row = finished_row(output_dir, method, seed, budget(args, steps, method))
         if row is not None and not same_lr(row.get("lr"), method, args):
             progress.write(f"[{method} seed {seed}] trained at lr {row.get('lr')}, the recipe's lr has changed since: "
                            "running it again")

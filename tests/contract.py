@@ -14,6 +14,7 @@ modality adds an adapter to ``MODALITY_ADAPTERS``.
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -352,6 +353,22 @@ class FrozenTeacherImageAdapter(ImageAdapter):
                 shrink.update(student_layers=[1], teacher_layers=[1])
             shrink.update({f"{prefix}_name_or_path": None, f"{prefix}_config": teacher, f"{prefix}_hidden_size": 32})
         return shrink
+
+
+class CAEAdapter(ImageAdapter):
+    """The decoder predicts the masked patches only: logits (batch, M, codebook_size) with the tokenizer target (the
+    paper presets), (batch, M, p*p*C) with pixels (cae-tiny); paper presets also get a one-block regressor."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        return {**shrink, "regressor_num_hidden_layers": 1} if shrink else shrink
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        tokens = (height // patch[0]) * (width // patch[1])
+        masked = tokens - int(tokens * (1 - config.mask_ratio))
+        dim = config.codebook_size if config.target == "tokenizer" else patch[0] * patch[1] * config.num_channels
+        return (self.batch, masked, dim)
 
 
 class VideoAdapter(Adapter):
@@ -984,6 +1001,55 @@ class EmbeddingsAdapter(Adapter):
             hf_mae.create_model(self.preset, mask_ratio=1.0)
 
 
+
+def tiny_vit_teacher(config, width: int = 32, depth: int = 2) -> dict:
+    """A tiny random ViT teacher on the (shrunk) preset's image and patch size: nothing is downloaded."""
+    return dict(model_type="vit", image_size=to_2tuple(config.image_size)[0], patch_size=to_2tuple(config.patch_size)[0],
+                hidden_size=width, num_hidden_layers=depth, num_attention_heads=2, intermediate_size=2 * width)
+
+
+class MaskAlignAdapter(ImageAdapter):
+    """No decoder: ``logits`` are the aligned predictions (batch, K, 1 + kept, teacher width) of the visible tokens.
+    Paper presets: a tiny random ViT teacher (2 blocks of 32) instead of the named CLIP / DINO one."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        if not shrink:
+            return shrink
+        config = create_config(self.preset, **shrink)
+        return dict(shrink, teacher_name_or_path=None, teacher_config=tiny_vit_teacher(config), teacher_hidden_size=32,
+                    teacher_num_hidden_layers=2)  # fmt: skip
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        patches = (height // patch[0]) * (width // patch[1])
+        layers = min(config.loss_layers, config.teacher_num_hidden_layers)
+        return (self.batch, layers, 1 + int(patches * (1 - config.mask_ratio)), config.teacher_hidden_size)
+
+
+class HybridDistillAdapter(ImageAdapter):
+    """Two teachers; ``logits`` are the projected features (batch, 1 + kept by the last block, feature teacher width)
+    after the progressive token dropping. Paper presets: two student blocks (relations at the first, a drop after it)
+    and two tiny random ViT teachers instead of the named MAE / CLIP / DeiT ones."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        if not shrink:
+            return shrink
+        shrink.update(num_hidden_layers=2, token_drop_layers=[1])
+        config = create_config(self.preset, **shrink)
+        return dict(shrink, mim_teacher_name_or_path=None, mim_teacher_config=tiny_vit_teacher(config),
+                    feature_teacher_name_or_path=None, feature_teacher_config=tiny_vit_teacher(config),
+                    feature_teacher_seed=1, feature_teacher_hidden_size=32)  # fmt: skip
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        held = int((height // patch[0]) * (width // patch[1]) * (1 - config.mask_ratio))
+        for _ in config.token_drop_layers:
+            held = max(1, math.ceil(config.token_keep_rate * held - 1e-9))
+        return (self.batch, 1 + held, config.feature_teacher_hidden_size)
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -996,12 +1062,18 @@ MODALITY_ADAPTERS = {
 # methods whose masking or outputs differ from their modality's
 METHOD_ADAPTERS = {
     "simmim": SimMIMAdapter,
+    "mto": SimMIMAdapter,  # SimMIM + masked token optimisation: SimMIM's inputs and outputs
     "mixedae": MixedAEAdapter,
     "mp3": MP3Adapter,
     "dmjd": DMJDAdapter,
     "dmae": FrozenTeacherImageAdapter,
     "mrmae": FrozenTeacherImageAdapter,
+
+
+    "cae": CAEAdapter,
     "videomaev2": VideoMAEV2Adapter,
+    "maskalign": MaskAlignAdapter,
+    "hybriddistill": HybridDistillAdapter,
 }
 
 

@@ -82,3 +82,32 @@ def test_an_incomplete_folder_is_refused_without_force(tmp_path):
     with pytest.raises(ValueError, match="holds something else than a model folder"):  # --force deletes no data
         script.main(["--output", str(tmp_path), "--dataset", str(tmp_path), "--force"])
     assert (output / "config.json").exists()
+
+
+def test_supervised_teacher_is_the_mae_teacher_fine_tuned_on_the_labels(small_cifar, tmp_path, one_thread):
+    from transformers import AutoModel
+
+    script = load_benchmark("cifar_teacher")
+    mae = tmp_path / "teachers" / "mae-cifar10"
+    script.main(["--output", str(mae), "--dataset", str(small_cifar), "--size", "tiny", "--config-overrides", *TINY,
+                 "--max-steps", "2", "--batch-size", "8"])
+    labelled = tmp_path / "labelled"
+    labelled.mkdir()
+    shutil.copytree(small_cifar, labelled / "train")  # the data set loader does not follow symbolic links
+    shutil.copytree(small_cifar, labelled / "test")
+    supervised = tmp_path / "teachers" / "supervised"
+    argv = ["--supervised", "--source", str(mae), "--output", str(supervised), "--labelled-dataset", str(labelled),
+            "--finetune-epochs", "1", "--batch-size", "8"]
+    assert script.main(argv) == supervised.resolve()
+    assert {p.name for p in supervised.iterdir()} >= set(script.COMPLETE)
+    record = __import__("json").loads((supervised / "teacher.json").read_text())
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and record["source"] == str(mae.resolve())
+    # the encoder loads with AutoModel, and fine-tuning moved it away from the MAE weights
+    tuned, start = AutoModel.from_pretrained(supervised), AutoModel.from_pretrained(mae)
+    assert isinstance(tuned, hf_mae.MAEModel)
+    moved = max((a - b).abs().max().item() for (name, a), b in zip(tuned.named_parameters(), start.parameters())
+                if name.startswith("layers"))
+    assert moved > 1e-6  # 5 steps at the fine-tuning lr with layer decay move the blocks a little
+    assert sorted(p.name for p in supervised.parent.iterdir()) == ["mae-cifar10", "supervised"]
+    with pytest.raises(ValueError, match="--source .* is not a complete MAE teacher"):
+        script.main([*argv[:2], str(tmp_path / "nothing"), *argv[3:]])

@@ -145,3 +145,22 @@ def test_end_to_end_on_an_image_folder_with_resume(compare, image_folder, tmp_pa
     write_json(metrics_file, dict(json.loads(metrics_file.read_text()), lr=compare.default_lr("simmim", 32)))
     assert compare.run_pretraining("simmim", 0, 6, metrics_file.parent, args)["steps"] == 6  # reused
     assert len(calls) == 1
+
+
+def test_teacher_folders_reach_only_the_methods_that_have_that_teacher(compare, tmp_path):
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    teachers = compare.parse_teachers([f"teacher={folder}"])
+    assert teachers == {"teacher": str(folder.resolve())}
+    # I2P-MAE's config has teacher_* fields: the folder replaces its tiny random teacher; MAE has none
+    assert compare.teacher_overrides("i2pmae", teachers) == {"teacher_name_or_path": str(folder.resolve()),
+                                                              "teacher_config": None}
+    assert compare.teacher_overrides("mae", teachers) == {}
+    args = compare.build_parser().parse_args(["--teacher", f"teacher={folder}"])
+    assert "teachers" not in compare.budget(args, 10, "mae")  # the rows of teacher-free methods stay valid
+    assert compare.budget(args, 10, "i2pmae")["teachers"]["teacher_name_or_path"] == str(folder.resolve())
+    with pytest.raises(ValueError, match="--teacher takes PREFIX=FOLDER items"):
+        compare.parse_teachers([str(folder)])
+    with pytest.raises(ValueError, match="is no model folder"):
+        compare.parse_teachers([f"teacher={tmp_path / 'absent'}"])

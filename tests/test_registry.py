@@ -1,9 +1,9 @@
 """The registry: rows beside their method, discovered; public names generated from the rows.
 
 Each ``hf_mae/modeling/<method>.py`` ends with a ``METHOD`` row; ``hf_mae.registry`` discovers them. These tests pin
-the 19 methods and their presets as they were when the rows moved out of ``registry.py``, check that ``hf_mae``
-still exports every name it exported then, and add a throwaway method in a temporary package to show that adding
-a method is one file with one row.
+the 19 methods and their presets as they were when the rows moved out of ``registry.py`` (plus those added since: CAE, MaskAlign, Hybrid Distillation, MTO),
+check that ``hf_mae`` still exports every name it exported then, and add a throwaway method in a temporary package
+to show that adding a method is one file with one row.
 """
 
 import importlib
@@ -24,6 +24,7 @@ from hf_mae.processors.image_processing_mae import MAEImageProcessor
 PRESET_NAMES = {
     "audiomae": ["audiomae-tiny", "audiomae-vit-base-patch16"],
     "birdmae": ["birdmae-tiny", "birdmae-vit-base-patch16"],
+    "cae": ["cae-tiny", "cae-vit-base-patch16", "cae-vit-large-patch16", "cae-vit-small-patch16"],
     "colormae": ["colormae-tiny", "colormae-vit-base-patch16"],
     "cropmae": ["cropmae-tiny", "cropmae-vit-small-patch16"],
     "crossvideomae": ["crossvideomae-tiny", "crossvideomae-vit-base-patch16"],
@@ -31,13 +32,17 @@ PRESET_NAMES = {
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
+    "hybriddistill": ["hybriddistill-tiny", "hybriddistill-vit-base-patch16", "hybriddistill-vit-base-patch16-deit"],
     "i2pmae": ["i2pmae-shapenet", "i2pmae-tiny"],
     "lut": ["lut-tiny", "lut-vit-base-patch16"],
     "lvmae": ["lvmae-languagebind-huge", "lvmae-tiny"],
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
+    "maskalign": ["maskalign-tiny", "maskalign-vit-base-patch16", "maskalign-vit-base-patch16-dino",
+                  "maskalign-vit-large-patch16"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
     "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
+    "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
@@ -48,6 +53,7 @@ PRESET_NAMES = {
 ROW_FACTS = {
     "audiomae": ("audio", None, "AudioMAEFeatureExtractor", {}),
     "birdmae": ("audio", None, "AudioMAEFeatureExtractor", {"augmentations": "birdmae"}),
+    "cae": ("image", None, "MAEImageProcessor", {}),
     "colormae": ("image", None, "MAEImageProcessor", {}),
     "cropmae": ("image", None, "TwoViewImageProcessor",
                 {"view_mode": "global_to_local", "crop_scale": [0.1, 1.0], "local_crop_scale": [0.3, 0.6]}),
@@ -55,12 +61,15 @@ ROW_FACTS = {
     "dmjd": ("image", None, "MAEImageProcessor", {}),
     "graphmae": ("graph", 1e-3, "GraphProcessor", {}),
     "hpm": ("image", None, "MAEImageProcessor", {}),
+    "hybriddistill": ("image", None, "MAEImageProcessor", {}),
     "i2pmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "lut": ("image", None, "TwoViewImageProcessor", {"view_mode": "independent"}),
     "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
     "mae": ("image", None, "MAEImageProcessor", {}),
+    "maskalign": ("image", None, "MAEImageProcessor", {}),
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
+    "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
@@ -135,10 +144,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_21_methods_with_their_presets():
+def test_rows_give_the_25_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 21 and len(registry.PRESETS) == 50
+    assert len(registry.METHODS) == 25 and len(registry.PRESETS) == 63
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -115,9 +115,11 @@ class Attention(nn.Module):
         query, key, value = self.project(hidden_states)
         return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
 
-    def project(self, hidden_states, context=None):
-        """Queries from ``hidden_states`` (batch, queries, hidden), keys and values from ``context`` (batch, keys,
-        hidden; default: ``hidden_states``), each (batch, heads, tokens, head_dim), in either layout."""
+    def project(self, hidden_states, context=None, value_context=None):
+        """Queries from ``hidden_states`` (batch, queries, hidden), keys from ``context`` (batch, keys, hidden;
+        default: ``hidden_states``) and values from ``value_context`` (same shape as ``context``; default:
+        ``context``: CAE's regressor feeds keys and values differently normalised inputs), each (batch, heads,
+        tokens, head_dim), in either layout."""
         configured = qkv_layout_of(self.config)
         if self.qkv_layout != configured:
             # a save would write a config that rebuilds this attention in the other layout, with its weights lost
@@ -126,10 +128,13 @@ class Attention(nn.Module):
                 f"{configured!r}: convert with split_qkv_projections() / fuse_qkv_projections() on the top-level "
                 "model (the one you save), not on a part of it"
             )
+        if value_context is not None and context is None:
+            raise ValueError("value_context needs a context (the keys' input) too")
         if self.qkv_layout == "split":
             context = hidden_states if context is None else context
+            value_context = context if value_context is None else value_context
             # called as modules, so that adapters wrapping them (PEFT's LoRA layers) take part
-            query, key, value = self.query(hidden_states), self.key(context), self.value(context)
+            query, key, value = self.query(hidden_states), self.key(context), self.value(value_context)
             if self.q_bias is not None:
                 query, value = query + self.q_bias, value + self.v_bias
             return tuple(
@@ -149,10 +154,18 @@ class Attention(nn.Module):
             return tuple(states.transpose(1, 2) for states in qkv.unbind(2))
         width = self.num_heads * self.head_dim
         query = nn.functional.linear(hidden_states, weight[:width], None if bias is None else bias[:width])
-        key_value = nn.functional.linear(context, weight[width:], None if bias is None else bias[width:])
         query = query.view(*hidden_states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2)
-        key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
-        key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
+        if value_context is None:  # keys and values from one input: one matmul
+            key_value = nn.functional.linear(context, weight[width:], None if bias is None else bias[width:])
+            key_value = key_value.view(*context.shape[:2], 2, self.num_heads, self.head_dim)
+            key, value = (states.transpose(1, 2) for states in key_value.unbind(2))
+            return query, key, value
+        key_bias, value_bias = (None, None) if bias is None else (bias[width : 2 * width], bias[2 * width :])
+        key = nn.functional.linear(context, weight[width : 2 * width], key_bias)
+        value = nn.functional.linear(value_context, weight[2 * width :], value_bias)
+        key, value = (
+            states.view(*states.shape[:2], self.num_heads, self.head_dim).transpose(1, 2) for states in (key, value)
+        )
         return query, key, value
 
     def wrapped_projections(self) -> list[str]:
@@ -227,10 +240,13 @@ class CrossAttention(Attention):
     sdpa, ...) as self-attention.
     """
 
-    def forward(self, hidden_states, context, attention_mask=None, output_attentions: bool = False, **kwargs):
-        """hidden_states: (batch, queries, hidden); context: (batch, keys, hidden); attention_mask broadcastable to
-        (batch, heads, queries, keys). Returns (output (batch, queries, hidden), weights or None)."""
-        query, key, value = self.project(hidden_states, context)
+    def forward(
+        self, hidden_states, context, attention_mask=None, output_attentions: bool = False, value_context=None, **kwargs
+    ):
+        """hidden_states: (batch, queries, hidden); context: (batch, keys, hidden), the keys' and (without
+        ``value_context``, same shape) the values' input; attention_mask broadcastable to (batch, heads, queries,
+        keys). Returns (output (batch, queries, hidden), weights or None)."""
+        query, key, value = self.project(hidden_states, context, value_context)
         return self.attend(query, key, value, attention_mask, output_attentions, **kwargs)
 
 

@@ -119,3 +119,12 @@ def feature_distillation_loss(
     if kind == "cosine":
         return (1 - torch.nn.functional.cosine_similarity(prediction, target, dim=-1)).mean()
     raise ValueError(f"kind must be one of {', '.join(map(repr, FEATURE_LOSSES))}; got {kind!r}")
+
+
+def attention_kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """KL(teacher || student) between attention maps (..., queries, keys) whose rows are distributions, summed over
+    the keys and averaged over every other axis (heads, queries, batch): the relation-distillation loss of MiniLM /
+    Hybrid Distill. ``student`` is clamped to ``eps`` inside the log; teacher zeros contribute nothing."""
+    teacher, student = teacher.float(), student.float()
+    log_ratio = torch.log(teacher.clamp_min(eps)) - torch.log(student.clamp_min(eps))
+    return torch.where(teacher > 0, teacher * log_ratio, 0.0).sum(dim=-1).mean()

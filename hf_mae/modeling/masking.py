@@ -10,6 +10,7 @@ Remote-code rule: this file imports only the standard library and torch (see DES
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import torch
@@ -391,3 +392,159 @@ class RunningCellMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[RunningCellMaskGenerator.name] = RunningCellMaskGenerator
+
+
+def order_to_noise(order: torch.Tensor) -> torch.Tensor:
+    """The noise (batch, num_tokens) whose ascending argsort is ``order`` (batch, num_tokens), a permutation per row:
+    token ``order[b, k]`` gets noise ``k``. Passed as ``noise=`` to an encoder (MAE's), it makes the encoder keep the
+    first ``int(L * (1 - r))`` tokens of ``order``, in that order (:func:`mask_from_noise`)."""
+    ranks = torch.arange(order.shape[1], device=order.device, dtype=torch.float32).expand(order.shape)
+    return torch.empty(order.shape, device=order.device).scatter_(1, order, ranks)
+
+
+def score_guided_order(scores: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A draw of every token without replacement, each draw with probability proportional to ``scores`` (batch,
+    num_tokens) among the tokens not drawn yet (``torch.multinomial(scores, L, replacement=False)``): high-score
+    tokens tend to come first. Returns the order (batch, num_tokens).
+
+    Scores must be >= 0 (attention weights); zeros (underflow in half precision) are lifted to 1e-12 of the row's
+    sum, so that every token can be drawn and the draw never fails for lack of non-zero categories."""
+    scores = scores.detach().float()
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be (batch, num_tokens), got shape {tuple(scores.shape)}")
+    if not torch.compiler.is_compiling() and bool((scores < 0).any() | ~torch.isfinite(scores).all()):
+        raise ValueError("scores must be finite and >= 0 (e.g. attention weights)")
+    floor = scores.sum(dim=1, keepdim=True).clamp_min(1e-30) * 1e-12
+    scores = torch.maximum(scores, floor)
+    if generator is not None:
+        return torch.multinomial(scores.to(generator.device), scores.shape[1], replacement=False,
+                                 generator=generator).to(scores.device)  # fmt: skip
+    return torch.multinomial(scores, scores.shape[1], replacement=False)
+
+
+def score_guided_mask(scores: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None) -> TokenMask:
+    """MaskAlign's (and AttMask-style) attention-guided masking: the first ``int(L * (1 - mask_ratio))`` tokens of a
+    :func:`score_guided_order` draw stay visible, in the order drawn; the rest are removed."""
+    mask_ratio = check_mask_ratio(mask_ratio)
+    return mask_from_noise(order_to_noise(score_guided_order(scores, generator)), mask_ratio)
+
+
+def keep_top_scores(ids: torch.Tensor, scores: torch.Tensor, keep: int) -> torch.Tensor:
+    """Of the tokens ``ids`` (batch, k) an encoder currently holds, the ``keep`` with the highest ``scores`` (batch,
+    num_tokens, indexed by token id), in their current order: progressive token dropping (EViT-style, Hybrid
+    Distill's redundant-token masking). Returns the positions into ``ids`` (batch, keep), ascending."""
+    if not 1 <= keep <= ids.shape[1]:
+        raise ValueError(f"keep must be in [1, {ids.shape[1]}] (the tokens held), got {keep}")
+    held = torch.gather(scores, 1, ids)
+    return held.topk(keep, dim=1).indices.sort(dim=1).values
+
+
+def _place_block(grid: list[list[bool]], remaining: int, min_patches: int, log_aspect, rng: random.Random) -> int:
+    """One round of BEiT's block masking on ``grid`` (rows of bools, True = masked), in place: up to 10 attempts to
+    place a rectangle of random area in [min_patches, remaining] and log-uniform aspect ratio that adds between 1
+    and ``remaining`` new patches. Returns the number of patches it newly masked (0 if every attempt failed)."""
+    rows, cols = len(grid), len(grid[0])
+    for _ in range(10):
+        area = rng.uniform(min_patches, remaining)  # remaining < min_patches: an area between the two, as BEiT
+        aspect = math.exp(rng.uniform(*log_aspect))
+        height, width = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if width >= cols or height >= rows:  # BEiT's strict bound: a block never spans the grid
+            continue
+        top, left = rng.randint(0, rows - height), rng.randint(0, cols - width)
+        new = [(i, j) for i in range(top, top + height) for j in range(left, left + width) if not grid[i][j]]
+        if 0 < len(new) <= remaining:
+            for i, j in new:
+                grid[i][j] = True
+            return len(new)
+    return 0
+
+
+def block_mask(grid_size, num_masked: int, rng: random.Random, min_patches: int = 16, max_patches: int | None = None,
+               min_aspect: float = 0.3, max_aspect: float | None = None, max_failed_rounds: int = 10) -> torch.Tensor:
+    """BEiT's block-wise mask of one sample over a (rows, cols) grid -> (rows * cols,) bool, True = masked, exactly
+    ``num_masked`` True.
+
+    Rectangles of random area in [min_patches, min(remaining, max_patches)] and aspect ratio log-uniform in
+    [min_aspect, max_aspect (default 1 / min_aspect)] are placed at random; only newly masked patches count, and a
+    rectangle is accepted only if it adds at most the remaining count, so the mask never overshoots. BEiT stops at
+    the first round of 10 failed attempts (and may fall short); CAE's copy retries until the count is exact (and
+    may loop for long). hf-mae's choice, so that every sample of a batch hides the same number of tokens in bounded
+    time: retry until ``max_failed_rounds`` consecutive rounds fail, then top up one patch at a time with a random
+    unmasked 4-neighbour of the mask (any unmasked patch if the mask has no free neighbour), which grows the blocks
+    instead of scattering single patches.
+    """
+    rows, cols = grid_size
+    if not 0 <= num_masked <= rows * cols:
+        raise ValueError(f"num_masked must be in [0, {rows * cols}] for a {rows}x{cols} grid, got {num_masked}")
+    max_patches = num_masked if max_patches is None else max_patches
+    max_aspect = 1.0 / min_aspect if max_aspect is None else max_aspect
+    log_aspect = (math.log(min_aspect), math.log(max_aspect))
+    grid = [[False] * cols for _ in range(rows)]
+    count, failed = 0, 0
+    while count < num_masked and failed < max_failed_rounds:
+        added = _place_block(grid, min(num_masked - count, max_patches), min_patches, log_aspect, rng)
+        count += added
+        failed = 0 if added else failed + 1
+    while count < num_masked:  # top-up (rare at the paper's settings)
+        free = [(i, j) for i in range(rows) for j in range(cols) if not grid[i][j]]
+        frontier = [(i, j) for i, j in free if any(0 <= a < rows and 0 <= b < cols and grid[a][b]
+                                                   for a, b in ((i - 1, j), (i + 1, j), (i, j - 1), (i, j + 1)))]
+        i, j = rng.choice(frontier or free)
+        grid[i][j] = True
+        count += 1
+    return torch.tensor(grid, dtype=torch.bool).flatten()
+
+
+class BlockMaskGenerator(MaskGenerator):
+    """BEiT's block-wise masking (Bao et al., 2021; CAE, Chen et al., 2023): each sample hides
+    ``L - int(L * (1 - mask_ratio))`` tokens (the count MAE's rounding hides) as random rectangles of at least
+    ``min_patches`` patches, via :func:`block_mask` (which documents how the exact count is reached).
+
+    Randomness: one seed per sample is drawn from torch's RNG (``generator`` when given) and drives a Python
+    ``random.Random`` through BEiT's rejection loop, so masks are reproducible with a seeded generator. The mask is
+    built on the CPU. The returned :class:`TokenMask` keeps the visible tokens in their original order.
+    """
+
+    name = "block"
+
+    def __init__(self, min_patches: int = 16, max_patches: int | None = None, min_aspect: float = 0.3,
+                 max_aspect: float | None = None):
+        if isinstance(min_patches, bool) or not isinstance(min_patches, int) or min_patches < 1:
+            raise ValueError(f"min_patches (per mask block) must be an int >= 1, got {min_patches!r}")
+        if max_patches is not None and (isinstance(max_patches, bool) or not isinstance(max_patches, int)
+                                        or max_patches < 1):
+            raise ValueError(f"max_patches (per mask block) must be None or an int >= 1, got {max_patches!r}")
+        if isinstance(min_aspect, bool) or not isinstance(min_aspect, (int, float)) or min_aspect <= 0:
+            raise ValueError(f"min_aspect (of a mask block) must be a number > 0, got {min_aspect!r}")
+        if max_aspect is not None and (isinstance(max_aspect, bool) or not isinstance(max_aspect, (int, float))
+                                       or max_aspect < min_aspect):
+            raise ValueError(f"max_aspect (of a mask block) must be None or a number >= min_aspect {min_aspect}, "
+                             f"got {max_aspect!r}")
+        self.min_patches, self.max_patches = min_patches, max_patches
+        self.min_aspect, self.max_aspect = float(min_aspect), max_aspect
+
+    def masks(self, batch: int, grid_size, num_masked: int, generator=None) -> torch.Tensor:
+        """(batch, rows * cols) bool block masks, True = masked, each with exactly ``num_masked`` True (CPU)."""
+        draw_on = generator.device if generator is not None else None
+        seeds = torch.randint(0, 2**62, (batch,), generator=generator, device=draw_on).tolist()
+        kwargs = dict(min_patches=self.min_patches, max_patches=self.max_patches, min_aspect=self.min_aspect,
+                      max_aspect=self.max_aspect)
+        return torch.stack([block_mask(grid_size, num_masked, random.Random(seed), **kwargs) for seed in seeds])
+
+    def __call__(self, batch, num_tokens, mask_ratio, grid_size=None, device=None, generator=None) -> TokenMask:
+        mask_ratio = check_mask_ratio(mask_ratio)
+        if mask_ratio == 0.0:
+            return keep_all(batch, num_tokens, device)
+        if grid_size is None:
+            side = math.isqrt(num_tokens)
+            if side * side != num_tokens:
+                raise ValueError(f"grid_size is required for a non-square number of tokens ({num_tokens})")
+            grid_size = (side, side)
+        rows, cols = grid_size
+        if rows * cols != num_tokens:
+            raise ValueError(f"grid_size {tuple(grid_size)} does not hold num_tokens={num_tokens} tokens")
+        num_masked = num_tokens - num_kept(num_tokens, mask_ratio)
+        return mask_from_bool(self.masks(batch, (rows, cols), num_masked, generator).to(device))
+
+
+MASK_GENERATORS[BlockMaskGenerator.name] = BlockMaskGenerator

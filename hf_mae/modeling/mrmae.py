@@ -56,8 +56,8 @@ from .teachers import (
     build_frozen_teacher,
     check_teacher_fields,
     teacher_visible_tokens,
+    teacher_vision_config,
     teacher_width,
-    vision_config_of,
 )
 
 TEACHER_PREFIXES = ("teacher", "second_teacher")
@@ -221,7 +221,7 @@ class MRMAEForPreTraining(FrozenTeacherMixin, MRMAEPreTrainedModel, MAEForPreTra
     def teacher_layer(self, prefix: str, teacher: nn.Module) -> int:
         """The mimicked block of a teacher (1-based): ``<prefix>_layer``, else its last block."""
         layer = getattr(self.config, f"{prefix}_layer")
-        return vision_config_of(teacher.config).num_hidden_layers if layer is None else layer
+        return teacher_vision_config(teacher).num_hidden_layers if layer is None else layer
 
     @can_return_tuple
     def forward(

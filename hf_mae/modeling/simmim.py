@@ -8,6 +8,10 @@ The method, as in the paper's Section 3 and microsoft/SimMIM ``models/simmim.py`
    pixel shuffle (``encoder_stride`` = ``patch_size``), giving a full image (batch, C, H, W);
 4. the loss is the L1 distance on the hidden pixels only, divided by their count and the channel count.
 
+``use_mto=True`` adds the masked token optimisation plug-in (MTO, Choi et al., ECCV 2024: a recalibration of the
+visible tokens' attention on mask tokens and three extra losses; ``masked_token_optimization.py``, and ``mto.py``
+for the method under its own name). Off by default, when this file computes exactly what it did without it.
+
 Numerically this is transformers' ``ViTForMaskedImageModeling`` (learned absolute positions, pre-norm ViT blocks)
 for the same weights and ``bool_masked_pos`` (see ``hf-mae convert vit-mim``). The official ViT-B recipe uses
 relative position biases instead of absolute positions; hf-mae keeps transformers' absolute ones.
@@ -31,6 +35,7 @@ from .base import MaskedModelPreTrainedModel, ViTImageConfig, check_choice
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, to_2tuple
 from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_encoder_blocks, run_blocks
+from .masked_token_optimization import MaskedTokenOptimizationMixin, mto_objectives, recalibration_bias
 from .masking import GroupedRandomMaskGenerator, check_mask_ratio, feature_mask_ratio, upsample_grid_mask
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
 from .targets import patch_statistics, patchify, unpatchify
@@ -41,18 +46,25 @@ SimMIMModelOutput = MaskedEncoderOutput
 @dataclass
 class SimMIMForPreTrainingOutput(MaskedPreTrainingOutput):
     """
-    loss: scalar L1 loss over the hidden pixels.
+    loss: scalar L1 loss over the hidden pixels (plus MTO's weighted terms with ``use_mto``).
     logits: (batch, channels, H, W) reconstructed pixels (transformers calls them ``reconstruction``).
     mask: (batch, num_patches), 1 = replaced by the mask token. ids_restore: None (the encoder keeps the order).
     hidden_states, attentions: per layer, over 1 + num_patches tokens.
+    reconstruction_loss, mto_sparsity_loss, mto_entropy_loss, mto_singularity_loss: with ``use_mto`` only, the
+        masked L1 and MTO's unweighted L_spa, L_e, L_r (see masked_token_optimization.py); None otherwise.
     """
+
+    reconstruction_loss: torch.Tensor | None = None
+    mto_sparsity_loss: torch.Tensor | None = None
+    mto_entropy_loss: torch.Tensor | None = None
+    mto_singularity_loss: torch.Tensor | None = None
 
     @property
     def reconstruction(self) -> torch.Tensor:
         return self.logits
 
 
-class SimMIMConfig(ViTImageConfig):
+class SimMIMConfig(ViTImageConfig, MaskedTokenOptimizationMixin):
     r"""Configuration of a SimMIM ViT. Defaults are the paper's ViT-B/16 pre-training (192 px, r=0.6, 32-px cells).
 
     The ViT's fields are :class:`ViTImageConfig`'s, with these differences:
@@ -68,6 +80,8 @@ class SimMIMConfig(ViTImageConfig):
     classifier_pooling: "mean" (average of the tokens, then fc_norm: SimMIM fine-tuning) or "cls".
     norm_pix_loss: regress each patch's pixels normalised to zero mean / unit variance (MAE's target) instead of the
         raw pixels (the paper's). hf-mae's option, off by default.
+    use_mto, mto_recalibration, mto_sparsity_weight, mto_entropy_weight, mto_singularity_weight: the masked token
+        optimisation plug-in (:class:`MaskedTokenOptimizationMixin`), off by default; the ``mto`` method turns it on.
     """
 
     model_type = "simmim"
@@ -253,7 +267,17 @@ class SimMIMModel(SimMIMPreTrainedModel):
         if mask is not None and self.embeddings.mask_token is None:
             raise ValueError("this encoder was built without a mask token (use_mask_token=False); it cannot mask")
 
-        hidden, _, _ = run_blocks(self.layers, self.embeddings(pixel_values, grid, mask))
+        bias = None
+        if mask is not None and self.config.use_mto:  # MTO's weight recalibration (None when gamma is 1)
+            # float32 whatever the model's dtype: eager attention promotes the logits to it, sdpa accepts it
+            bias = recalibration_bias(mask, self.config.mto_recalibration, num_prefix_tokens=1)
+            if bias is not None and "flash" in str(self.config._attn_implementation):
+                raise ValueError(
+                    f"MTO's weight recalibration (mto_recalibration={self.config.mto_recalibration}) is an attention "
+                    f"bias, which attn_implementation={self.config._attn_implementation!r} cannot take: use 'eager' or "
+                    "'sdpa', or mto_recalibration=1.0"
+                )
+        hidden, _, _ = run_blocks(self.layers, self.embeddings(pixel_values, grid, mask), attention_mask=bias)
         hidden = self.layernorm(hidden)
         if mask is None:
             mask = torch.zeros(batch, grid[0] * grid[1], device=pixel_values.device)
@@ -317,7 +341,11 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         **kwargs: Unpack[TransformersKwargs],
     ):
         """Same inputs as :meth:`SimMIMModel.forward`. Returns SimMIMForPreTrainingOutput with the masked L1
-        ``loss``, ``logits`` = the reconstruction (batch, channels, H, W) and ``mask`` (batch, num_patches)."""
+        ``loss``, ``logits`` = the reconstruction (batch, channels, H, W) and ``mask`` (batch, num_patches); with
+        ``config.use_mto`` the loss adds MTO's weighted terms, reported one by one in the output."""
+        asked_attentions = kwargs.get("output_attentions", self.config.output_attentions)
+        if self.config.mto_needs_attentions:  # L_spa and L_e read the encoder's attention weights
+            kwargs = {**kwargs, "output_attentions": True}
         encoded = self.simmim(
             pixel_values,
             bool_masked_pos=bool_masked_pos,
@@ -333,12 +361,24 @@ class SimMIMForPreTraining(SimMIMPreTrainedModel):
         tokens = tokens.transpose(1, 2).reshape(batch, -1, height // patch, width // patch)
         reconstruction = self.decoder(tokens).contiguous()  # the conv keeps the tokens' channels-last strides
         loss = masked_l1(self.target(pixel_values), reconstruction, self.pixel_mask(encoded.mask, (height, width)))
+        terms = {}
+        if self.config.use_mto:
+            with torch.no_grad():  # L_r's data side: the patch embeddings before the mask token, detached
+                embedded = self.simmim.embeddings.patch_embeddings(pixel_values)
+            extra, terms = mto_objectives(
+                self.config, encoded.mask, self.simmim.embeddings.mask_token, embedded, encoded.attentions
+            )
+            terms["reconstruction"], loss = loss, loss + extra
         output = SimMIMForPreTrainingOutput(
             loss=loss,
             logits=reconstruction,
             mask=encoded.mask,
             hidden_states=encoded.hidden_states,
-            attentions=encoded.attentions,
+            attentions=encoded.attentions if asked_attentions else None,
+            reconstruction_loss=terms.get("reconstruction"),
+            mto_sparsity_loss=terms.get("sparsity"),
+            mto_entropy_loss=terms.get("entropy"),
+            mto_singularity_loss=terms.get("singularity"),
         )
         return output
 

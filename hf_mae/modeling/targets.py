@@ -1,4 +1,5 @@
-"""Reconstruction targets: (normalised) pixels of each patch; HOG histograms per patch (see the end of the file).
+"""Reconstruction targets: (normalised) pixels of each patch; HOG histograms per patch; discrete tokenizer codes per
+patch (a random VQ tokenizer and the tokenizer-target check, at the end of the file).
 
 Patch vectors are laid out (ph, pw, channels), the order of MAE's ``patchify`` (``nchpwq->nhwpqc``), so
 hf-mae's decoder outputs are interchangeable with MAE's and transformers' ViTMAE's.
@@ -122,3 +123,85 @@ def tubelet_target(frames: torch.Tensor, tubelet_size: int, patch_size, norm_pix
     if norm_pix:
         tubes = (tubes - tubes.mean(dim=-2, keepdim=True)) / (tubes.var(dim=-2, keepdim=True).sqrt() + eps)
     return tubes.reshape(batch, tubes.shape[1], -1)
+
+
+def whitened(features: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Parameter-free layer norm over the last axis, in float32: each token's features minus their mean over the
+    channels, divided by their std (``F.layer_norm(x, (d,))``): the "whitened" teacher targets of MaskAlign
+    (``target_norm=whiten``), Feature Distillation and MaskDistill."""
+    features = features.float()
+    return torch.nn.functional.layer_norm(features, features.shape[-1:], eps=eps)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizer targets (BEiT, CAE): discrete codes per patch from a frozen tokenizer, predicted with cross-entropy.
+# A tokenizer is any module mapping images (batch, C, H, W) to integer codes (batch, N) (or (batch, rows, cols)) on
+# the model's patch grid, called as ``tokenizer.get_codebook_indices(images)`` when it has that method (BEiT's /
+# DALL-E's API), else ``tokenizer(images)``.
+
+
+class VQTokenizer(torch.nn.Module):
+    """A tiny random vector-quantising tokenizer, the stand-in for DALL-E's (whose weights cannot be fetched here).
+
+    Each patch's pixels, normalised per patch (zero mean, unit variance, as MAE's ``norm_pix``), are projected by a
+    fixed random Gaussian matrix (patch_dim -> embedding_dim, scaled by 1 / sqrt(patch_dim)) and given the code of
+    the nearest of ``codebook_size`` random unit vectors by cosine (nearest on the unit sphere). A flat patch (pixel
+    std below ``flat_std``, e.g. a blank background) gets code 0: normalising it would only amplify rounding noise
+    into an arbitrary direction. Everything is drawn from ``seed``: the same arguments build the same tokenizer, so
+    a model rebuilds it from its config and never saves it. Nothing is learned (a random-projection quantiser).
+    """
+
+    flat_std = 1e-3
+
+    def __init__(self, patch_size, num_channels: int = 3, codebook_size: int = 8192, embedding_dim: int = 32,
+                 seed: int = 0):
+        super().__init__()
+        self.patch_size = (patch_size, patch_size) if isinstance(patch_size, int) else tuple(patch_size)
+        for name, value, minimum in (("num_channels", num_channels, 1), ("codebook_size", codebook_size, 2),
+                                     ("embedding_dim", embedding_dim, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+        self.codebook_size = codebook_size
+        patch_dim = self.patch_size[0] * self.patch_size[1] * num_channels
+        generator = torch.Generator().manual_seed(seed)
+        projection = torch.randn(patch_dim, embedding_dim, generator=generator) / patch_dim**0.5
+        codebook = torch.nn.functional.normalize(torch.randn(codebook_size, embedding_dim, generator=generator), dim=-1)
+        self.register_buffer("projection", projection)
+        self.register_buffer("codebook", codebook)
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, C, H, W) -> unit-norm patch features (batch, N, embedding_dim), zero for a flat patch."""
+        patches = patchify(pixel_values.to(self.projection.dtype), self.patch_size)
+        mean, std = patch_statistics(patches)
+        features = torch.nn.functional.normalize(((patches - mean) / std) @ self.projection, dim=-1)
+        return torch.where(patches.std(dim=-1, keepdim=True) < self.flat_std, 0.0, features)
+
+    @torch.no_grad()
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(batch, C, H, W) -> codes (batch, N) long, N = (H / ph) * (W / pw) in row-major patch order; a flat
+        patch's zero features score 0 against every code, and argmax picks the first: code 0."""
+        return (self.features(pixel_values) @ self.codebook.T).argmax(dim=-1)
+
+    def get_codebook_indices(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """BEiT's / DALL-E's name for :meth:`forward`."""
+        return self(pixel_values)
+
+
+def tokenizer_target(tokenizer, pixel_values: torch.Tensor, num_tokens: int, codebook_size: int) -> torch.Tensor:
+    """The codes (batch, num_tokens) long of a frozen tokenizer (see above), computed without gradients; TypeError /
+    ValueError when it does not return integer codes in [0, codebook_size) on the patch grid."""
+    encode = getattr(tokenizer, "get_codebook_indices", tokenizer)
+    with torch.no_grad():
+        codes = encode(pixel_values)
+    if not isinstance(codes, torch.Tensor) or codes.is_floating_point() or codes.is_complex():
+        kind = codes.dtype if isinstance(codes, torch.Tensor) else type(codes).__name__
+        raise TypeError(f"the tokenizer must return integer codes (a LongTensor (batch, num_tokens)), got {kind}")
+    batch = pixel_values.shape[0]
+    if codes.numel() != batch * num_tokens:
+        raise ValueError(f"the tokenizer must return one code per patch, (batch, num_tokens) = ({batch}, {num_tokens}),"
+                         f" got shape {tuple(codes.shape)}")
+    codes = codes.reshape(batch, num_tokens).long()
+    if not torch.compiler.is_compiling() and codes.numel() and (codes.min() < 0 or codes.max() >= codebook_size):
+        raise ValueError(f"the tokenizer's codes must lie in [0, codebook_size={codebook_size}), got "
+                         f"[{int(codes.min())}, {int(codes.max())}]; set codebook_size to the tokenizer's vocabulary")
+    return codes.to(pixel_values.device)

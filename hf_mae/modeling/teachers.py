@@ -38,6 +38,7 @@ import copy
 import contextlib
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -430,6 +431,14 @@ def teacher_forward(
             raise _StopForward
 
     handles = [block.register_forward_hook(record) for block in blocks[:last]]
+    unmasked_vit_mae = getattr(core.config, "model_type", None) == "vit_mae" and "noise" not in teacher_kwargs
+    if unmasked_vit_mae:
+        # transformers' ViTMAEModel hides config.mask_ratio of the patches (in a random order) on every call: with
+        # no noise given, run it on every patch in order (mask ratio 0 for this call, the identity order as noise)
+        mask_ratio, core.config.mask_ratio = core.config.mask_ratio, 0.0
+        grid = teacher_grid(core)
+        order = torch.arange(grid[0] * grid[1], device=first.device, dtype=torch.float32)
+        teacher_kwargs = dict(teacher_kwargs, noise=order.expand(images.shape[0], -1))
     out = None
     try:
         out = core(pixel_values=images.to(first.dtype), output_attentions=output_attentions, **teacher_kwargs)
@@ -438,6 +447,9 @@ def teacher_forward(
     finally:
         for handle in handles:
             handle.remove()
+        if unmasked_vit_mae:
+            core.config.mask_ratio = mask_ratio
+            teacher_kwargs.pop("noise")
     grid = teacher_grid(core)
     attentions = None
     if output_attentions:
@@ -468,25 +480,20 @@ def _prefix_count(core: nn.Module) -> int:
 # masked student sees.
 
 
-def vision_config_of(config):
-    """The vision part of a teacher's transformers config (a CLIP config's ``vision_config``), else the config."""
-    return getattr(config, "vision_config", None) or config
-
-
 def teacher_width(config, prefix: str = "teacher", teacher: nn.Module | None = None) -> int:
-    """Width of the tokens of the teacher that ``config`` names by ``<prefix>_name_or_path`` / ``<prefix>_config``
-    (or of ``teacher``, an instance): its ``hidden_size`` (a CLIP's vision tower's), read from the config alone,
-    without building the model."""
+    """Width of the tokens of ``teacher`` (an instance), else of the teacher the ``<prefix>_*`` fields describe: its
+    image encoder's ``hidden_size`` (CLIP's vision tower's), read from the config without building the model (a
+    Hub id's config.json is fetched: set ``<prefix>_hidden_size`` to avoid that)."""
     if teacher is not None:
-        return teacher_core(teacher).config.hidden_size
-    settings = getattr(config, f"{prefix}_config", None)
-    if settings is not None:
-        settings = dict(settings)
-        return vision_config_of(AutoConfig.for_model(settings.pop("model_type"), **settings)).hidden_size
-    name = getattr(config, f"{prefix}_name_or_path", None)
-    if name is None:
-        raise ValueError(f"no {prefix}: set {prefix}_name_or_path or {prefix}_config, or pass {prefix}=")
-    return vision_config_of(AutoConfig.from_pretrained(name)).hidden_size
+        return teacher_vision_config(teacher).hidden_size
+    described = described_teacher_config(config, prefix)
+    if described is None:
+        name = getattr(config, f"{prefix}_name_or_path", None)
+        if name is None:
+            raise ValueError(f"no {prefix}: set {prefix}_name_or_path or {prefix}_config, or pass {prefix}=")
+        described = AutoConfig.from_pretrained(name)
+        described = getattr(described, "vision_config", described)
+    return described.hidden_size
 
 
 def teacher_masks_like_mae(teacher: nn.Module) -> bool:
@@ -607,7 +614,8 @@ __all__ = [
     "teacher_masks_like_mae",
     "teacher_visible_tokens",
     "teacher_width",
-    "vision_config_of",
+    "teacher_vision_config",
+    "described_teacher_config",
     "MomentumSchedule",
     "EMATeacher",
     "EMATeacherMixin",
@@ -617,3 +625,39 @@ __all__ = [
     "parameters_to_buffers",
     "reconstruction_target",
 ]
+
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checking a teacher instance (distillation methods: MaskAlign, Hybrid Distill)
+
+
+def teacher_vision_config(teacher: nn.Module):
+    """The config of a ViT-like teacher's image encoder (:func:`teacher_core`: CLIPModel's ``vision_model``, else the
+    model's own); TypeError when it is no such encoder (no ``hidden_size`` / ``num_hidden_layers`` / ``patch_size``),
+    so a wrong instance fails at construction rather than at the first forward."""
+    config = getattr(teacher_core(teacher), "config", None) if isinstance(teacher, nn.Module) else None
+    if not all(hasattr(config, name) for name in ("hidden_size", "num_hidden_layers", "patch_size")):
+        raise TypeError(
+            "a teacher must be a Hugging Face ViT-like image encoder (ViTModel / DINO, CLIPVisionModel, CLIPModel, "
+            f"ViTMAEModel, hf-mae's MAEModel) with hidden_size, num_hidden_layers and patch_size, got "
+            f"{type(teacher).__name__}"
+        )
+    return config
+
+
+def described_teacher_config(config, prefix: str = "teacher"):
+    """The config of the image encoder that the ``<prefix>_*`` fields describe, read without building the model:
+    from ``<prefix>_config`` (a dict), else from a *local folder* ``<prefix>_name_or_path`` (its config.json; e.g.
+    ``compare_methods --teacher``'s CIFAR teachers). None for a Hub id (reading it would mean a download, or a long
+    wait offline: the config's own size fields are trusted then) and when nothing is set. CLIP's vision part for a
+    CLIP config."""
+    settings, name = getattr(config, f"{prefix}_config"), getattr(config, f"{prefix}_name_or_path")
+    if settings is not None:
+        settings = dict(settings)
+        described = AutoConfig.for_model(settings.pop("model_type"), **settings)
+    elif name is not None and os.path.isdir(name):
+        described = AutoConfig.from_pretrained(name)
+    else:
+        return None
+    return getattr(described, "vision_config", described)

@@ -262,6 +262,46 @@ def prototypical_probe(train_tokens, train_y, test_tokens, test_y, num_classes: 
         return _accuracy(torch.cat([head((c - mean) / std) for c in test_tokens.split(512)]), test_y)
 
 
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear centred kernel alignment (Kornblith et al., 2019) of two representations of the same n examples,
+    x (n, d1) and y (n, d2): ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)`` after centring each feature; 1 when
+    one is an orthogonal transform (and isotropic scaling) of the other, near 0 for unrelated features. Invariant to
+    the widths differing (a student and its teacher)."""
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must be (n, d1) and (n, d2) of the same n, got {tuple(x.shape)} and {tuple(y.shape)}")
+    x = x.double() - x.double().mean(dim=0)
+    y = y.double() - y.double().mean(dim=0)
+    cross = (y.T @ x).pow(2).sum()
+    return float(cross / ((x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()).clamp_min(1e-30))
+
+
+def mean_attention_distance(attentions, grid, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """Mean attention distance (Dosovitskiy et al., 2021; the "local vs global attention" measure of the MIM / CL
+    comparisons): for each block and head, the distance in patches between a patch query and the patches it attends
+    to, weighted by the attention and averaged over the queries and the batch.
+
+    attentions: one (batch, heads, P + N, P + N) tensor per block (or one such tensor) of a ViT over a full ``grid``
+        (rows, cols) of N = rows * cols patches after ``num_prefix_tokens`` P (cls, registers); the weights of a
+        patch query over the patch keys are renormalised to sum to 1 (the share it gives the prefix tokens is left
+        out). Returns (blocks, heads), in patch units (multiply by the patch size for pixels)."""
+    if isinstance(attentions, torch.Tensor):
+        attentions = (attentions,)
+    rows, cols = grid
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    positions = torch.stack([ys.flatten(), xs.flatten()], dim=1).double()
+    distance = torch.cdist(positions, positions)  # (N, N)
+    result = []
+    for attention in attentions:
+        if attention.ndim != 4 or attention.shape[-1] != num_prefix_tokens + rows * cols:
+            raise ValueError(f"each attention map must be (batch, heads, {num_prefix_tokens} + {rows}*{cols}, ...) "
+                             f"for grid {tuple(grid)}, got {tuple(attention.shape)}")
+        patches = attention[:, :, num_prefix_tokens:, num_prefix_tokens:].double()
+        patches = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-30)
+        per_query = (patches * distance.to(patches.device)).sum(dim=-1)  # (batch, heads, N)
+        result.append(per_query.mean(dim=(0, 2)))
+    return torch.stack(result).float()
+
+
 def labelled_inputs(dataset: str, split: str, processor):
     """(model inputs, labels) of a whole split, through ``processor``: pixels, filterbanks or point clouds."""
     from .data import collate, load_image_dataset, with_model_inputs
