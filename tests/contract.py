@@ -331,6 +331,30 @@ class DMJDAdapter(ImageAdapter):
         return (self.batch, (height // patch[0]) * (width // patch[1]), config.hog_dim)
 
 
+class FrozenTeacherImageAdapter(ImageAdapter):
+    """Image methods distilled from frozen teachers named by ``<prefix>_name_or_path`` (DMAE, MR-MAE): a paper
+    preset's teachers become tiny random ones on the shrunk preset's patch grid (nothing downloaded), MAE-like for
+    DMAE (``vit_mae``, so the shared mask is exercised) and plain ViTs otherwise; aligned blocks become block 1."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        if not shrink:
+            return shrink
+        config = create_config(self.preset)
+        height, _ = shrink["image_size"]
+        tiny = dict(image_size=height, patch_size=to_2tuple(config.patch_size)[0], hidden_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, intermediate_size=64)
+        for prefix in ("teacher", "second_teacher"):
+            if getattr(config, f"{prefix}_name_or_path", None) is None:
+                continue
+            teacher = dict(tiny, model_type="vit")
+            if hasattr(config, "teacher_layers"):  # DMAE: an MAE teacher that shares the student's mask
+                teacher.update(model_type="vit_mae", mask_ratio=config.mask_ratio)
+                shrink.update(student_layers=[1], teacher_layers=[1])
+            shrink.update({f"{prefix}_name_or_path": None, f"{prefix}_config": teacher, f"{prefix}_hidden_size": 32})
+        return shrink
+
+
 class CAEAdapter(ImageAdapter):
     """The decoder predicts the masked patches only: logits (batch, M, codebook_size) with the tokenizer target (the
     paper presets), (batch, M, p*p*C) with pixels (cae-tiny); paper presets also get a one-block regressor."""
@@ -1042,6 +1066,10 @@ METHOD_ADAPTERS = {
     "mixedae": MixedAEAdapter,
     "mp3": MP3Adapter,
     "dmjd": DMJDAdapter,
+    "dmae": FrozenTeacherImageAdapter,
+    "mrmae": FrozenTeacherImageAdapter,
+
+
     "cae": CAEAdapter,
     "videomaev2": VideoMAEV2Adapter,
     "maskalign": MaskAlignAdapter,

@@ -28,6 +28,7 @@ PRESET_NAMES = {
     "colormae": ["colormae-tiny", "colormae-vit-base-patch16"],
     "cropmae": ["cropmae-tiny", "cropmae-vit-small-patch16"],
     "crossvideomae": ["crossvideomae-tiny", "crossvideomae-vit-base-patch16"],
+    "dmae": ["dmae-tiny", "dmae-vit-base-patch16"],
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
@@ -40,6 +41,7 @@ PRESET_NAMES = {
                   "maskalign-vit-large-patch16"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
+    "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
     "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
@@ -142,10 +144,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_23_methods_with_their_presets():
+def test_rows_give_the_25_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 23 and len(registry.PRESETS) == 59
+    assert len(registry.METHODS) == 25 and len(registry.PRESETS) == 63
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -262,6 +262,39 @@ class MLP(nn.Module):
         return self.dropout(self.fc2(self.dropout(self.act(self.fc1(hidden_states)))))
 
 
+
+# Projection heads from a student's tokens to a teacher's width (DMAE's ``aligned_feature_projection_mode``)
+PROJECTION_MODES = ("linear", "mlp", "mlp2")
+
+
+class ProjectionHead(nn.Module):
+    """Maps student tokens (..., in_features) to a teacher's width (..., out_features), one head per aligned layer:
+
+    - ``"linear"``: one Linear (DMAE's ``fc-1layer``, its default);
+    - ``"mlp"``: Linear(in -> out), activation, Linear(out -> out) (DMAE's ``mlp-1layer``);
+    - ``"mlp2"``: that MLP followed by a second out -> out MLP (DMAE's ``mlp-2layer``).
+    """
+
+    def __init__(self, in_features: int, out_features: int, mode: str = "linear", hidden_act: str = "gelu"):
+        super().__init__()
+        if mode not in PROJECTION_MODES:
+            raise ValueError(f"mode must be one of {', '.join(map(repr, PROJECTION_MODES))}; got {mode!r}")
+        self.mode = mode
+        if mode == "linear":
+            self.layers = nn.ModuleList([nn.Linear(in_features, out_features)])
+        else:
+            widths = [in_features] + [out_features] * (4 if mode == "mlp2" else 2)
+            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.act = ACT2FN[hidden_act]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            hidden_states = layer(hidden_states)
+            if i % 2 == 0 and i + 1 < len(self.layers):  # an activation inside each two-layer MLP, none after it
+                hidden_states = self.act(hidden_states)
+        return hidden_states
+
+
 class LayerScale(nn.Module):
     """Per-channel learnable scale of a residual branch (CaiT); starts small so deep stacks train stably."""
 

@@ -84,6 +84,43 @@ def scaled_cosine_error(x: torch.Tensor, z: torch.Tensor, alpha: float = 3.0) ->
     return (1 - (x * z).sum(dim=-1)).clamp_min(0).pow(alpha).mean()
 
 
+# Feature-distillation losses between a student's projected tokens and a frozen teacher's (DMAE, MR-MAE).
+FEATURE_LOSSES = ("l1_normalized", "mse_layernorm", "cosine")
+
+
+def normalized_l1(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """DMAE's distillation loss: ``mean |normalize(target) - normalize(prediction)|`` with each token L2-normalised
+    over its features (``F.normalize``, eps 1e-12) and the mean taken over every element, as ``nn.L1Loss`` does.
+    prediction, target: (..., dim)."""
+    prediction = torch.nn.functional.normalize(prediction.float(), dim=-1)
+    target = torch.nn.functional.normalize(target.float(), dim=-1)
+    return (target - prediction).abs().mean()
+
+
+def feature_distillation_loss(
+    prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1_normalized"
+) -> torch.Tensor:
+    """A student's projected features against a teacher's, both (..., dim), the teacher's detached:
+
+    - ``"l1_normalized"``: :func:`normalized_l1` (DMAE);
+    - ``"mse_layernorm"``: the MSE between the prediction and the target standardised per token (a LayerNorm
+      without affine, eps 1e-6), the usual feature-distillation target (MaskDistill, data2vec);
+    - ``"cosine"``: the mean over tokens of ``1 - cos(prediction, target)``.
+    """
+    target = target.detach().float()
+    prediction = prediction.float()
+    if prediction.shape != target.shape:
+        raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} must have one shape")
+    if kind == "l1_normalized":
+        return normalized_l1(prediction, target)
+    if kind == "mse_layernorm":
+        target = torch.nn.functional.layer_norm(target, target.shape[-1:], eps=1e-6)
+        return (prediction - target).pow(2).mean()
+    if kind == "cosine":
+        return (1 - torch.nn.functional.cosine_similarity(prediction, target, dim=-1)).mean()
+    raise ValueError(f"kind must be one of {', '.join(map(repr, FEATURE_LOSSES))}; got {kind!r}")
+
+
 def attention_kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """KL(teacher || student) between attention maps (..., queries, keys) whose rows are distributions, summed over
     the keys and averaged over every other axis (heads, queries, batch): the relation-distillation loss of MiniLM /

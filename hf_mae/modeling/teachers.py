@@ -35,6 +35,8 @@ Remote-code rule: only sibling imports (``from .x import y``), torch and transfo
 from __future__ import annotations
 
 import copy
+import contextlib
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -44,6 +46,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
+from .masking import gather_tokens
 from .targets import hog_target, pixel_target
 
 SCHEDULES = ("linear", "cosine")
@@ -471,6 +474,106 @@ def _prefix_count(core: nn.Module) -> int:
     """Tokens before the patches: a cls token, plus register tokens where the config has them."""
     return 1 + int(getattr(core.config, "num_register_tokens", 0) or 0)
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# Feature distillation from a frozen ViT-like teacher (DMAE, MR-MAE): its width, and its tokens at the patches a
+# masked student sees.
+
+
+def teacher_width(config, prefix: str = "teacher", teacher: nn.Module | None = None) -> int:
+    """Width of the tokens of ``teacher`` (an instance), else of the teacher the ``<prefix>_*`` fields describe: its
+    image encoder's ``hidden_size`` (CLIP's vision tower's), read from the config without building the model (a
+    Hub id's config.json is fetched: set ``<prefix>_hidden_size`` to avoid that)."""
+    if teacher is not None:
+        return teacher_vision_config(teacher).hidden_size
+    described = described_teacher_config(config, prefix)
+    if described is None:
+        name = getattr(config, f"{prefix}_name_or_path", None)
+        if name is None:
+            raise ValueError(f"no {prefix}: set {prefix}_name_or_path or {prefix}_config, or pass {prefix}=")
+        described = AutoConfig.from_pretrained(name)
+        described = getattr(described, "vision_config", described)
+    return described.hidden_size
+
+
+def teacher_masks_like_mae(teacher: nn.Module) -> bool:
+    """Whether the teacher's forward takes MAE's ``noise`` (hf-mae's MAE encoders, transformers' ViTMAEModel), so
+    that it can encode only the patches a student keeps under the same noise."""
+    return "noise" in inspect.signature(teacher_core(teacher).forward).parameters
+
+
+@contextlib.contextmanager
+def config_mask_ratio(teacher: nn.Module, ratio: float | None):
+    """Sets ``teacher.config.mask_ratio`` to ``ratio`` for the duration (None: leaves it): transformers'
+    ``ViTMAEModel`` reads its mask ratio from its config at call time and takes none as an argument."""
+    if ratio is None:
+        yield
+        return
+    config = teacher_core(teacher).config
+    before = config.mask_ratio
+    config.mask_ratio = ratio
+    try:
+        yield
+    finally:
+        config.mask_ratio = before
+
+
+@torch.no_grad()
+def teacher_visible_tokens(
+    teacher: nn.Module,
+    pixel_values: torch.Tensor,
+    layers,
+    ids_keep: torch.Tensor,
+    grid,
+    *,
+    noise: torch.Tensor | None = None,
+    mask_ratio: float | None = None,
+    image_mean=None,
+    image_std=None,
+) -> tuple[list[torch.Tensor], bool]:
+    """The teacher's tokens at the patches a masked student sees: for each block number k of ``layers`` (1-based),
+    (batch, 1 + kept, dim) = the teacher's first prefix (cls) token, then its tokens at ``ids_keep`` (batch, kept)
+    of the student's patch ``grid``, in that order. The teacher runs blocks 1..max(layers) only.
+
+    With ``noise`` and a teacher that masks as MAE does (:func:`teacher_masks_like_mae`) on the student's grid, the
+    teacher encodes only the visible patches, drawn from the same noise (DMAE); ``mask_ratio`` goes to a teacher
+    that takes it. Otherwise the teacher sees the whole image and its patch tokens are resized to ``grid`` and
+    gathered at ``ids_keep``. Returns (tokens per layer, whether the teacher shared the mask)."""
+    layers = [int(k) for k in layers]
+    depth = len(teacher_blocks(teacher_core(teacher)))
+    if not layers or min(layers) < 1 or max(layers) > depth:
+        raise ValueError(f"teacher layers must be block numbers in 1..{depth} (the teacher's depth), got {layers}")
+    kwargs = dict(stop_after=max(layers), image_mean=image_mean, image_std=image_std)
+    masks = teacher_masks_like_mae(teacher)
+    shared = noise is not None and masks and teacher_grid(teacher) == tuple(grid)
+    takes_ratio = "mask_ratio" in inspect.signature(teacher_core(teacher).forward).parameters  # hf-mae's encoders
+    if shared:
+        kwargs["noise"] = noise
+    elif masks:  # every patch, in order (transformers' ViTMAE shuffles even at ratio 0 unless the noise is sorted)
+        rows, cols = teacher_grid(teacher)
+        kwargs["noise"] = torch.arange(rows * cols, device=pixel_values.device, dtype=torch.float32).expand(
+            pixel_values.shape[0], -1)
+    ratio = (mask_ratio if mask_ratio is not None else 0.0) if shared else 0.0
+    if takes_ratio and masks:
+        kwargs["mask_ratio"] = ratio
+    with config_mask_ratio(teacher, None if takes_ratio or not masks else ratio):
+        features = teacher_forward(teacher, pixel_values, **kwargs)
+    tokens = []
+    for k in layers:
+        hidden = features.hidden_states[k - 1]
+        if shared:
+            if hidden.shape[1] != 1 + ids_keep.shape[1]:
+                raise ValueError(
+                    f"the teacher kept {hidden.shape[1] - 1} patches under the shared noise but the student "
+                    f"{ids_keep.shape[1]}: give the teacher the student's mask_ratio"
+                )
+        else:
+            patches = gather_tokens(features.patch_tokens(hidden, grid), ids_keep)
+            hidden = torch.cat([hidden[:, :1], patches], dim=1)
+        tokens.append(hidden)
+    return tokens, shared
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Targets
 
@@ -508,6 +611,9 @@ __all__ = [
     "teacher_blocks",
     "teacher_forward",
     "teacher_grid",
+    "teacher_masks_like_mae",
+    "teacher_visible_tokens",
+    "teacher_width",
     "teacher_vision_config",
     "described_teacher_config",
     "MomentumSchedule",
