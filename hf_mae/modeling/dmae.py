@@ -99,7 +99,6 @@ class DMAEConfig(MAEConfig):
 
     model_type = "dmae"
 
-    norm_pix_loss: bool = True
     teacher_name_or_path: str | None = "facebook/vit-mae-large"
     teacher_config: dict | None = None
     teacher_seed: int = 0

@@ -105,7 +105,6 @@ class MRMAEConfig(MAEConfig):
 
     model_type = "mrmae"
 
-    norm_pix_loss: bool = True
     teacher_name_or_path: str | None = "openai/clip-vit-base-patch16"
     teacher_config: dict | None = None
     teacher_seed: int = 0
