@@ -50,10 +50,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine_info, median  # noqa: E402
 
 from hf_mae.files import write_json, write_text  # noqa: E402
-from hf_mae.registry import METHODS, create_model, create_processor  # noqa: E402
+from hf_mae.registry import METHODS, create_config, create_model, create_processor  # noqa: E402
 from hf_mae.training.data import collate, load_image_dataset, with_model_inputs  # noqa: E402
 from hf_mae.training.finetune import finetune  # noqa: E402
 from hf_mae.training.optim import build_adamw  # noqa: E402
+from hf_mae.training.arguments import parse_config_overrides  # noqa: E402
 from hf_mae.training.pretrain import pretrain, resolve_lr  # noqa: E402
 from hf_mae.training.probe import probe  # noqa: E402
 
@@ -97,22 +98,63 @@ def parse_teachers(items) -> dict:
     return teachers
 
 
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])  # the processors' normalisation: a teacher's None
+
+
 def teacher_overrides(method: str, teachers: dict) -> dict:
     """The config fields that give ``<method>-tiny`` the ``--teacher`` folders: for each PREFIX its config has
-    (``<PREFIX>_name_or_path``), that folder instead of the preset's tiny random teacher."""
-    fields = METHODS[method].config_class.__dataclass_fields__
-    overrides = {}
+    (``<PREFIX>_name_or_path``), that folder instead of the preset's tiny random teacher, and the fields that
+    described the tiny teacher now describe the folder's: ``<PREFIX>_config`` None, ``<PREFIX>_hidden_size`` /
+    ``_num_hidden_layers`` from its config.json, ``<PREFIX>_image_mean`` / ``_std`` from its
+    preprocessor_config.json (None when they are the ImageNet ones the student's inputs have). Only fields that
+    change the preset are returned."""
+    preset = create_config(tiny_preset(method)) if tiny_preset(method) else METHODS[method].config_class()
+    fields = type(preset).__dataclass_fields__
+    wanted = {}
     for prefix, folder in teachers.items():
-        if f"{prefix}_name_or_path" in fields:
-            overrides[f"{prefix}_name_or_path"] = folder
-            if f"{prefix}_config" in fields:
-                overrides[f"{prefix}_config"] = None
-    return overrides
+        if f"{prefix}_name_or_path" not in fields:
+            continue
+        wanted[f"{prefix}_name_or_path"] = folder
+        wanted[f"{prefix}_config"] = None
+        described = json.loads((Path(folder) / "config.json").read_text())
+        described = described.get("vision_config", described)
+        for name in ("hidden_size", "num_hidden_layers"):
+            wanted[f"{prefix}_{name}"] = described.get(name)
+        processor = Path(folder) / "preprocessor_config.json"
+        stats = json.loads(processor.read_text()) if processor.is_file() else {}
+        if [stats.get("image_mean"), stats.get("image_std")] == list(IMAGENET) or not stats:
+            stats = {}
+        for name in ("image_mean", "image_std"):
+            wanted[f"{prefix}_{name}"] = stats.get(name)
+    return {key: value for key, value in wanted.items()
+            if key in fields and _plain(getattr(preset, key)) != _plain(value)}
 
 
-def overrides_for(method: str, steps: int, teachers: dict | None = None) -> dict:
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def parse_method_overrides(items) -> dict:
+    """``--method-overrides METHOD:KEY=VALUE ...`` -> {method: {key: typed value}} (typed by the method's config)."""
+    found = {}
+    for item in items or []:
+        method, sep, assignment = str(item).partition(":")
+        if not sep or method not in METHODS:
+            raise ValueError(f"--method-overrides takes METHOD:KEY=VALUE items with a registered METHOD, got {item!r}")
+        found.setdefault(method, {}).update(
+            parse_config_overrides([assignment], METHODS[method].config_class, argument="--method-overrides"))
+    return found
+
+
+def overrides_for(method: str, steps: int, args=None) -> dict:
+    """Config overrides of ``<method>-tiny`` in this run: the length-dependent ones, the ``--teacher`` folders and
+    ``--method-overrides`` (in that order)."""
     make = PER_METHOD_OVERRIDES.get(method)
-    return {**(make(steps) if make else {}), **teacher_overrides(method, teachers or {})}
+    overrides = dict(make(steps) if make else {})
+    if args is not None:
+        overrides.update(teacher_overrides(method, parse_teachers(args.teacher)))
+        overrides.update(parse_method_overrides(args.method_overrides).get(method, {}))
+    return overrides
 
 
 def default_lr(method: str, batch_size: int) -> float:
@@ -152,7 +194,7 @@ def run_pretraining(method: str, seed: int, steps: int, run_dir: Path, args) -> 
         stale = not same_lr(done.get("lr"), method, args)
         if not stale and done.get("steps") == steps:  # finished earlier; the probes or fine-tuning were interrupted
             return done
-    overrides = overrides_for(method, steps, parse_teachers(args.teacher))
+    overrides = overrides_for(method, steps, args)
     _, summary = pretrain(
         model=tiny_preset(method), dataset=args.dataset, split="train", output_dir=str(run_dir), max_steps=steps,
         lr=args.lr, batch_size=args.batch_size, seed=seed, config_overrides=overrides or None,
@@ -208,7 +250,7 @@ def run_row(method: str, seed: int, steps: int, args) -> dict:
         "warmup_steps": metrics.get("warmup_steps"),
         "augmentation": metrics.get("augmentation"),
         "budget": budget(args, steps, method),
-        "config_overrides": overrides_for(method, steps, parse_teachers(args.teacher)),
+        "config_overrides": overrides_for(method, steps, args),
         "first_loss": metrics.get("first_loss"),
         "final_loss": metrics.get("final_loss"),
         "images_per_s_run": metrics.get("images_per_s"),
@@ -240,9 +282,14 @@ def budget(args, steps: int, method: str) -> dict:
     (the teachers only for a method that has them, so the rows of the others stay valid)."""
     found = {"dataset": args.dataset, "steps": steps, "batch_size": args.batch_size, "lr_override": args.lr,
              "finetune_epochs": args.finetune_epochs, "finetune_steps": args.finetune_steps}
-    teachers = teacher_overrides(method, parse_teachers(args.teacher))
+    # the teacher is identified by its folder (the size and statistics fields follow from it)
+    teachers = {key: value for key, value in teacher_overrides(method, parse_teachers(args.teacher)).items()
+                if key.endswith(("_name_or_path", "_config"))}
     if teachers:
         found["teachers"] = teachers
+    own = parse_method_overrides(args.method_overrides).get(method)
+    if own:
+        found["method_overrides"] = own
     return found
 
 
@@ -353,7 +400,7 @@ def interleaved_throughput(methods: list[str], steps: int, args) -> tuple[dict, 
         try:
             preset = tiny_preset(method)
             torch.manual_seed(0)
-            model = create_model(preset, **overrides_for(method, steps, parse_teachers(args.teacher))).train()
+            model = create_model(preset, **overrides_for(method, steps, args)).train()
             optimizer = build_adamw(model, default_lr(method, args.batch_size))
             if pixels is None:
                 pixels = shared_batch(preset, args.dataset, args.batch_size)
@@ -404,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="teachers of the distillation methods: a method whose config has <PREFIX>_name_or_path "
                              "loads FOLDER there instead of its tiny random teacher, e.g. teacher=runs/teachers/"
                              "mae-cifar10 (benchmarks/cifar_teacher.py); the teacher's forward is in the throughput")
+    parser.add_argument("--method-overrides", nargs="*", default=[], metavar="METHOD:KEY=VALUE",
+                        help="config fields of one method's tiny preset, e.g. dmae:teacher_layers=[9] (typed as "
+                             "hf-mae pretrain --config-overrides; recorded in that method's rows)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="one row per method and seed (default: 0 1)")
     parser.add_argument("--finetune-epochs", type=float, default=5.0,
                         help="fine-tuning budget, the same for every method and for the random-init model "
@@ -448,6 +498,7 @@ def check_args(args) -> list[str]:
     if len(set(args.seeds)) != len(args.seeds):
         raise ValueError(f"--seeds must differ from each other, got {args.seeds}")
     parse_teachers(args.teacher)  # bad items fail before anything runs
+    parse_method_overrides(args.method_overrides)
     return methods
 
 

@@ -148,19 +148,50 @@ def test_end_to_end_on_an_image_folder_with_resume(compare, image_folder, tmp_pa
 
 
 def test_teacher_folders_reach_only_the_methods_that_have_that_teacher(compare, tmp_path):
+    import json as json_module
+
     folder = tmp_path / "teacher"
     folder.mkdir()
-    (folder / "config.json").write_text("{}")
+    (folder / "config.json").write_text(json_module.dumps({"model_type": "vit", "hidden_size": 24,
+                                                           "num_hidden_layers": 5}))
+    (folder / "preprocessor_config.json").write_text(json_module.dumps(
+        {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}))
     teachers = compare.parse_teachers([f"teacher={folder}"])
     assert teachers == {"teacher": str(folder.resolve())}
     # I2P-MAE's config has teacher_* fields: the folder replaces its tiny random teacher; MAE has none
     assert compare.teacher_overrides("i2pmae", teachers) == {"teacher_name_or_path": str(folder.resolve()),
                                                               "teacher_config": None}
     assert compare.teacher_overrides("mae", teachers) == {}
-    args = compare.build_parser().parse_args(["--teacher", f"teacher={folder}"])
+    # MR-MAE's tiny teacher is described by sizes and CLIP statistics: they follow the folder's files
+    overrides = compare.teacher_overrides("mrmae", teachers)
+    assert overrides["teacher_hidden_size"] == 24 and overrides["teacher_image_mean"] == [0.5, 0.5, 0.5]
+    assert overrides["teacher_image_std"] == [0.25, 0.25, 0.25] and "second_teacher_name_or_path" not in overrides
+    args = compare.build_parser().parse_args(["--teacher", f"teacher={folder}",
+                                              "--method-overrides", "dmae:teacher_layers=[5]"])
     assert "teachers" not in compare.budget(args, 10, "mae")  # the rows of teacher-free methods stay valid
     assert compare.budget(args, 10, "i2pmae")["teachers"]["teacher_name_or_path"] == str(folder.resolve())
+    assert compare.overrides_for("dmae", 10, args)["teacher_layers"] == [5]
+    assert compare.budget(args, 10, "dmae")["method_overrides"] == {"teacher_layers": [5]}
+    with pytest.raises(ValueError, match="--method-overrides takes METHOD:KEY=VALUE"):
+        compare.parse_method_overrides(["teacher_layers=[5]"])
+    with pytest.raises(ValueError, match="unknown config field"):
+        compare.parse_method_overrides(["dmae:no_such_field=1"])
     with pytest.raises(ValueError, match="--teacher takes PREFIX=FOLDER items"):
         compare.parse_teachers([str(folder)])
     with pytest.raises(ValueError, match="is no model folder"):
         compare.parse_teachers([f"teacher={tmp_path / 'absent'}"])
+
+
+def test_teacher_cost_times_the_frozen_teacher_inside_the_step(one_thread):
+    script = load_benchmark("teacher_cost")
+    assert {"maskalign", "dmae", "mrmae", "hybriddistill"} <= set(script.teacher_methods())
+    assert "mae" not in script.teacher_methods()
+    result = script.main(["--methods", "maskalign", "--batch-size", "8", "--steps", "1", "--repeats", "2",
+                          "--warmup", "1"])["results"]["maskalign"]
+    # the hooks saw the teacher run inside the step, and it is a part of the step, not all of it
+    assert result["teachers"] == ["teacher"] and 0 < result["teacher_ms"] < result["step_ms"]
+    assert 0 < result["teacher_share"] < 1 and result["cache_speedup_at_most"] > 1
+    with pytest.raises(ValueError, match="no image methods with a frozen teacher"):
+        script.main(["--methods", "mae"])
+    with pytest.raises(ValueError, match="cae-tiny holds no frozen teacher"):  # its pixel target needs no tokenizer
+        script.main(["--methods", "cae", "--batch-size", "8", "--steps", "1", "--repeats", "1", "--warmup", "1"])
