@@ -13,7 +13,7 @@ give at most (``1 / (1 - share)``: a cache removes the teacher's forward and not
 
 A cache only ever hits for an image the teacher has seen *as it is*: ``hf-mae pretrain`` augments every image afresh
 (the methods' random crops and flips, on by default), so there a cache never hits; it can only serve a run with
-``--no-augmentation`` (or fixed, pre-computed views), which gives up the augmentation the papers train with.
+``--no-augment`` (or fixed, pre-computed views), which gives up the augmentation the papers train with.
 """
 
 from __future__ import annotations
