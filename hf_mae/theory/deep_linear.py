@@ -18,8 +18,9 @@ Setting (the paper's):
   orthogonal matrix (``W_l = ε^{1/L} U_l U_{l-1}ᵀ`` with ``U_0 = Q``), so that ``W(0) = ε U_L Qᵀ``.
 
 Under this initialisation the dynamics decouple per feature: the *projection* ``w_i(t) = ‖W(t) q_i‖`` (the encoder's
-singular value on feature i) and all per-layer factors stay equal, ``a_i = w_i^{1/L}``, and obey (derived here from
-the two objectives; the paper's "equivalent ODEs" (its eqs. 7-8) are of this form)::
+singular value on feature i) and all per-layer factors stay equal, ``a_i = w_i^{1/L}``, and obey the ODEs below
+(derived here from the two objectives; the paper simulates its own "equivalent ODEs", its eqs. 7-8 by Figure 2's
+caption, whose printed form could not be compared here)::
 
     JEPA   dw/dt = L (λ w^{3-1/L} − (λ/ρ) w³)        da/dt = a^{2L} (λ − (λ/ρ) a)          w → ρ^L
     MAE    dw/dt = L (λ w^{2-1/L} − (λ/ρ) w³)        da/dt = a^{L}  (λ − (λ/ρ) a^{L+1})    w → ρ^{L/(L+1)}
