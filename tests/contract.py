@@ -1050,6 +1050,28 @@ class HybridDistillAdapter(ImageAdapter):
         return (self.batch, 1 + held, config.feature_teacher_hidden_size)
 
 
+class SelfieAdapter(ImageAdapter):
+    """Selfie keeps the visible patches in grid order (no shuffling) and its logits are the patch choices
+    (batch, M, M) among the M masked patches; the paper preset's ResNet-50-sized patch network (3 / 4 / 6 blocks of
+    256 / 512 / 1024 channels) gets one block per stage and a quarter of the channels (its pooling keeps its width)."""
+
+    reorders_tokens = False
+
+    def shrink(self):
+        shrink = super().shrink()
+        if not shrink:
+            return shrink
+        config = create_config(self.preset)
+        return dict(shrink, patch_blocks=[1] * len(config.patch_blocks),
+                    patch_channels=[max(8, c // 4) for c in config.patch_channels])
+
+    def logits_shape(self, config, height, width):
+        patch = to_2tuple(config.patch_size)
+        patches = (height // patch[0]) * (width // patch[1])
+        masked = patches - int(patches * (1 - config.mask_ratio))
+        return (self.batch, masked, masked)
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1074,6 +1096,7 @@ METHOD_ADAPTERS = {
     "videomaev2": VideoMAEV2Adapter,
     "maskalign": MaskAlignAdapter,
     "hybriddistill": HybridDistillAdapter,
+    "selfie": SelfieAdapter,
 }
 
 

@@ -44,6 +44,7 @@ PRESET_NAMES = {
     "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
     "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
+    "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
     "videomae": ["videomae-tiny", "videomae-vit-base-patch16", "videomae-vit-large-patch16"],
@@ -71,6 +72,7 @@ ROW_FACTS = {
     "mp3": ("image", None, "MAEImageProcessor", {}),
     "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
     "videomae": ("video", None, "MAEVideoProcessor", {}),
@@ -144,10 +146,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_25_methods_with_their_presets():
+def test_rows_give_the_26_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 25 and len(registry.PRESETS) == 63
+    assert len(registry.METHODS) == 26 and len(registry.PRESETS) == 65
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

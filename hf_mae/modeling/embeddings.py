@@ -90,22 +90,28 @@ class PatchEmbedding2D(nn.Module):
 
     def grid_for(self, pixel_values: torch.Tensor, allow_other_size: bool = False) -> tuple[int, int]:
         """Checks ``pixel_values`` and returns its patch grid (rows, cols); raises ValueError/TypeError naming it."""
-        check_pixel_values(pixel_values, self.num_channels)
-        height, width = pixel_values.shape[-2:]
-        if height % self.patch_size[0] or width % self.patch_size[1]:
-            raise ValueError(
-                f"pixel_values height and width must be divisible by the patch size {self.patch_size}, "
-                f"got {height}x{width}"
-            )
-        if not allow_other_size and (height, width) != self.image_size:
-            raise ValueError(
-                f"pixel_values size {height}x{width} does not match the model's image_size "
-                f"{self.image_size[0]}x{self.image_size[1]}; resize the images or pass interpolate_pos_encoding=True"
-            )
-        return height // self.patch_size[0], width // self.patch_size[1]
+        return patch_grid_for(pixel_values, self.image_size, self.patch_size, self.num_channels, allow_other_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.projection(pixel_values.to(self.projection.weight.dtype)).flatten(2).transpose(1, 2)
+
+
+def patch_grid_for(pixel_values, image_size, patch_size, num_channels: int, allow_other_size: bool = False):
+    """Checks ``pixel_values`` (see :func:`check_pixel_values`) against a model's ``image_size`` / ``patch_size`` and
+    returns its patch grid (rows, cols); other sizes (multiples of the patch) only with ``allow_other_size``."""
+    image_size, patch_size = to_2tuple(image_size), to_2tuple(patch_size)
+    check_pixel_values(pixel_values, num_channels)
+    height, width = pixel_values.shape[-2:]
+    if height % patch_size[0] or width % patch_size[1]:
+        raise ValueError(
+            f"pixel_values height and width must be divisible by the patch size {patch_size}, got {height}x{width}"
+        )
+    if not allow_other_size and (height, width) != image_size:
+        raise ValueError(
+            f"pixel_values size {height}x{width} does not match the model's image_size "
+            f"{image_size[0]}x{image_size[1]}; resize the images or pass interpolate_pos_encoding=True"
+        )
+    return height // patch_size[0], width // patch_size[1]
 
 
 def check_pixel_values(pixel_values, num_channels: int, ndim: int = 4) -> None:
