@@ -1072,6 +1072,82 @@ class SelfieAdapter(ImageAdapter):
         return (self.batch, masked, masked)
 
 
+class SparKAdapter(ImageAdapter):
+    """SparK: a transformers convnet (ResNet / ConvNeXt) made sparse. ``noise`` is per cell of the backbone's
+    coarsest stride (``config.patch_size``), ``round(cells * (1 - mask_ratio))`` cells stay (the official rounding),
+    nothing is reordered; ``last_hidden_state`` is the pooled feature then the coarsest map's cells. No attention:
+    hidden states are the backbone's own (stem, then each stage); the model runs on any multiple of its stride, so
+    another size needs no ``interpolate_pos_encoding`` (the flag is accepted and changes nothing). Paper presets
+    keep their widths with one block per stage, on 2x2 cells."""
+
+    reorders_tokens = False
+    has_attention = False
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        config = create_config(self.preset)
+        backbone = dict(config.backbone_config, depths=[1] * len(config.stage_widths), drop_path_rate=0.0)
+        if backbone["model_type"] == "resnet":
+            backbone.pop("drop_path_rate")
+        stride = config.downsample_ratio
+        return dict(backbone_config=backbone, image_size=2 * stride)
+
+    def expected_mask(self, config, noise):
+        kept = max(1, round(noise.shape[1] * (1 - config.mask_ratio)))
+        return 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+
+    def masked_count(self, config):
+        cells = config.grid_size[0] * config.grid_size[1]
+        return cells - max(1, round(cells * (1 - config.mask_ratio)))
+
+    def check_fixed_noise(self, model, fixed):
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
+        assert torch.equal(a.mask, self.expected_mask(model.config, fixed["noise"]))
+        assert model(fixed["pixel_values"]).mask.sum(1).tolist() == a.mask.sum(1).tolist()
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """The backbone's hidden states (stem + one per stage), each zero at the masked cells; no attentions."""
+        out = model.base_model(**base_inputs, output_hidden_states=True)
+        stages = len(model.config.stage_widths)
+        assert len(out.hidden_states) == stages + 1 and out.attentions is None
+        assert len(out.feature_maps) == stages
+        rows, cols = model.config.grid_size
+        active = (1 - out.mask).view(-1, 1, rows, cols)
+        for state in out.hidden_states:
+            here = active.repeat_interleave(state.shape[-2] // rows, 2).repeat_interleave(state.shape[-1] // cols, 3)
+            assert state.mul(1 - here).abs().max().item() == 0.0
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values, noise = fixed["pixel_values"], fixed["noise"]
+        batch, channels, stride = self.batch, model.config.num_channels, model.config.patch_size
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, channels + 1, *pixel_values.shape[-2:]))
+        with pytest.raises(ValueError, match="divisible"):
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]))
+        other = model(torch.randn(batch, channels, pixel_values.shape[-2] + stride, pixel_values.shape[-1]))
+        assert other.mask.shape[1] == (model.config.grid_size[0] + 1) * model.config.grid_size[1]  # no flag needed
+        for ratio in (1.0, -0.1, 1.5):
+            with pytest.raises(ValueError, match="mask_ratio"):
+                model(pixel_values, mask_ratio=ratio)
+        with pytest.raises(TypeError, match="mask_ratio"):
+            model(pixel_values, mask_ratio="0.5")
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(pixel_values, noise=noise[:, :-1])
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, mask_ratio=1.0)
+        with pytest.raises(ValueError, match="backbone_config"):
+            hf_mae.create_model(self.preset, backbone_config={"model_type": "vit"})
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1097,6 +1173,7 @@ METHOD_ADAPTERS = {
     "maskalign": MaskAlignAdapter,
     "hybriddistill": HybridDistillAdapter,
     "selfie": SelfieAdapter,
+    "spark": SparKAdapter,
 }
 
 

@@ -1,7 +1,7 @@
 """The registry: rows beside their method, discovered; public names generated from the rows.
 
 Each ``hf_mae/modeling/<method>.py`` ends with a ``METHOD`` row; ``hf_mae.registry`` discovers them. These tests pin
-the 19 methods and their presets as they were when the rows moved out of ``registry.py`` (plus those added since: CAE, MaskAlign, Hybrid Distillation, MTO),
+the 19 methods and their presets as they were when the rows moved out of ``registry.py`` (plus those added since: CAE, MaskAlign, Hybrid Distillation, MTO, Selfie, SparK),
 check that ``hf_mae`` still exports every name it exported then, and add a throwaway method in a temporary package
 to show that adding a method is one file with one row.
 """
@@ -46,6 +46,7 @@ PRESET_NAMES = {
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
+    "spark": ["spark-convnext-small", "spark-convnext-tiny", "spark-resnet50", "spark-tiny"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
     "videomae": ["videomae-tiny", "videomae-vit-base-patch16", "videomae-vit-large-patch16"],
     "videomaev2": ["videomaev2-tiny", "videomaev2-vit-base-patch16", "videomaev2-vit-giant-patch14"],
@@ -74,12 +75,16 @@ ROW_FACTS = {
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
+    "spark": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
     "videomae": ("video", None, "MAEVideoProcessor", {}),
     "videomaev2": ("video", None, "MAEVideoProcessor", {}),
 }
 # preset -> a few config values it sets (sizes from the shared presets, method-specific fields, nested configs)
 CONFIG_VALUES = {
+    "spark-resnet50": dict(mask_ratio=0.6, decoder_hidden_size=768, densify_norm="bn", grid_size=(7, 7),
+                           stage_widths=[256, 512, 1024, 2048]),
+    "spark-convnext-small": dict(densify_norm="ln", patch_size=32, stage_widths=[96, 192, 384, 768]),
     "mae-tiny": dict(image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, decoder_hidden_size=64),
     "mae-vit-huge-patch14": dict(patch_size=14, hidden_size=1280, num_hidden_layers=32, intermediate_size=5120),
     "simmim-tiny": dict(hidden_size=128, mask_patch_size=8),
@@ -146,10 +151,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_26_methods_with_their_presets():
+def test_rows_give_the_27_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 26 and len(registry.PRESETS) == 65
+    assert len(registry.METHODS) == 27 and len(registry.PRESETS) == 69
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
