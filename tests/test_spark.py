@@ -225,6 +225,9 @@ def test_config_accepts_dicts_configs_and_names_and_rejects_bad_values(tmp_path)
     reloaded = SparKConfig.from_dict(by_name.to_dict())
     assert reloaded.backbone_config == by_name.backbone_config
     assert SparKConfig().backbone().hidden_sizes == [256, 512, 1024, 2048]  # default: ResNet-50
+    # ``hf-mae finetune --drop-path`` reaches a ConvNeXt backbone's stochastic depth
+    assert hf_mae.create_config("spark-convnext-tiny", drop_path_rate=0.3).backbone().drop_path_rate == 0.3
+    assert hf_mae.create_config("spark-convnext-small").backbone().drop_path_rate == 0.2  # the paper's
     with pytest.raises(ValueError, match="backbone_config model_type must be one of"):
         SparKConfig(backbone_config={"model_type": "vit"})
     with pytest.raises(ValueError, match="backbone_config must be a config dict"):
@@ -237,6 +240,8 @@ def test_config_accepts_dicts_configs_and_names_and_rejects_bad_values(tmp_path)
         SparKConfig(densify_norm="group")
     with pytest.raises(ValueError, match="mask_ratio"):
         SparKConfig(mask_ratio=1.0)
+    with pytest.raises(ValueError, match="drop_path_rate"):
+        SparKConfig(drop_path_rate=1.5)
     model = SparKModel(hf_mae.create_config("spark-tiny"))
     with pytest.raises(ValueError, match="divisible by the backbone's stride 16"):
         model(torch.randn(1, 3, 72, 64))

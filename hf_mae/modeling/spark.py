@@ -92,6 +92,9 @@ class SparKConfig(PreTrainedConfig):
         channels at the active positions) or "none"; None picks the official rule, "bn" for ResNets and "ln" for
         ConvNeXts.
     norm_pix_loss: normalise each cell's target pixels (official: always).
+    drop_path_rate: stochastic depth of a ConvNeXt backbone, replacing its config's ``drop_path_rate`` when not None
+        (what ``hf-mae finetune --drop-path`` sets); transformers' ResNet has no stochastic depth, so there it has no
+        effect.
     initializer_range: std of the truncated-normal init of the decoder's convolutions and of the mask tokens (official
         0.02; the mask tokens are also truncated to +-0.02).
     """
@@ -105,6 +108,7 @@ class SparKConfig(PreTrainedConfig):
     decoder_hidden_size: int = 768
     densify_norm: str | None = None
     norm_pix_loss: bool = True
+    drop_path_rate: float | None = None
     initializer_range: float = 0.02
 
     def __post_init__(self, **kwargs):
@@ -130,6 +134,8 @@ class SparKConfig(PreTrainedConfig):
             self.densify_norm = BACKBONE_TYPES[model_type]
         check_choice("densify_norm", self.densify_norm, DENSIFY_NORMS)
         check_rate("mask_ratio", self.mask_ratio)
+        if self.drop_path_rate is not None:
+            check_rate("drop_path_rate", self.drop_path_rate)
         check_int("decoder_hidden_size", self.decoder_hidden_size)
         stride = self.downsample_ratio
         if stride & (stride - 1):
@@ -145,6 +151,8 @@ class SparKConfig(PreTrainedConfig):
     def backbone(self) -> PreTrainedConfig:
         """The backbone's transformers config (a fresh object each call)."""
         settings = copy.deepcopy(self.backbone_config)
+        if self.drop_path_rate is not None and settings["model_type"] == "convnext":
+            settings["drop_path_rate"] = self.drop_path_rate
         return AutoConfig.for_model(settings.pop("model_type"), **settings)
 
     @property
