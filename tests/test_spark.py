@@ -120,6 +120,27 @@ def test_a_hooked_backbone_batch_norm_updates_its_statistics_from_the_active_pos
     assert norm.num_batches_tracked.item() == 1  # counted once, not once per (dense + sparse) pass
 
 
+def test_the_sparse_state_is_per_thread_and_copies_start_empty():
+    import copy
+    import pickle
+    import threading
+
+    model = hf_mae.create_model("spark-tiny").eval()
+    pixels, noise = torch.randn(2, 3, 64, 64), fixed_noise(2)
+    expected = model(pixels, noise=noise).logits
+    copied = copy.deepcopy(model)
+    assert copied.spark.sparse_state is not model.spark.sparse_state
+    torch.testing.assert_close(copied(pixels, noise=noise).logits, expected, rtol=0, atol=0)
+    torch.testing.assert_close(pickle.loads(pickle.dumps(model))(pixels, noise=noise).logits, expected, rtol=0, atol=0)
+    state = model.spark.sparse_state
+    state.start(torch.ones(2, 1, 4, 4))
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(state.active))
+    thread.start(), thread.join()
+    assert seen == [None] and state.active is not None  # another thread's forward is dense unless it masks
+    state.stop()
+
+
 def test_cell_mask_keeps_the_official_rounded_count():
     noise = fixed_noise(2, 49)
     mask = cell_mask_from_noise(noise, 0.6)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import copy
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Mapping, Unpack
 
@@ -193,13 +194,35 @@ class SparKConfig(PreTrainedConfig):
 
 class SparseState:
     """The active map of the forward in progress (batch, 1, rows, cols) in cells, or None (a dense forward: every hook
-    is a no-op), with its expansions per resolution and the running statistics a hooked BatchNorm must restore."""
+    is a no-op), with its expansions per resolution, the running statistics a hooked BatchNorm must restore and the
+    recorded stage outputs. Kept per thread: ``nn.DataParallel`` (Trainer on several GPUs without a launcher) runs
+    replicas that share these hooks in parallel threads. A copy (``copy.deepcopy``, pickling) starts empty."""
+
+    _FIELDS = {"active": None, "expanded": dict, "saved_statistics": dict, "stage_outputs": list}
 
     def __init__(self):
-        self.active = None
-        self.expanded = {}
-        self.saved_statistics = {}
-        self.stage_outputs = []
+        self._local = threading.local()
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self._local = threading.local()
+
+    def __getattr__(self, name):
+        if name not in SparseState._FIELDS:
+            raise AttributeError(name)
+        local = self.__dict__["_local"]
+        if not hasattr(local, name):
+            default = SparseState._FIELDS[name]
+            setattr(local, name, default() if callable(default) else default)
+        return getattr(local, name)
+
+    def __setattr__(self, name, value):
+        if name in SparseState._FIELDS:
+            setattr(self._local, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def start(self, active):
         self.active, self.expanded, self.saved_statistics, self.stage_outputs = active, {}, {}, []
