@@ -185,7 +185,8 @@ def test_densify_and_decoder_follow_the_official_layout():
     assert model.decoder.proj.out_channels == 3 and model.decoder.proj.kernel_size == (1, 1)
     projections = model.densify_projections
     assert isinstance(projections[0], torch.nn.Identity)  # the coarsest stage is as wide as the decoder
-    assert [(p.in_channels, p.out_channels, p.kernel_size) for p in projections[1:]] == [(32, 32, (3, 3)), (16, 16, (3, 3))]
+    shapes = [(p.in_channels, p.out_channels, p.kernel_size) for p in projections[1:]]
+    assert shapes == [(32, 32, (3, 3)), (16, 16, (3, 3))]
     assert [tuple(t.shape) for t in model.mask_tokens] == [(1, 64, 1, 1), (1, 32, 1, 1), (1, 16, 1, 1)]
     assert all(t.abs().max() <= 0.02 for t in model.mask_tokens)
     assert type(model.densify_norms[0]).__name__ == "SparseBatchNorm2d"

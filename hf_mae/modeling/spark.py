@@ -46,10 +46,10 @@ from dataclasses import dataclass
 from typing import Mapping, Unpack
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForImageClassification, PreTrainedConfig
 from transformers import initialization as init
+from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 from transformers.models.convnext.modeling_convnext import ConvNextLayer, ConvNextLayerNorm
 from transformers.utils import ModelOutput, TransformersKwargs
 from transformers.utils.generic import can_return_tuple
@@ -70,7 +70,8 @@ def _backbone_dict(value, name: str) -> dict:
     if isinstance(value, PreTrainedConfig):
         return {"model_type": value.model_type, **value.to_diff_dict()}
     if not isinstance(value, Mapping) or "model_type" not in value:
-        raise ValueError(f"{name} must be a config dict with a 'model_type' key or a transformers config, got {value!r}")
+        raise ValueError(
+            f"{name} must be a config dict with a 'model_type' key or a transformers config, got {value!r}")
     return dict(value)
 
 
@@ -525,8 +526,8 @@ class SparKModel(SparKPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self):
-        stem = getattr(self.backbone, "embedder", None) or self.backbone.embeddings
-        return stem
+        """The backbone's stem (ResNet's ``embedder``, ConvNeXt's ``embeddings``)."""
+        return self.backbone.embedder if hasattr(self.backbone, "embedder") else self.backbone.embeddings
 
     def cell_grid(self, pixel_values: torch.Tensor) -> tuple[int, int]:
         stride = self.config.downsample_ratio
@@ -608,7 +609,8 @@ class SparKForPreTraining(SparKPreTrainedModel):
         norms, projections, tokens = [], [], []
         for index, width in enumerate(widths):
             tokens.append(nn.Parameter(torch.zeros(1, width, 1, 1)))
-            norms.append({"bn": SparseBatchNorm2d, "ln": SparseLayerNorm2d}.get(config.densify_norm, lambda _: NoDensifyNorm())(width))
+            norm_class = {"bn": SparseBatchNorm2d, "ln": SparseLayerNorm2d}.get(config.densify_norm)
+            norms.append(norm_class(width) if norm_class is not None else NoDensifyNorm())
             if index == 0 and width == decoder_width:
                 projections.append(nn.Identity())  # as the official code (ConvNeXt-S: 768 = the decoder's width)
             else:
@@ -708,9 +710,8 @@ class SparKForImageClassification(SparKPreTrainedModel):
         output_hidden_states: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ):
-        """pixel_values (batch, C, H, W); labels (batch,). Returns ImageClassifierOutput (logits (batch, num_labels))."""
-        from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
-
+        """pixel_values (batch, C, H, W); labels (batch,). Returns ImageClassifierOutputWithNoAttention (logits
+        (batch, num_labels)), as transformers' own ResNet / ConvNeXt classifiers."""
         encoded = self.spark(pixel_values, mask_ratio=0.0, output_hidden_states=output_hidden_states, return_dict=True)
         logits = self.classifier(encoded.pooler_output)
         loss = classification_loss(logits, labels, self.config) if labels is not None else None
@@ -761,7 +762,8 @@ METHOD = dict(
     },
     processor="MAEImageProcessor",
     # keyu-tian/SparK pretrain/utils/imagenet.py: RandomResizedCrop(scale=(0.67, 1.0), bicubic), horizontal flip
-    pretrain_augmentation=dict(crop_scale=(0.67, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bicubic", flip_probability=0.5),
+    pretrain_augmentation=dict(crop_scale=(0.67, 1.0), crop_ratio=(3 / 4, 4 / 3), resample="bicubic",
+                               flip_probability=0.5),
     # pretrain/utils/arg_util.py: base lr 2e-4 per 256 images at batch 4096; (0.9, 0.95) the ResNets' betas
     pretrain_base_lr=2e-4, pretrain_batch=4096, pretrain_betas=(0.9, 0.95),
     presets={
