@@ -178,6 +178,22 @@ def test_loss_is_norm_pix_mse_on_the_masked_cells_by_hand():
     assert torch.equal(changed_at(masked), out.logits)
 
 
+def test_reconstruction_pastes_the_visible_cells_back(tmp_path):
+    from hf_mae.training.visualize import save_reconstruction_grid
+
+    torch.manual_seed(0)
+    model = hf_mae.create_model("spark-tiny").eval()
+    pixels, noise = torch.randn(2, 3, 64, 64), fixed_noise(2)
+    out = model(pixels, noise=noise)
+    masked, reconstruction, pasted = model.reconstruct(pixels, out)
+    visible = expand_active((1 - out.mask).view(2, 1, 4, 4), 64, 64).bool().expand(-1, 3, -1, -1)
+    assert torch.equal(masked[visible], pixels[visible]) and masked[~visible].abs().max() == 0
+    torch.testing.assert_close(pasted[visible], pixels[visible])
+    torch.testing.assert_close(pasted[~visible], reconstruction[~visible])
+    save_reconstruction_grid(model, hf_mae.create_processor("spark-tiny"), pixels, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 0
+
+
 def test_densify_and_decoder_follow_the_official_layout():
     model = hf_mae.create_model("spark-tiny")
     # stride 16: four upsampling blocks of widths 64 -> 32 -> 16 -> 8 -> 4, then a 1x1 to 3 channels
