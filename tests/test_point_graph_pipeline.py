@@ -133,8 +133,18 @@ def test_finetune_refuses_what_it_cannot_do(tmp_path):
     i2p_run = tmp_path / "i2p"
     hf_mae.create_model("i2pmae-tiny").save_pretrained(i2p_run)
     with pytest.raises(ValueError, match="layer_decay=0.75 needs an encoder with one stack of blocks"):
-        finetune(i2p_run, "shapes", tmp_path / "b", max_steps=1)
+        finetune(i2p_run, "shapes", tmp_path / "b", max_steps=1, layer_decay=0.75)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_default_layer_decay_is_off_for_encoders_without_one_stack_of_blocks():
+    from hf_mae.training.finetune import layer_decay_param_groups
+
+    i2p = hf_mae.create_model("i2pmae-tiny", task="point-cloud-classification")
+    assert {group["lr"] for group in layer_decay_param_groups(i2p, 1e-3, 0.05)} == {1e-3}
+    mae = hf_mae.create_model("mae-tiny", task="image-classification")
+    lrs = sorted({group["lr"] for group in layer_decay_param_groups(mae, 1e-3, 0.05)})
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 * 0.75 ** (mae.config.num_hidden_layers + 1))
 
 
 def test_planetoid_folders_are_recognised(tmp_path):

@@ -41,14 +41,20 @@ def layer_id(name: str, num_layers: int) -> int:
     return num_layers + 1
 
 
-def layer_decay_param_groups(model, lr: float, weight_decay: float, layer_decay: float) -> list[dict]:
+DEFAULT_LAYER_DECAY = 0.75  # MAE's fine-tuning recipe
+
+
+def layer_decay_param_groups(model, lr: float, weight_decay: float, layer_decay: float | None = None) -> list[dict]:
     """AdamW parameter groups with MAE's layer-wise lr decay: a parameter of layer id ``i`` gets
     ``lr * layer_decay ** (num_layers + 1 - i)``; norms, biases and tokens get no weight decay (``optim.param_groups``).
-    Trainer's scheduler multiplies each group's own lr, so the ratios hold throughout training."""
+    Trainer's scheduler multiplies each group's own lr, so the ratios hold throughout training. ``None`` (the
+    default) is MAE's 0.75 for an encoder with one stack of blocks and 1 (off) for one without (I2P-MAE, SparK)."""
+    num_layers = getattr(model.config, "num_hidden_layers", None)
+    if layer_decay is None:
+        layer_decay = 1.0 if num_layers is None else DEFAULT_LAYER_DECAY
     if not 0.0 < layer_decay <= 1.0:
         raise ValueError(f"layer_decay must be > 0 and <= 1, got {layer_decay}")
-    num_layers = getattr(model.config, "num_hidden_layers", None)
-    if num_layers is None:  # a hierarchical encoder (I2P-MAE) has no single block index to decay by
+    if num_layers is None:  # a hierarchical encoder (I2P-MAE) or a convnet (SparK) has no single block index
         if layer_decay != 1.0:
             raise ValueError(
                 f"layer_decay={layer_decay} needs an encoder with one stack of blocks (config.num_hidden_layers); "
@@ -167,7 +173,7 @@ def build_trainer(
     batch_size: int = 64,
     lr: float | None = None,
     base_lr: float = 5e-4,
-    layer_decay: float = 0.75,
+    layer_decay: float | None = None,
     weight_decay: float = 0.05,
     label_smoothing: float = 0.1,
     drop_path: float = 0.1,
@@ -263,7 +269,8 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
     ``dataset`` and saves the best model (by eval accuracy) with its processor to ``output_dir``.
 
     kwargs (see :func:`build_trainer`): from_scratch (train the same config from random init, a baseline), epochs,
-    max_steps, batch_size, lr (default ``base_lr * batch_size * world_size / 256``), base_lr, layer_decay,
+    max_steps, batch_size, lr (default ``base_lr * batch_size * world_size / 256``), base_lr, layer_decay
+    (default 0.75, or 1 for an encoder without one stack of blocks),
     weight_decay, label_smoothing, drop_path, warmup_ratio, seed, train_split, eval_split (default test, else
     validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs), report_to.
 
@@ -312,8 +319,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=_in_range(float, "lr"), default=None,
                         help="absolute peak lr (default: base-lr * batch / 256)")
     parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=5e-4, help="lr = base_lr * batch / 256")
-    parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=0.75,
-                        help="layer-wise lr decay (1 = off)")
+    parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=None,
+                        help="layer-wise lr decay (1 = off; default 0.75 for a ViT-like stack of blocks, "
+                             "1 for encoders without one: I2P-MAE, SparK)")
     parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
     parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=0.1,
                         help="cross-entropy label smoothing")
