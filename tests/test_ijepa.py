@@ -173,7 +173,9 @@ def test_conversion_from_transformers_ijepa(tmp_path):
     source.save_pretrained(tmp_path / "transformers")
     with pytest.raises(ValueError, match="hf-mae convert ijepa"):
         IJEPAModel.from_pretrained(tmp_path / "transformers")
-    convert_ijepa_folder(tmp_path / "transformers", tmp_path / "hf-mae")
+    from hf_mae import cli
+
+    assert cli.main(["convert", "ijepa", str(tmp_path / "transformers"), str(tmp_path / "hf-mae")]) == 0
     encoder = AutoModel.from_pretrained(tmp_path / "hf-mae").eval()
     assert type(encoder) is IJEPAModel
     torch.testing.assert_close(encoder(pixels).last_hidden_state, expected, rtol=0, atol=1e-5)
