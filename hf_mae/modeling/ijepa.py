@@ -242,6 +242,7 @@ class IJEPAModel(IJEPAPreTrainedModel):
     sin-cos positions, no cls token, a final LayerNorm. By default every patch is encoded, in order."""
 
     _can_record_outputs = {"hidden_states": TransformerBlock, "attentions": Attention}
+    has_cls_token = False  # tools that pool (hf-mae probe) read it: every token is a patch
 
     def __init__(self, config: HfIJEPAConfig):
         super().__init__(config)
