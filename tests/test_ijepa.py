@@ -225,3 +225,16 @@ def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread
     assert last_loss < 0.5 * first_loss
     assert last_std > 0.5 * first_std  # no collapse
     assert math.isfinite(last_loss)
+
+
+def test_probe_pools_every_patch_of_an_encoder_without_cls_token():
+    from hf_mae.training.probe import extract_tokens, pool
+
+    torch.manual_seed(0)
+    encoder = hf_mae.create_model(TINY, task="base").eval()
+    pixels = torch.randn(3, 3, 32, 32)
+    patches = encoder(pixels).last_hidden_state
+    tokens = extract_tokens(encoder, pixels)
+    assert tokens.shape == (3, 65, 128)  # the mean token stands where a cls token would be
+    torch.testing.assert_close(pool(tokens, "mean"), patches.mean(1))
+    torch.testing.assert_close(pool(tokens, "cls"), patches.mean(1))
