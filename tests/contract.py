@@ -1148,6 +1148,98 @@ class SparKAdapter(ImageAdapter):
             hf_mae.create_model(self.preset, backbone_config={"model_type": "vit"})
 
 
+class JEPAAdapter(ImageAdapter):
+    """I-JEPA and DMT-JEPA: the mask is a multi-block one (context and target patch indices), not a noise; the
+    encoder has no cls token and never reorders tokens; logits are (batch, num_targets, M, hidden) predicted target
+    features. The mask-fixing arguments are ``context_ids`` / ``target_ids`` drawn by the config's own generator
+    from a seeded ``torch.Generator``. Paper presets are shrunk to a 4x4 grid, so their context keeps > 1 patch."""
+
+    reorders_tokens = False
+
+    def shrink(self):
+        shrink = super().shrink()
+        return {**shrink, "min_keep": 1} if shrink else shrink
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        drawn = config.mask_generator()(self.batch, config.grid_size, generator=generator)
+        return {"context_ids": drawn.context_ids, "target_ids": drawn.target_ids}
+
+    def base_inputs(self, model, fixed):
+        return {"pixel_values": fixed["pixel_values"], "context_ids": fixed["context_ids"]}
+
+    def feature_inputs(self, config):
+        return self.inputs(config)
+
+    def half(self, inputs, dtype):
+        return {k: v.to(dtype) if torch.is_floating_point(v) else v for k, v in inputs.items()}
+
+    def expected_mask(self, config, context_ids):
+        rows, cols = config.grid_size
+        return 1.0 - torch.zeros(context_ids.shape[0], rows * cols).scatter_(1, context_ids, 1.0)
+
+    def check_drawn_mask(self, out, config):
+        hidden = out.mask.sum(1)
+        rows, cols = config.grid_size
+        assert hidden.tolist() == [hidden[0].item()] * self.batch and 0 < hidden[0] < rows * cols
+        assert out.logits.shape[:2] == (self.batch, config.num_target_blocks)
+
+    def check_fixed_noise(self, model, fixed):
+        config = model.config
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
+        assert torch.equal(a.mask, self.expected_mask(config, fixed["context_ids"]))
+        assert a.logits.shape == (*fixed["target_ids"].shape, config.hidden_size)
+        self.check_drawn_mask(model(fixed["pixel_values"]), config)  # without ids: a drawn multi-block mask
+
+    def check_mask_ratio_zero(self, model):
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        out = model(pixel_values, mask_ratio=0.0)
+        num_patches = out.mask.shape[1]
+        assert out.last_hidden_state.shape[1] == num_patches  # no cls token
+        assert out.mask.sum() == 0 and out.ids_restore is None
+        torch.testing.assert_close(out.last_hidden_state, model(pixel_values).last_hidden_state)
+        identity = torch.arange(num_patches).expand(self.batch, -1)
+        torch.testing.assert_close(out.last_hidden_state, model(pixel_values, context_ids=identity).last_hidden_state)
+        torch.testing.assert_close(model(pixel_values[:1], mask_ratio=0.0).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values, context_ids, target_ids = fixed["pixel_values"], fixed["context_ids"], fixed["target_ids"]
+        batch, channels = self.batch, model.config.num_channels
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, channels + 1, *pixel_values.shape[-2:]))
+        with pytest.raises(ValueError, match="divisible"):
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]), interpolate_pos_encoding=True)
+        with pytest.raises(ValueError, match="image_size"):
+            patch = to_2tuple(model.config.patch_size)
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + patch[0], pixel_values.shape[-1]))
+        with pytest.raises(ValueError, match="both or neither"):
+            model(pixel_values, context_ids=context_ids)
+        with pytest.raises(ValueError, match="context_ids"):
+            model(pixel_values, context_ids=context_ids + 1000, target_ids=target_ids)
+        with pytest.raises(ValueError, match="target_ids"):
+            model(pixel_values, context_ids=context_ids, target_ids=target_ids[:, 0])
+        with pytest.raises(TypeError, match="context_ids"):
+            model(pixel_values, context_ids=context_ids.float(), target_ids=target_ids)
+        with pytest.raises(ValueError, match="mask_ratio"):
+            model.base_model(pixel_values, mask_ratio=0.5)
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="target_scale"):
+            hf_mae.create_model(self.preset, target_scale=[0.3, 0.2])
+
+    def check_larger(self, model, larger):
+        out = model(larger, interpolate_pos_encoding=True)
+        assert out.logits.shape[:2] == (self.batch, model.config.num_target_blocks)
+        assert out.logits.shape[-1] == model.config.hidden_size and torch.isfinite(out.loss)
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1174,6 +1266,8 @@ METHOD_ADAPTERS = {
     "hybriddistill": HybridDistillAdapter,
     "selfie": SelfieAdapter,
     "spark": SparKAdapter,
+    "ijepa": JEPAAdapter,
+    "dmtjepa": JEPAAdapter,
 }
 
 

@@ -30,10 +30,12 @@ PRESET_NAMES = {
     "crossvideomae": ["crossvideomae-tiny", "crossvideomae-vit-base-patch16"],
     "dmae": ["dmae-tiny", "dmae-vit-base-patch16"],
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
+    "dmtjepa": ["dmtjepa-tiny", "dmtjepa-vit-base-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
     "hybriddistill": ["hybriddistill-tiny", "hybriddistill-vit-base-patch16", "hybriddistill-vit-base-patch16-deit"],
     "i2pmae": ["i2pmae-shapenet", "i2pmae-tiny"],
+    "ijepa": ["ijepa-tiny", "ijepa-vit-base-patch16", "ijepa-vit-huge-patch14"],
     "lut": ["lut-tiny", "lut-vit-base-patch16"],
     "lvmae": ["lvmae-languagebind-huge", "lvmae-tiny"],
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
@@ -61,10 +63,12 @@ ROW_FACTS = {
                 {"view_mode": "global_to_local", "crop_scale": [0.1, 1.0], "local_crop_scale": [0.3, 0.6]}),
     "crossvideomae": ("video", None, "MAEVideoProcessor", {}),
     "dmjd": ("image", None, "MAEImageProcessor", {}),
+    "dmtjepa": ("image", None, "MAEImageProcessor", {}),
     "graphmae": ("graph", 1e-3, "GraphProcessor", {}),
     "hpm": ("image", None, "MAEImageProcessor", {}),
     "hybriddistill": ("image", None, "MAEImageProcessor", {}),
     "i2pmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "ijepa": ("image", None, "MAEImageProcessor", {}),
     "lut": ("image", None, "TwoViewImageProcessor", {"view_mode": "independent"}),
     "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
     "mae": ("image", None, "MAEImageProcessor", {}),
@@ -104,6 +108,11 @@ CONFIG_VALUES = {
                          feature_normalization=None),
     "graphmae-citeseer": dict(num_features=3703, num_attention_heads=2, replace_rate=0.1, alpha_l=1.0),
     "tgm-tiny": dict(projection_dim=64, max_text_length=32, tokenizer_name_or_path=None),
+    "ijepa-vit-huge-patch14": dict(patch_size=14, hidden_size=1280, decoder_hidden_size=384, decoder_num_hidden_layers=12,
+                                   decoder_num_attention_heads=16, num_target_blocks=4, min_keep=10),
+    "dmtjepa-vit-base-patch16": dict(hidden_size=768, decoder_hidden_size=384, decoder_num_hidden_layers=6,
+                                     decoder_num_attention_heads=12, num_neighbours=4, neighbour_window=3,
+                                     target_scale=[0.15, 0.2], context_scale=[0.85, 1.0]),
 }
 # hf_mae.__all__ when the rows moved beside their methods
 PUBLIC_NAMES = """
@@ -151,10 +160,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_27_methods_with_their_presets():
+def test_rows_give_the_29_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 27 and len(registry.PRESETS) == 69
+    assert len(registry.METHODS) == 29 and len(registry.PRESETS) == 74
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

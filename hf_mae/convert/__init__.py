@@ -12,9 +12,11 @@ hf-mae convert videomae     SRC_DIR  DST_DIR   # transformers VideoMAEForPreTrai
 hf-mae convert --to videomae SRC_DIR DST_DIR   # hf-mae VideoMAEForPreTraining folder -> VideoMAEForPreTraining
 hf-mae convert pointmae-official SRC.pth DST_DIR   # Pang-Yatian/Point-MAE checkpoint -> hf-mae Point-MAE folder
 hf-mae convert --to pointmae-official SRC_DIR DST.pth   # hf-mae Point-MAE folder -> {"base_model": state_dict}
+hf-mae convert ijepa        SRC_DIR  DST_DIR   # transformers IJepaModel folder -> hf-mae IJEPAForPreTraining
+hf-mae convert --to ijepa   SRC_DIR  DST_DIR   # hf-mae I-JEPA folder (its context encoder) -> IJepaModel folder
 ```
 
-One module per format (``vit_mae``, ``mae_official``, ``vit_mim``, ``videomae``, ``pointmae_official``) holds its
+One module per format (``vit_mae``, ``mae_official``, ``vit_mim``, ``videomae``, ``pointmae_official``, ``ijepa``) holds its
 weight-name table, its config mapping, both directions and its command-line options (a ``FORMAT``); ``common``
 holds what they share and ``command`` is the command line, a lookup in the table of formats. Adding a format is
 one module and one entry in ``command.TABLE``.
@@ -28,6 +30,15 @@ classes share are derived from their dataclass fields (:func:`shared_config_fiel
 
 from .command import FORMATS, TABLE, add_arguments, run
 from .common import Format, Option, check_destination, fuse_qkv, shared_config_fields, split_qkv, write_atomically
+from .ijepa import (
+    convert_ijepa,
+    convert_ijepa_folder,
+    convert_to_ijepa,
+    convert_to_ijepa_folder,
+    ijepa_config_from_transformers,
+    ijepa_fields,
+    transformers_config_from_ijepa,
+)
 from .layouts import check_position_tables, pos_embed_layout, rename_keys
 from .mae_official import (
     OFFICIAL_LAYER_NORM_EPS,
@@ -84,6 +95,13 @@ __all__ = [
     "Option",
     "TABLE",
     "check_position_tables",
+    "convert_ijepa",
+    "convert_ijepa_folder",
+    "convert_to_ijepa",
+    "convert_to_ijepa_folder",
+    "ijepa_config_from_transformers",
+    "ijepa_fields",
+    "transformers_config_from_ijepa",
     "convert_mae_official",
     "convert_mae_official_file",
     "convert_pointmae_official",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import mae_official, pointmae_official, videomae, vit_mae, vit_mim
+from . import ijepa, mae_official, pointmae_official, videomae, vit_mae, vit_mim
 from .common import check_destination, progress
 
 HF_MAE = "mae"  # hf-mae's own folder layout: one side of every conversion
-TABLE = {module.FORMAT.name: module.FORMAT for module in (vit_mae, mae_official, vit_mim, videomae, pointmae_official)}
+TABLE = {module.FORMAT.name: module.FORMAT for module in (vit_mae, mae_official, vit_mim, videomae, pointmae_official, ijepa)}
 FORMATS = (HF_MAE, *TABLE)
 
 

@@ -158,7 +158,7 @@ class ViTDecoderMixin(ViTEncoderConfig):
 
 # transformers model types that an ``hf-mae convert`` route reads (model_type -> the route's FORMAT). Loaded directly
 # into an hf-mae class their weights would not match a single key, and transformers would initialise everything.
-CONVERTIBLE_MODEL_TYPES = {"vit_mae": "vit-mae", "vit": "vit-mim", "videomae": "videomae"}
+CONVERTIBLE_MODEL_TYPES = {"vit_mae": "vit-mae", "vit": "vit-mim", "videomae": "videomae", "ijepa": "ijepa"}
 _HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder", "proxies")
 
 

@@ -548,3 +548,152 @@ class BlockMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[BlockMaskGenerator.name] = BlockMaskGenerator
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# I-JEPA's multi-block masks (Assran et al., CVPR 2023; facebookresearch/ijepa src/masks/multiblock.py)
+
+
+@dataclass
+class MultiBlockMask:
+    """The context and target blocks of a batch (I-JEPA, DMT-JEPA).
+
+    context_ids: (batch, K) long, the patches the context encoder sees, ascending (raster order).
+    target_ids: (batch, num_targets, M) long, the patches of each target block, ascending; every block of the batch
+        has the same size M.
+    num_tokens: N, the patches of the grid.
+    """
+
+    context_ids: torch.Tensor
+    target_ids: torch.Tensor
+    num_tokens: int
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """(batch, N) float, 1 = hidden from the context encoder (hf-mae's mask convention)."""
+        return context_mask(self.context_ids, self.num_tokens)
+
+    @property
+    def target_mask(self) -> torch.Tensor:
+        """(batch, N) float, 1 = inside at least one target block."""
+        return target_mask(self.target_ids, self.num_tokens)
+
+
+def context_mask(context_ids: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(batch, K) context indices -> (batch, N) float mask, 1 = not in the context."""
+    seen = torch.zeros(context_ids.shape[0], num_tokens, device=context_ids.device)
+    return 1.0 - seen.scatter(1, context_ids, 1.0)
+
+
+def target_mask(target_ids: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(batch, T, M) target indices -> (batch, N) float mask, 1 = in at least one target block."""
+    flat = target_ids.reshape(target_ids.shape[0], -1)
+    return torch.zeros(flat.shape[0], num_tokens, device=flat.device).scatter(1, flat, 1.0)
+
+
+def _check_range(name: str, value, upper: float | None) -> tuple[float, float]:
+    """(low, high) with 0 < low <= high (<= upper when given); ValueError naming ``name`` otherwise."""
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if ok:
+        low, high = float(value[0]), float(value[1])
+        ok = 0.0 < low <= high and (upper is None or high <= upper)
+    if not ok:
+        bound = f" <= {upper}" if upper is not None else ""
+        raise ValueError(f"{name} must be two numbers (low, high) with 0 < low <= high{bound}, got {value!r}")
+    return low, high
+
+
+def sample_block_size(grid_size, scale, aspect_ratio, generator=None) -> tuple[int, int]:
+    """The (height, width) in patches of a block, as the official ``_sample_block_size``: ONE uniform draw ``u``
+    sets both the area share ``scale[0] + u * (scale[1] - scale[0])`` (``int(rows * cols * share)`` patches) and the
+    aspect ratio ``aspect[0] + u * (aspect[1] - aspect[0])`` (height / width); ``height = round(sqrt(area * ratio))``,
+    ``width = round(sqrt(area / ratio))``, then shrunk until each is smaller than the grid's side (and at least 1)."""
+    rows, cols = grid_size
+    draw_on = generator.device if generator is not None else None
+    u = torch.rand(1, generator=generator, device=draw_on).item()
+    area = int(rows * cols * (scale[0] + u * (scale[1] - scale[0])))
+    ratio = aspect_ratio[0] + u * (aspect_ratio[1] - aspect_ratio[0])
+    height, width = int(round(math.sqrt(area * ratio))), int(round(math.sqrt(area / ratio)))
+    height, width = min(height, rows - 1), min(width, cols - 1)  # the official `while h >= height: h -= 1`
+    return max(height, 1), max(width, 1)
+
+
+def _place(grid_size, size, generator) -> torch.Tensor:
+    """A (rows, cols) bool map with one block of ``size`` at a uniformly drawn top-left corner (anywhere it fits)."""
+    (rows, cols), (height, width) = grid_size, size
+    draw_on = generator.device if generator is not None else None
+    top = int(torch.randint(0, rows - height + 1, (1,), generator=generator, device=draw_on))
+    left = int(torch.randint(0, cols - width + 1, (1,), generator=generator, device=draw_on))
+    block = torch.zeros(rows, cols, dtype=torch.bool)
+    block[top:top + height, left:left + width] = True
+    return block
+
+
+class MultiBlockMaskGenerator:
+    """I-JEPA's multi-block masking (DMT-JEPA uses it unchanged).
+
+    Per batch (as the official collator): one target block size and one context block size
+    (:func:`sample_block_size`; the context's aspect ratio is ``context_aspect_ratio``, (1, 1) officially). Per sample:
+    ``num_targets`` target blocks placed independently (they may overlap each other), then one context block from
+    which every target block is removed (``allow_overlap=False``), redrawn until it keeps more than ``min_keep``
+    patches; after every 20 failed draws the constraint of the last remaining target block is dropped (the official
+    ``tries``), so the loop ends. The context of every sample is then cut to the smallest context of the batch,
+    keeping its first patches in raster order (the official ``cm[:min_keep_enc]``), so that the batch is one tensor.
+
+    Departures, hf-mae's choice: a block's top-left corner is drawn from every position where the block fits
+    (``randint(0, rows - h + 1)``; the official ``randint(0, rows - h)`` never puts a block on the last row or column);
+    ``min_keep`` applies to the context only (the official loop also applies it to the unconstrained target blocks,
+    where it can only pass at once or never end).
+
+    Randomness: every draw comes from ``generator`` (a ``torch.Generator``) when given, else from torch's global RNG;
+    the masks are built on the CPU and moved to ``device``.
+    """
+
+    name = "multiblock"
+
+    def __init__(self, num_targets: int = 4, target_scale=(0.15, 0.2), target_aspect_ratio=(0.75, 1.5),
+                 context_scale=(0.85, 1.0), context_aspect_ratio=(1.0, 1.0), min_keep: int = 10,
+                 allow_overlap: bool = False):
+        if isinstance(num_targets, bool) or not isinstance(num_targets, int) or num_targets < 1:
+            raise ValueError(f"num_targets (target blocks) must be an int >= 1, got {num_targets!r}")
+        if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 0:
+            raise ValueError(f"min_keep (context patches) must be an int >= 0, got {min_keep!r}")
+        self.num_targets, self.min_keep, self.allow_overlap = num_targets, min_keep, bool(allow_overlap)
+        self.target_scale = _check_range("target_scale", target_scale, 1.0)
+        self.target_aspect_ratio = _check_range("target_aspect_ratio", target_aspect_ratio, None)
+        self.context_scale = _check_range("context_scale", context_scale, 1.0)
+        self.context_aspect_ratio = _check_range("context_aspect_ratio", context_aspect_ratio, None)
+
+    def __call__(self, batch: int, grid_size, device=None, generator=None) -> MultiBlockMask:
+        rows, cols = grid_size
+        if rows < 2 or cols < 2:
+            raise ValueError(f"multi-block masking needs a patch grid of at least 2x2, got {rows}x{cols}")
+        target_size = sample_block_size(grid_size, self.target_scale, self.target_aspect_ratio, generator)
+        context_size = sample_block_size(grid_size, self.context_scale, self.context_aspect_ratio, generator)
+        if context_size[0] * context_size[1] <= self.min_keep:
+            raise ValueError(
+                f"min_keep {self.min_keep}: the context block ({context_size[0]}x{context_size[1]} patches of a "
+                f"{rows}x{cols} grid) can never keep more than min_keep patches; lower min_keep or use more patches"
+            )
+        contexts, targets = [], []
+        for _ in range(batch):
+            blocks = [_place(grid_size, target_size, generator) for _ in range(self.num_targets)]
+            dropped, failures = 0, 0  # dropped: target constraints given up (the official `tries`)
+            while True:
+                context = _place(grid_size, context_size, generator)
+                if not self.allow_overlap:
+                    for block in blocks[: max(self.num_targets - dropped, 0)]:
+                        context &= ~block
+                if int(context.sum()) > self.min_keep:
+                    break
+                failures += 1
+                if failures == 20:
+                    dropped, failures = dropped + 1, 0
+            contexts.append(context.flatten().nonzero().squeeze(1))
+            targets.append(torch.stack([block.flatten().nonzero().squeeze(1) for block in blocks]))
+        kept = min(len(ids) for ids in contexts) if contexts else 0
+        context_ids = torch.stack([ids[:kept] for ids in contexts]) if contexts else torch.zeros(0, 0, dtype=torch.long)
+        target_ids = (torch.stack(targets) if targets
+                      else torch.zeros(0, self.num_targets, target_size[0] * target_size[1], dtype=torch.long))
+        return MultiBlockMask(context_ids.to(device), target_ids.to(device), rows * cols)

@@ -48,7 +48,8 @@ def check_methods(methods) -> list[str]:
 def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256, desc: str | None = None) -> torch.Tensor:
     """Frozen encoder tokens. pixel_values (n, C, H, W) (or filterbanks, or point clouds (n, points, 3)) ->
     (n, 1 + num_patches, hidden), cls first, in order. Point-cloud encoders have no cls token: the max over their
-    group tokens takes its place (Point-BERT / Point-MAE's global feature), so ``pooling="cls"`` is max pooling.
+    group tokens takes its place (Point-BERT / Point-MAE's global feature), so ``pooling="cls"`` is max pooling;
+    encoders with ``has_cls_token = False`` (I-JEPA, DMT-JEPA) get the mean of their patch tokens there.
     ``desc``: show a progress bar over the batches with this label."""
     from tqdm.auto import tqdm
 
@@ -61,6 +62,8 @@ def extract_tokens(encoder, pixel_values: torch.Tensor, batch_size: int = 256, d
         tokens = encoder(batch, mask_ratio=0.0).last_hidden_state.float()
         if encoder.main_input_name == "point_values":
             tokens = torch.cat([tokens.max(dim=1, keepdim=True).values, tokens], dim=1)
+        elif not getattr(encoder, "has_cls_token", True):  # I-JEPA's encoder: the mean token stands in for a cls
+            tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)
         chunks.append(tokens.cpu())
     return torch.cat(chunks)
 
