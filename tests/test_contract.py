@@ -36,7 +36,8 @@ def supports_sdpa(adapter):
 
 
 def has_attention(adapter):
-    return adapter.method.modality != "graph"  # message passing: no attention maps
+    # message passing (graphs) and convolutions (QLAE): no attention maps
+    return adapter.method.modality != "graph" and getattr(adapter, "has_attention", True)
 
 
 # -- one build, one save per preset per run ------------------------------------------------------------------------
