@@ -44,6 +44,7 @@ PRESET_NAMES = {
     "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
     "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
+    "qlae": ["qlae-shapes3d", "qlae-tiny"],
     "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
@@ -72,6 +73,7 @@ ROW_FACTS = {
     "mp3": ("image", None, "MAEImageProcessor", {}),
     "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "qlae": ("image", 1e-3, "MAEImageProcessor", {"do_normalize": False}),
     "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
@@ -99,6 +101,9 @@ CONFIG_VALUES = {
                          feature_normalization=None),
     "graphmae-citeseer": dict(num_features=3703, num_attention_heads=2, replace_rate=0.1, alpha_l=1.0),
     "tgm-tiny": dict(projection_dim=64, max_text_length=32, tokenizer_name_or_path=None),
+    "qlae-tiny": dict(image_size=32, num_latents=10, num_latent_values=10, latent_init_bound=0.5),
+    "qlae-shapes3d": dict(image_size=64, conv_widths=[32, 64, 128, 256], blocks_per_stage=3, num_latents=12,
+                          quantization_loss_weight=0.01, commitment_loss_weight=0.01),
 }
 # hf_mae.__all__ when the rows moved beside their methods
 PUBLIC_NAMES = """
@@ -149,7 +154,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_26_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 26 and len(registry.PRESETS) == 65
+    assert len(registry.METHODS) == 27 and len(registry.PRESETS) == 67
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -322,10 +322,14 @@ class QLAEModel(QLAEPreTrainedModel):
         return continuous, (self.quantizer(continuous) if self.quantizer is not None else None)
 
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]):
-        """pixel_values: (batch, channels, image_size, image_size) in [0, 1]. Returns :class:`QLAEModelOutput`."""
+    def forward(self, pixel_values: torch.Tensor | None = None, mask_ratio: float | None = None,
+                **kwargs: Unpack[TransformersKwargs]):
+        """pixel_values: (batch, channels, image_size, image_size) in [0, 1]. mask_ratio: None or 0 only (the masked
+        methods' feature call ``model(x, mask_ratio=0.0)`` works; QLAE masks nothing). Returns
+        :class:`QLAEModelOutput`."""
         if pixel_values is None:
             raise ValueError("pixel_values is required")
+        check_no_masking(mask_ratio)
         continuous, quantized = self.encode(pixel_values)
         latents = quantized.quantized if quantized is not None else continuous
         return QLAEModelOutput(
@@ -334,6 +338,11 @@ class QLAEModel(QLAEPreTrainedModel):
             continuous_latents=continuous,
             pooler_output=latents,
         )
+
+
+def check_no_masking(mask_ratio) -> None:
+    if mask_ratio is not None and (isinstance(mask_ratio, bool) or mask_ratio != 0):
+        raise ValueError(f"mask_ratio must be None or 0 for QLAE, an autoencoder that masks nothing; got {mask_ratio!r}")
 
 
 class QLAEForPreTraining(QLAEPreTrainedModel):
@@ -346,11 +355,14 @@ class QLAEForPreTraining(QLAEPreTrainedModel):
         self.post_init()
 
     @can_return_tuple
-    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs: Unpack[TransformersKwargs]):
+    def forward(self, pixel_values: torch.Tensor | None = None, mask_ratio: float | None = None,
+                **kwargs: Unpack[TransformersKwargs]):
         """pixel_values: (batch, channels, image_size, image_size), the targets too: pixels in [0, 1] for "bce"
-        (the processor rescales without normalising). Returns :class:`QLAEForPreTrainingOutput`."""
+        (the processor rescales without normalising). mask_ratio: None or 0 only. Returns
+        :class:`QLAEForPreTrainingOutput`."""
         if pixel_values is None:
             raise ValueError("pixel_values is required")
+        check_no_masking(mask_ratio)
         continuous, quantized = self.qlae.encode(pixel_values)
         latents = quantized.quantized if quantized is not None else continuous
         logits = self.decoder(latents)

@@ -32,8 +32,8 @@ COMMITMENT_LOSS_WEIGHT = 0.01
 @dataclass
 class LatentQuantizerOutput(ModelOutput):
     """
-    quantized: (..., num_latents) the straight-through latent ``z + sg(z_q - z)``: the codebook values forward, the
-        gradient of ``z`` backward (what a decoder reads).
+    quantized: (..., num_latents) the straight-through latent ``z + sg(z_q - z)``: exactly the codebook values
+        forward, the gradient of ``z`` backward (what a decoder reads).
     codes: (..., num_latents) long, the index of the chosen value in each dimension's codebook.
     quantization_loss: scalar mean((sg(z) - z_q)^2), the codebooks' term.
     commitment_loss: scalar mean((z - sg(z_q))^2), the encoder's term.
@@ -103,7 +103,8 @@ class LatentQuantizer(nn.Module):
         gap_codebook = latents.detach().float() - quantized.float()
         gap_encoder = latents.float() - quantized.detach().float()
         return LatentQuantizerOutput(
-            quantized=latents + (quantized - latents).detach(),
+            # z + sg(z_q - z) written as sg(z_q) + (z - sg(z)): the same gradient, and exactly z_q forward
+            quantized=quantized.detach() + (latents - latents.detach()),
             codes=codes,
             quantization_loss=gap_codebook.pow(2).mean(),
             commitment_loss=gap_encoder.pow(2).mean(),

@@ -79,9 +79,9 @@ def render(factors: np.ndarray, image_size: int = 32) -> np.ndarray:
     return images
 
 
-def make_sprites(image_size: int = 32, seed: int = 0, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(images (n, image_size, image_size) uint8, factors (n, 5) int64): the full factor grid shuffled by ``seed``;
-    ``split`` "train" or "test" takes the first 80 % or the rest (disjoint), None the whole grid."""
+def sprite_factors(seed: int = 0, split: str | None = None) -> np.ndarray:
+    """(n, 5) int64 factor indices: the full grid shuffled by ``seed``; ``split`` "train" or "test" takes the first
+    80 % or the rest (disjoint), None the whole grid."""
     if split is not None and split not in SPLITS:
         raise ValueError(f"split {split!r} does not exist for sprites; choose one of {', '.join(SPLITS)} (or None)")
     grid = factor_grid()
@@ -91,7 +91,12 @@ def make_sprites(image_size: int = 32, seed: int = 0, split: str | None = None) 
         order = order[:cut]
     elif split == "test":
         order = order[cut:]
-    factors = grid[order]
+    return grid[order]
+
+
+def make_sprites(image_size: int = 32, seed: int = 0, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, image_size, image_size) uint8, factors (n, 5) int64) of :func:`sprite_factors`."""
+    factors = sprite_factors(seed, split)
     return render(factors, image_size), factors
 
 
@@ -111,4 +116,5 @@ def sprites_dataset(split: str = "train", image_size: int = 32, seed: int = 0):
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))
 
 
-__all__ = ["FACTOR_NAMES", "FACTOR_SIZES", "SHAPES", "factor_grid", "render", "make_sprites", "sprites_dataset"]
+__all__ = ["FACTOR_NAMES", "FACTOR_SIZES", "SHAPES", "factor_grid", "render", "sprite_factors", "make_sprites",
+           "sprites_dataset"]
