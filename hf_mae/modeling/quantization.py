@@ -85,9 +85,8 @@ class LatentQuantizer(nn.Module):
         codebook = self.codebook.to(latents.dtype)
         distances = (latents.detach().unsqueeze(-1) - codebook).abs()  # (..., num_latents, num_values)
         codes = distances.argmin(dim=-1)
-        index = codes.reshape(-1, self.num_latents)
-        # value of dimension j for each row: codebook[j, codes[:, j]]
-        values = codebook.gather(1, index.T).T.reshape(codes.shape)
+        # the value of dimension j: codebook[j, codes[..., j]]
+        values = codebook.expand(*codes.shape, -1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
         return values, codes
 
     def forward(self, latents: torch.Tensor) -> LatentQuantizerOutput:
