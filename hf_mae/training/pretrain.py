@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="config fields to change, typed by the config (true/false, 1,2 for lists), e.g. "
                             "hidden_size=32 num_hidden_layers=2")
     model.add_argument("--mask-ratio", type=rate, default=None, help="override the preset's mask ratio")
-    model.add_argument("--dataset", required=True, help="digits, a local image folder or a Hugging Face dataset id")
+    model.add_argument("--dataset", required=True, help="digits, sprites, a local image folder or a Hugging Face dataset id")
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
     model.add_argument("--num-workers", type=int_or_auto, default="auto", help=NUM_WORKERS_HELP)
