@@ -8,6 +8,11 @@ latents on every image, over a few seeds.
 
 Prints one row per model and seed, then mean +- std per model; ``--json PATH`` writes the figures. The continuous
 AE is the same preset with ``latent_quantization=False`` (``--ae-weight-decay`` gives it another decay).
+
+Measured (shared 2-core CPU, 1 thread, seeds 0-2, mean ± std): 300 steps, QLAE InfoM 0.466 ± 0.033 / InfoE
+0.536 ± 0.006 / InfoC 0.142 ± 0.053 against the AE's 0.461 ± 0.054 / 0.511 ± 0.004 / 0.159 ± 0.022; 1000 steps,
+QLAE 0.434 ± 0.023 / 0.549 ± 0.005 / 0.141 ± 0.024 against 0.470 ± 0.043 / 0.514 ± 0.005 / 0.172 ± 0.035. At these
+budgets (the paper trains 2e5 steps) only InfoE favours QLAE; every latent still uses all 10 values.
 """
 
 from __future__ import annotations
