@@ -81,6 +81,9 @@ class Method:
     pretrain_base_lr: float = 1.5e-4
     pretrain_batch: int = 4096
     pretrain_betas: tuple[float, float] = (0.9, 0.95)  # AdamW's betas in the recipe (MAE's by default)
+    # AdamW's weight decay in the recipe, what ``hf-mae pretrain`` uses without --weight-decay (MAE's 0.05; QLAE's
+    # "unusually high" 0.1 is part of the method)
+    pretrain_weight_decay: float = 0.05
     # the recipe's pre-training augmentation (``training/augmentation.py``): a RandomResizedCrop + flip dict, "views"
     # (the processor draws its own views) or None; a row that says nothing gets MAE's recipe for images, else None
     pretrain_augmentation: dict | str | None = None
@@ -93,7 +96,7 @@ class Method:
 REQUIRED_ROW_KEYS = ("name", "paper", "config_class", "model_classes", "processor", "presets")
 OPTIONAL_ROW_KEYS = {
     "processor_settings": {}, "modality": "image", "pretrain_lr": None, "exports": [],
-    "pretrain_base_lr": 1.5e-4, "pretrain_batch": 4096, "pretrain_betas": (0.9, 0.95),
+    "pretrain_base_lr": 1.5e-4, "pretrain_batch": 4096, "pretrain_betas": (0.9, 0.95), "pretrain_weight_decay": 0.05,
     "pretrain_augmentation": "default",  # MAE's recipe for image rows, None for the others (method_from_row)
 }
 
@@ -159,6 +162,9 @@ def method_from_row(row, module) -> Method:
     betas = row["pretrain_betas"]
     if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
         raise ValueError(f"{where}: pretrain_betas must be two numbers in [0, 1), got {betas!r}")
+    decay = row["pretrain_weight_decay"]
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)) or decay < 0:
+        raise ValueError(f"{where}: pretrain_weight_decay must be a number >= 0, got {decay!r}")
     return Method(
         name=row["name"], paper=row["paper"], config_class=row["config_class"], model_classes=row["model_classes"],
         processor_class=processor_class,
@@ -166,6 +172,7 @@ def method_from_row(row, module) -> Method:
         presets=row["presets"], modality=row["modality"], pretrain_lr=row["pretrain_lr"],
         pretrain_augmentation=augmentation, pretrain_base_lr=float(row["pretrain_base_lr"]),
         pretrain_batch=row["pretrain_batch"], pretrain_betas=tuple(float(b) for b in betas),
+        pretrain_weight_decay=float(decay),
         processor_settings=settings, exports={name: getattr(module, name) for name in row["exports"]},
         module=module.__name__,
     )

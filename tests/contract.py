@@ -1240,6 +1240,82 @@ class JEPAAdapter(ImageAdapter):
         assert out.logits.shape[-1] == model.config.hidden_size and torch.isfinite(out.loss)
 
 
+class QLAEAdapter(ImageAdapter):
+    """QLAE: a convolutional autoencoder with a quantised latent, no masking and no attention. A forward is a function
+    of the images alone (no ``noise``); ``logits`` are the reconstruction logits (batch, C, H, W); the base model's
+    ``last_hidden_state`` is the latent code (batch, num_latents); the dense layer after the convolutions fixes the
+    image size. Paper preset: one block per stage, narrow dense layers (the stage widths kept)."""
+
+    has_attention = False
+    reorders_tokens = False
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        return dict(blocks_per_stage=1, dense_widths=[32])
+
+    def noise(self, config, seed=0):
+        return {}
+
+    def logits_shape(self, config, height, width):
+        return (self.batch, config.num_channels, height, width)
+
+    def check_drawn_mask(self, out, config):
+        assert getattr(out, "mask", None) is None  # nothing is masked
+
+    def check_fixed_noise(self, model, fixed):
+        config = model.config
+        a, b = model(**fixed), model(**fixed)  # deterministic: no mask to draw
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss)
+        assert a.logits.shape == self.logits_shape(config, config.image_size, config.image_size)
+        if config.latent_quantization:  # every latent is one of its dimension's codebook values
+            codebook = model.qlae.quantizer.codebook
+            expected = codebook.gather(1, a.codes.T).T
+            torch.testing.assert_close(a.latents, expected, rtol=0, atol=0)
+
+    def check_mask_ratio_zero(self, model):
+        """No masking: instead, a sample's latent does not depend on the batch it is in (instance norm)."""
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        out = model(pixel_values)
+        assert out.last_hidden_state.shape == (self.batch, model.config.num_latents)
+        torch.testing.assert_close(model(pixel_values[:1]).last_hidden_state, out.last_hidden_state[:1],
+                                   rtol=0, atol=1e-5)  # fmt: skip
+
+    def check_bad_inputs(self, model):
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        batch, channels, size = self.batch, model.config.num_channels, model.config.image_size
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, channels + 1, size, size))
+        with pytest.raises(ValueError, match="image_size"):
+            model(torch.randn(batch, channels, size + 8, size))
+        with pytest.raises(ValueError, match="4 dimensions"):
+            model(pixel_values[0])
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="image_size"):
+            hf_mae.create_model(self.preset, image_size=size + 1)
+        with pytest.raises(ValueError, match="reconstruction_loss"):
+            hf_mae.create_model(self.preset, reconstruction_loss="l1")
+        with pytest.raises(ValueError, match="num_latent_values"):
+            hf_mae.create_model(self.preset, num_latent_values=1)
+
+    def check_other_sizes(self, model):
+        """The encoder's dense layer is sized to ``image_size``: another size is refused, naming it."""
+        size = model.config.image_size
+        with pytest.raises(ValueError, match="image_size"):
+            model(torch.randn(self.batch, model.config.num_channels, 2 * size, 2 * size))
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """Convolutions: no hidden-state tuple, no attention maps; the base model's output is the latent code."""
+        out = model.base_model(**base_inputs)
+        assert out.last_hidden_state.shape == (self.batch, model.config.num_latents)
+        assert torch.equal(out.pooler_output, out.last_hidden_state)
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1268,6 +1344,7 @@ METHOD_ADAPTERS = {
     "spark": SparKAdapter,
     "ijepa": JEPAAdapter,
     "dmtjepa": JEPAAdapter,
+    "qlae": QLAEAdapter,
 }
 
 

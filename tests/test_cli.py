@@ -217,8 +217,8 @@ def test_a_missing_local_dataset_is_not_looked_up_on_the_hub(capsys, tmp_path, m
                           "out", "--max-steps", "1")  # fmt: skip
     assert code == 2 and "Hub" not in err and "huggingface.co" not in err
     assert err.splitlines() == ["hf-mae pretrain: error: dataset './no-such-data' is not a folder (nothing exists at "
-                                "that path); expected a bundled data set (digits, shapes), a local folder, or a "
-                                "Hugging Face dataset id (org/name)"]  # fmt: skip
+                                "that path); expected a bundled data set (digits, shapes, sprites), a local folder, "
+                                "or a Hugging Face dataset id (org/name)"]  # fmt: skip
     assert os.listdir(tmp_path) == []
 
 

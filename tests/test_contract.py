@@ -36,7 +36,7 @@ def supports_sdpa(adapter):
 
 
 def has_attention(adapter):
-    # message passing (graphs) and convnets (SparK's adapter says so) have no attention maps
+    # message passing (graphs) and convolutions (SparK, QLAE; their adapters say so) have no attention maps
     return adapter.method.modality != "graph" and getattr(adapter, "has_attention", True)
 
 

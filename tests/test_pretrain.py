@@ -227,7 +227,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
 def test_unknown_preset_and_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"unknown model 'mae-nope'.*mae-tiny"):
         pretrain(model="mae-nope", dataset="digits", output_dir=tmp_path / "a")
-    with pytest.raises(ValueError, match=r"dataset 'nope' is neither a bundled data set \(digits, shapes\)"):
+    with pytest.raises(ValueError, match=r"dataset 'nope' is neither a bundled data set \(digits, shapes, sprites\)"):
         pretrain(model="mae-tiny", dataset="nope", output_dir=tmp_path / "b")
     with pytest.raises(ValueError, match=r"unknown config field\(s\) \['hidden_sise'\]"):
         pretrain(model="mae-tiny", dataset="digits", output_dir=tmp_path / "c", config_overrides=["hidden_sise=3"])

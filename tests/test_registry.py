@@ -46,6 +46,7 @@ PRESET_NAMES = {
     "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
     "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
+    "qlae": ["qlae-shapes3d", "qlae-tiny"],
     "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "spark": ["spark-convnext-small", "spark-convnext-tiny", "spark-resnet50", "spark-tiny"],
@@ -77,6 +78,7 @@ ROW_FACTS = {
     "mp3": ("image", None, "MAEImageProcessor", {}),
     "mto": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
+    "qlae": ("image", 1e-3, "MAEImageProcessor", {"do_normalize": False}),
     "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "spark": ("image", None, "MAEImageProcessor", {}),
@@ -113,6 +115,9 @@ CONFIG_VALUES = {
     "dmtjepa-vit-base-patch16": dict(hidden_size=768, decoder_hidden_size=384, decoder_num_hidden_layers=6,
                                      decoder_num_attention_heads=12, num_neighbours=4, neighbour_window=3,
                                      target_scale=[0.15, 0.2], context_scale=[0.85, 1.0]),
+    "qlae-tiny": dict(image_size=32, num_latents=10, num_latent_values=10, latent_init_bound=0.5),
+    "qlae-shapes3d": dict(image_size=64, conv_widths=[32, 64, 128, 256], blocks_per_stage=3, num_latents=12,
+                          quantization_loss_weight=0.01, commitment_loss_weight=0.01),
 }
 # hf_mae.__all__ when the rows moved beside their methods
 PUBLIC_NAMES = """
@@ -160,10 +165,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_29_methods_with_their_presets():
+def test_rows_give_the_30_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 29 and len(registry.PRESETS) == 74
+    assert len(registry.METHODS) == 30 and len(registry.PRESETS) == 76
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -149,6 +149,8 @@ def to_mae_official_state_dict(model) -> dict:
         problems.append("qkv_bias=False (official blocks always have a qkv bias)")
     if config.hidden_act != "gelu":
         problems.append(f"hidden_act={config.hidden_act!r} (official blocks use 'gelu')")
+    if getattr(config, "latent_quantization", False) and not isinstance(model, MAEModel):
+        problems.append("latent_quantization=True (the official MAE has no latent quantiser)")
     if problems:
         raise ValueError(f"the model cannot be converted to mae-official: {'; '.join(problems)}")
     if config.layer_norm_eps != OFFICIAL_LAYER_NORM_EPS:

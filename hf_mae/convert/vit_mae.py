@@ -42,6 +42,9 @@ def mae_config_from_vit_mae(vit_config) -> MAEConfig:
 
 def vit_mae_config_from_mae(config: MAEConfig):
     """ViTMAEConfig of an hf-mae MAEConfig; ValueError for what ViTMAE cannot express."""
+    if getattr(config, "latent_quantization", False):
+        raise ValueError("latent_quantization=True: transformers' ViTMAE has no latent quantiser between encoder and "
+                         "decoder, so the converted model would decode another latent; convert an MAE without it")
     kwargs = one_int_sizes({theirs: getattr(config, ours) for ours, theirs in vit_mae_fields()}, "vit-mae")
     check_vit_blocks(config, "vit-mae", _TRAINING_ONLY)
     return ViTMAEConfig(**kwargs)

@@ -15,6 +15,7 @@ from transformers import initialization as init
 
 from .embeddings import PatchProjection, TubeletProjection, to_2tuple
 from .layers import Attention, LayerScale, init_flat_xavier, init_norm
+from .quantization import LatentQuantizer
 
 # ---------------------------------------------------------------------------------------------------------------
 # Config validators: each raises ValueError naming the field, the value given and what is allowed.
@@ -190,6 +191,8 @@ class MaskedModelPreTrainedModel(PreTrainedModel):
             init.constant_(module.gamma, module.init_value)
         elif isinstance(module, (PatchProjection, TubeletProjection)):
             init_flat_xavier(module)  # the ViT / MAE rule: the projection is a Linear on flattened patches
+        elif isinstance(module, LatentQuantizer):  # QLAE's codebooks (and MAE's optional bottleneck): the linspace
+            init.copy_(module.codebook, module.initial_codebook(module.codebook.device))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):

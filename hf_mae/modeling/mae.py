@@ -24,7 +24,7 @@ from transformers.utils import TransformersKwargs
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
-from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, ViTImageConfig, check_choice
+from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, ViTImageConfig, check_choice, check_int
 from .embeddings import PatchEmbedding2D, interpolate_pos_embed, sincos_2d, to_2tuple
 from .heads import ImageClassifierMixin
 from .layers import Attention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
@@ -38,6 +38,7 @@ from .masking import (
     restore_tokens,
 )
 from .outputs import MaskedEncoderOutput, MaskedPreTrainingOutput, pool_tokens
+from .quantization import COMMITMENT_LOSS_WEIGHT, QUANTIZATION_LOSS_WEIGHT, LatentQuantizer
 from .targets import patch_statistics, patchify, pixel_target, unpatchify
 
 MAEModelOutput = MaskedEncoderOutput
@@ -55,6 +56,11 @@ class MAEConfig(ViTImageConfig, ViTDecoderMixin):
     mask_generator: name of the mask generator (see ``masking.MASK_GENERATORS``).
     norm_pix_loss: regress per-patch normalised pixels (the paper's best setting).
     classifier_pooling: "mean" (global average pool + fc_norm, MAE fine-tuning) or "cls".
+    latent_quantization: quantise the encoder's output before the decoder with QLAE's bottleneck
+        (``quantization.LatentQuantizer``: a learnable scalar codebook per feature, nearest value, straight-through
+        gradient; its quantisation and commitment terms join the loss with QLAE's weights, 0.01 each). hf-mae's
+        option, not in the MAE paper; MAE's own class only (the variants' forwards do not apply it). Default False.
+    num_latent_values: values in each feature's codebook when ``latent_quantization`` (QLAE's 10).
     """
 
     model_type = "mae"
@@ -64,9 +70,20 @@ class MAEConfig(ViTImageConfig, ViTDecoderMixin):
     mask_generator: str = "random"
     norm_pix_loss: bool = True
     classifier_pooling: str = "mean"
+    latent_quantization: bool = False
+    num_latent_values: int = 10
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        if not isinstance(self.latent_quantization, bool):
+            raise ValueError(f"latent_quantization must be True or False, got {self.latent_quantization!r}")
+        if self.latent_quantization:
+            check_int("num_latent_values", self.num_latent_values, minimum=2)
+            if type(self).model_type != MAEConfig.model_type:
+                raise ValueError(
+                    f"latent_quantization=True is offered by MAE (model_type 'mae') only, not by "
+                    f"{type(self).__name__}: its forward would not apply the quantiser"
+                )
         for name in ("hidden_size", "decoder_hidden_size"):
             if getattr(self, name) % 4:
                 raise ValueError(f"{name} {getattr(self, name)} must be divisible by 4 (2D sin-cos positions)")
@@ -247,13 +264,27 @@ class MAEModel(MAEPreTrainedModel):
 
 
 class MAEForPreTraining(MAEPreTrainedModel):
-    """MAE encoder + decoder with the masked pixel-reconstruction loss."""
+    """MAE encoder + decoder with the masked pixel-reconstruction loss; with ``config.latent_quantization`` a
+    :class:`~quantization.LatentQuantizer` (``latent_quantizer``) between them."""
 
     def __init__(self, config: MAEConfig):
         super().__init__(config)
         self.mae = MAEModel(config)
         self.decoder = MAEDecoder(config)
+        self.latent_quantizer = (
+            LatentQuantizer(config.hidden_size, config.num_latent_values)
+            if getattr(config, "latent_quantization", False) else None
+        )  # fmt: skip
         self.post_init()
+
+    def quantize_latent(self, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The decoder's input from the encoder's output (batch, 1 + kept, hidden): as it is, or quantised per feature
+        (straight-through) when ``config.latent_quantization``; with the weighted quantisation + commitment terms
+        (None without quantisation)."""
+        if self.latent_quantizer is None:
+            return latent, None
+        out = self.latent_quantizer(latent)
+        return out.quantized, QUANTIZATION_LOSS_WEIGHT * out.quantization_loss + COMMITMENT_LOSS_WEIGHT * out.commitment_loss
 
     def patchify(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(batch, channels, H, W) -> (batch, N, patch_h * patch_w * channels)."""
@@ -286,11 +317,13 @@ class MAEForPreTraining(MAEPreTrainedModel):
             **kwargs,
         )
         grid = self.mae.embeddings.patch_embeddings.grid_for(pixel_values, allow_other_size=True)
-        logits = self.decoder(encoded.last_hidden_state, encoded.ids_restore, grid)
+        latent, quantization_terms = self.quantize_latent(encoded.last_hidden_state)
+        logits = self.decoder(latent, encoded.ids_restore, grid)
         # The target in float32 even under autocast: per-patch normalisation in bf16 would blur it.
         target = pixel_target(pixel_values.float(), to_2tuple(self.config.patch_size), self.config.norm_pix_loss)
+        loss = masked_mse(logits, target, encoded.mask)
         return MAEForPreTrainingOutput(
-            loss=masked_mse(logits, target, encoded.mask),
+            loss=loss if quantization_terms is None else loss + quantization_terms,
             logits=logits,
             mask=encoded.mask,
             ids_restore=encoded.ids_restore,

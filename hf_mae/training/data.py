@@ -1,8 +1,9 @@
 """Data sets for pre-training, fine-tuning and probing, and the glue that turns examples into model inputs.
 
 A dataset argument is one of:
-- a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download) or
-  ``shapes`` (procedural point clouds of 3-D shapes, generated on the fly: ``hf_mae.training.shapes``);
+- a bundled name: ``digits`` (scikit-learn's 8x8 hand-written digits, shipped with scikit-learn, no download),
+  ``shapes`` (procedural point clouds of 3-D shapes, generated on the fly: ``hf_mae.training.shapes``) or
+  ``sprites`` (procedural 32x32 dSprites-like images with five known factors: ``hf_mae.training.sprites``);
 - a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``), the same tree of video, .wav or point-cloud
   files (.npy/.npz/.ply/.off/.xyz: a ``points`` column of paths; a flat folder of ``<digit>_<anything>.wav`` files,
   like FSDD, takes its labels from the file-name prefix), a Planetoid folder (``ind.<name>.*`` files as PyG
@@ -20,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-BUNDLED = ("digits", "shapes")
+BUNDLED = ("digits", "shapes", "sprites")
 IMAGE_COLUMNS = ("image", "img", "pixel_values", "picture")
 VIDEO_COLUMNS = ("video", "video_path", "path", "file_name")  # paths to video files (or arrays of frames)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v")
@@ -66,6 +67,10 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
             from .shapes import shapes_dataset
 
             dataset = shapes_dataset(split)
+        elif name_or_path == "sprites":
+            from .sprites import sprites_dataset
+
+            dataset = sprites_dataset(split)
         else:
             dataset = _digits(split)
         return dataset.to_iterable_dataset() if streaming else dataset

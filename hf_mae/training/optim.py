@@ -9,12 +9,13 @@ from typing import Callable
 
 import torch
 
-# Names that mark parameters that must not be decayed even when they are not 1-D (cls/mask tokens, position tables).
-NO_DECAY_KEYWORDS = ("token", "pos_embed", "position")
+# Names that mark parameters that must not be decayed even when they are not 1-D (cls/mask tokens, position tables,
+# the latent codebooks of ``quantization.LatentQuantizer``, which QLAE's official code leaves "unregularized").
+NO_DECAY_KEYWORDS = ("token", "pos_embed", "position", "codebook")
 
 
 def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """True for norms and biases (every 1-D parameter), position embeddings and cls / mask tokens."""
+    """True for norms and biases (every 1-D parameter), position embeddings, cls / mask tokens and latent codebooks."""
     return param.ndim <= 1 or any(key in name for key in NO_DECAY_KEYWORDS)
 
 

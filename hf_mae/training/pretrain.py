@@ -4,8 +4,8 @@
     accelerate launch --num_processes 8 -m hf_mae.training.pretrain --model mae-vit-base-patch16 ...
 
 One script for one CPU, one GPU or many (``accelerate launch``). What it does:
-- AdamW with the recipe's betas (MAE's 0.9, 0.95 unless the method's row says otherwise), no weight decay on norms,
-  biases, position embeddings and tokens; the lr (``resolve_lr``):
+- AdamW with the recipe's betas and weight decay (MAE's 0.9, 0.95 and 0.05 unless the method's row says
+  otherwise; QLAE's 0.1), none on norms, biases, position embeddings, tokens and codebooks; the lr (``resolve_lr``):
   ``--lr``; else ``--base-lr * effective_batch / 256`` (the papers' rule, as their scripts use it); else the
   method's own absolute lr (``Method.pretrain_lr``: GraphMAE, Point-MAE, I2P-MAE); else ``LR_RULE``: the paper's lr
   at the paper's batch, scaled linearly above that batch and by the square root below it; linear warm-up (5% of
@@ -86,7 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="config fields to change, typed by the config (true/false, 1,2 for lists), e.g. "
                             "hidden_size=32 num_hidden_layers=2")
     model.add_argument("--mask-ratio", type=rate, default=None, help="override the preset's mask ratio")
-    model.add_argument("--dataset", required=True, help="digits, a local image folder or a Hugging Face dataset id")
+    model.add_argument("--dataset", required=True, help="digits, sprites, a local image folder or a Hugging Face dataset id")
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
     model.add_argument("--num-workers", type=int_or_auto, default="auto", help=NUM_WORKERS_HELP)
@@ -103,7 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     optim.add_argument("--base-lr", type=positive_float, default=None,
                        help="lr = base_lr * effective batch / 256, the papers' linear rule (default: " + LR_RULE + ")")
     optim.add_argument("--lr", type=positive_float, default=None, help="absolute learning rate (overrides --base-lr)")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=None,
+                       help="AdamW weight decay (default: the method's recipe, the registry row's pretrain_weight_decay: "
+                            "0.05 for MAE and most methods, 0.1 for QLAE)")
     optim.add_argument("--warmup-steps", type=non_negative_int, default=None, help="default: 5%% of the steps")
     optim.add_argument("--warmup-epochs", type=non_negative_float, default=None, help="warm-up length in epochs")
     optim.add_argument("--max-steps", type=positive_int, default=None, help="optimiser steps (wins over --epochs)")
@@ -480,7 +482,8 @@ def train(args) -> tuple[Path, dict]:
 
     effective_batch = args.batch_size * args.grad_accum * accelerator.num_processes
     lr = resolve_lr(args, effective_batch)
-    optimizer = build_adamw(model, lr, args.weight_decay, betas=method.pretrain_betas)
+    weight_decay = method.pretrain_weight_decay if args.weight_decay is None else args.weight_decay
+    optimizer = build_adamw(model, lr, weight_decay, betas=method.pretrain_betas)
     raw_optimizer = optimizer
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     # Same init everywhere (DDP broadcasts rank 0's anyway), but each process draws its own masks.
@@ -652,6 +655,7 @@ def train(args) -> tuple[Path, dict]:
             images_per_s=images_seen / max(wall_time, 1e-9),
             wall_time_s=wall_time,
             lr=lr,
+            weight_decay=weight_decay,
             warmup_steps=warmup_steps,
             augmentation=describe(augmentation_of(args)),
             effective_batch_size=effective_batch,
