@@ -228,8 +228,9 @@ def test_masked_loss_falls_and_ista_stays_sparse_on_digits(one_thread):
         schedule.step()
     last, zeros_after = evaluate()
     print(f"held-out masked norm-pix MSE {first:.3f} -> {last:.3f}; exact zeros per layer {zeros_at_init} -> {zeros_after}")
-    # measured: 2.58 -> 0.74 (the random init predicts large values; 0.732 is the loss of predicting the mean
-    # normalised patch everywhere, where 400 steps of this recipe also stay, above the per-position mean's 0.464)
+    # measured: 2.58 -> 0.733 (the random init predicts large values). 0.732 is the loss of predicting the mean
+    # normalised patch everywhere: the tokens first collapse to one vector; with batch 64 the run stays on that
+    # plateau for ~200 steps and leaves it later (0.608 at step 300), too slow for a test
     assert last < 0.3 * first and last < 0.8, (first, last)
     # ISTA's ReLU with threshold eta * lambda = 0.05: measured 50-53% exact zeros at init, 50-65% after
     assert all(0.45 <= zeros <= 0.6 for zeros in zeros_at_init), zeros_at_init
