@@ -294,6 +294,13 @@ class SimMIMAdapter(ImageAdapter):
         return (self.batch, config.num_channels, height, width)
 
 
+class CrateMAEAdapter(ImageAdapter):
+    """Mask tokens enter the encoder at the hidden patches (MAE's per-patch noise rule), every token stays in order:
+    no ids_restore; the decoder predicts every patch as MAE's."""
+
+    reorders_tokens = False
+
+
 class MixedAEAdapter(ImageAdapter):
     """Groups of mix_group images are mixed into one; member j of a group sees ranks [j*kept, (j+1)*kept) of the
     group's first member's noise."""
@@ -1337,6 +1344,7 @@ METHOD_ADAPTERS = {
 
 
     "cae": CAEAdapter,
+    "cratemae": CrateMAEAdapter,
     "videomaev2": VideoMAEV2Adapter,
     "maskalign": MaskAlignAdapter,
     "hybriddistill": HybridDistillAdapter,

@@ -27,6 +27,8 @@ PRESET_NAMES = {
     "cae": ["cae-tiny", "cae-vit-base-patch16", "cae-vit-large-patch16", "cae-vit-small-patch16"],
     "colormae": ["colormae-tiny", "colormae-vit-base-patch16"],
     "cropmae": ["cropmae-tiny", "cropmae-vit-small-patch16"],
+    "cratemae": ["cratemae-crate-base-patch16", "cratemae-crate-large-patch16", "cratemae-crate-small-patch16",
+                 "cratemae-crate-tiny-patch16", "cratemae-tiny"],
     "crossvideomae": ["crossvideomae-tiny", "crossvideomae-vit-base-patch16"],
     "dmae": ["dmae-tiny", "dmae-vit-base-patch16"],
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
@@ -62,6 +64,7 @@ ROW_FACTS = {
     "colormae": ("image", None, "MAEImageProcessor", {}),
     "cropmae": ("image", None, "TwoViewImageProcessor",
                 {"view_mode": "global_to_local", "crop_scale": [0.1, 1.0], "local_crop_scale": [0.3, 0.6]}),
+    "cratemae": ("image", None, "MAEImageProcessor", {}),
     "crossvideomae": ("video", None, "MAEVideoProcessor", {}),
     "dmjd": ("image", None, "MAEImageProcessor", {}),
     "dmtjepa": ("image", None, "MAEImageProcessor", {}),
@@ -98,6 +101,9 @@ CONFIG_VALUES = {
     "cropmae-tiny": dict(mask_ratio=0.96875, decoder_num_hidden_layers=2),
     "cropmae-vit-small-patch16": dict(hidden_size=384, num_attention_heads=6, decoder_hidden_size=256,
                                       decoder_intermediate_size=2048, mask_ratio=0.985),
+    "cratemae-tiny": dict(hidden_size=128, num_hidden_layers=4, decoder_num_hidden_layers=4, ista_lambda=0.5),
+    "cratemae-crate-small-patch16": dict(hidden_size=576, num_attention_heads=12, decoder_num_hidden_layers=12),
+    "cratemae-crate-large-patch16": dict(hidden_size=1024, num_hidden_layers=24, decoder_num_hidden_layers=24),
     "hpm-tiny": dict(total_steps=1000, ema_decay=0.99, ema_decay_end=0.999),
     "mp3-vit-small-patch16": dict(hidden_size=384, intermediate_size=1536),
     "videomae-tiny": dict(image_size=32, patch_size=8, num_frames=8, tubelet_size=2),
@@ -165,10 +171,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_30_methods_with_their_presets():
+def test_rows_give_the_31_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 30 and len(registry.PRESETS) == 76
+    assert len(registry.METHODS) == 31 and len(registry.PRESETS) == 81
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
