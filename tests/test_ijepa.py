@@ -7,12 +7,11 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import digits_pixels
 from transformers import AutoModel, IJepaConfig, IJepaModel
 
 import hf_mae
-from hf_mae.convert import convert_ijepa, convert_ijepa_folder, convert_to_ijepa, convert_to_ijepa_folder
+from hf_mae.convert import convert_ijepa, convert_to_ijepa, convert_to_ijepa_folder
 from hf_mae.modeling.ijepa import HfIJEPAConfig, IJEPAForPreTraining, IJEPAModel
 from hf_mae.modeling.masking import MultiBlockMaskGenerator, sample_block_size
 

@@ -276,8 +276,6 @@ class FrozenTeacherMixin:
 def check_teacher_fields(config, prefix: str = "teacher") -> None:
     """Validates a config's ``<prefix>_name_or_path`` (str or None), ``<prefix>_config`` (None or a dict with
     ``model_type``; deep-copied so presets never share it) and ``<prefix>_seed`` (int). Call in ``__post_init__``."""
-    import copy
-
     name = getattr(config, f"{prefix}_name_or_path")
     if name is not None and not (isinstance(name, str) and name):
         raise ValueError(f"{prefix}_name_or_path must be a Hub id or folder (a non-empty str) or None, got {name!r}")
