@@ -320,8 +320,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="absolute peak lr (default: base-lr * batch / 256)")
     parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=5e-4, help="lr = base_lr * batch / 256")
     parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=None,
-                        help="layer-wise lr decay (1 = off; default 0.75 for a ViT-like stack of blocks, "
-                             "1 for encoders without one: I2P-MAE, SparK)")
+                        help="layer-wise lr decay, 1 = off; encoders without one stack of blocks (I2P-MAE, SparK) "
+                             "use 1 unless told otherwise (default: 0.75)")
     parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
     parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=0.1,
                         help="cross-entropy label smoothing")
