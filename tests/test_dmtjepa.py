@@ -9,7 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import digits_pixels, run_pretrain
+from conftest import run_pretrain
+from test_ijepa import short_pretraining_on_digits
 from transformers import AutoModel, AutoModelForPreTraining
 
 import hf_mae
@@ -131,33 +132,7 @@ def test_bad_configs():
 
 
 def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread):
-    steps, batch = 40, 16
-    torch.manual_seed(0)
-    pixels, _ = digits_pixels("train")
-    held_out = pixels[:64]
-    model = hf_mae.create_model(TINY, total_steps=steps).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
-    fixed = model.config.mask_generator()(64, (8, 8), generator=torch.Generator().manual_seed(1))
-
-    def evaluate():
-        model.eval()
-        with torch.no_grad():
-            out = model(held_out, context_ids=fixed.context_ids, target_ids=fixed.target_ids)
-        model.train()
-        # per-dimension std of the target tokens across the batch, averaged over dimensions
-        return out.loss.item(), out.targets.reshape(-1, out.targets.shape[-1]).std(0).mean().item()
-
-    first_loss, first_std = evaluate()
-    generator = torch.Generator().manual_seed(0)
-    model.after_optimizer_step(0)
-    for step in range(1, steps + 1):
-        out = model(pixels[torch.randint(0, len(pixels), (batch,), generator=generator)])
-        optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        optimizer.step()
-        model.after_optimizer_step(step)
-    last_loss, last_std = evaluate()
-    print(f"held-out loss {first_loss:.4f} -> {last_loss:.4f}; target std {first_std:.4f} -> {last_std:.4f}")
+    _, first_loss, first_std, last_loss, last_std = short_pretraining_on_digits(TINY)
     assert last_loss < 0.2 * first_loss
     assert last_std > 0.1 * first_std  # no collapse
 

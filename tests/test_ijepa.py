@@ -192,12 +192,14 @@ def test_classifier_mean_pools_every_patch():
     torch.testing.assert_close(classifier(pixels).logits, classifier.classifier(tokens.mean(1)))
 
 
-def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread):
-    steps, batch = 40, 16
+def short_pretraining_on_digits(preset, steps=40, batch=16):
+    """``steps`` AdamW steps of ``preset`` on digits with the EMA stepped after each; returns the model and the
+    held-out loss and per-dimension target std (across the batch, averaged over dimensions) before and after,
+    under one fixed multi-block mask. Shared by the I-JEPA and DMT-JEPA tests."""
     torch.manual_seed(0)
     pixels, _ = digits_pixels("train")
     held_out = pixels[:64]
-    model = hf_mae.create_model(TINY, total_steps=steps).train()
+    model = hf_mae.create_model(preset, total_steps=steps).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
     fixed = model.config.mask_generator()(64, (8, 8), generator=torch.Generator().manual_seed(1))
 
@@ -206,7 +208,6 @@ def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread
         with torch.no_grad():
             out = model(held_out, context_ids=fixed.context_ids, target_ids=fixed.target_ids)
         model.train()
-        # per-dimension std of the target tokens across the batch, averaged over dimensions
         return out.loss.item(), out.targets.reshape(-1, out.targets.shape[-1]).std(0).mean().item()
 
     first_loss, first_std = evaluate()
@@ -220,6 +221,12 @@ def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread
         model.after_optimizer_step(step)
     last_loss, last_std = evaluate()
     print(f"held-out loss {first_loss:.4f} -> {last_loss:.4f}; target std {first_std:.4f} -> {last_std:.4f}")
+    return model, first_loss, first_std, last_loss, last_std
+
+
+def test_short_pretraining_on_digits_lowers_the_loss_without_collapse(one_thread):
+    steps = 40
+    model, first_loss, first_std, last_loss, last_std = short_pretraining_on_digits(TINY, steps)
     assert model.teacher_step == steps and model.teacher.schedule(steps) == 1.0
     assert last_loss < 0.5 * first_loss
     assert last_std > 0.5 * first_std  # no collapse
