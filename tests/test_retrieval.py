@@ -289,3 +289,60 @@ def test_minilm_on_a_msmarco_subset_matches_sentence_transformers_and_a_hand_ran
         os.symlink(folder / name, plain / name)
     assert evaluate_retrieval(str(plain), (corpus, queries, qrels), pooling="mean", max_length=256,
                               progress=False) == pytest.approx(reference, abs=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------- fine-tune, benchmark
+
+
+def test_contrastive_finetune_learns_the_pseudo_queries_and_saves_a_folder_both_libraries_load(tiny_bert, tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    from hf_mae.training.retrieval import contrastive_finetune
+
+    corpus, _, _ = tiny_data()
+    pairs = pseudo_query_pairs(list(corpus.values()), seed=0)  # one sentence each: a 4..8-word span as the query
+    assert len(pairs) == 40
+    ids = list(corpus)
+    data = (corpus, {f"q{i}": q for i, (q, _) in enumerate(pairs)}, {f"q{i}": {ids[i]: 1} for i in range(40)})
+    before = evaluate_retrieval(str(tiny_bert), data, progress=False)
+    out = contrastive_finetune(str(tiny_bert), pairs, tmp_path / "tuned", steps=40, batch_size=8, lr=1e-3, seed=0,
+                               progress=False, device="cpu")
+    after = evaluate_retrieval(out, data, progress=False)
+    assert after["nDCG@10"] > before["nDCG@10"] + 0.1, (before, after)
+    assert not (tmp_path / "tuned" / "trainer").exists()
+    # the folder is a SentenceTransformer (mean pooling kept) and a plain BertModel; both give the same scores
+    assert SentenceTransformer(out, device="cpu")[1].pooling_mode == "mean"
+    assert type(AutoModel.from_pretrained(out)).__name__ == "BertModel"
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in os.listdir(out):
+        if name.endswith((".json", ".txt", ".safetensors")) and name not in ("modules.json",):
+            os.symlink(os.path.join(out, name), plain / name)
+    assert evaluate_retrieval(str(plain), data, progress=False) == pytest.approx(after, abs=1e-5)
+    with pytest.raises(ValueError, match="batch_size=64 is larger than the 40 pairs"):
+        contrastive_finetune(str(tiny_bert), pairs, tmp_path / "x", steps=1, batch_size=64)
+
+
+def test_benchmark_rows_resume_and_summarise(tiny_bert, tmp_path):
+    from conftest import load_benchmark
+
+    bench = load_benchmark("retrieval_msmarco")
+    dataset = write_beir(tmp_path / "beir", *tiny_data(), header=False)
+    argv = ["--start", f"tiny={tiny_bert}", "--dataset", str(dataset), "--seeds", "0", "--steps", "2",
+            "--batch-size", "4", "--eval-max-length", "32", "--train-max-length", "32",
+            "--output-dir", str(tmp_path / "out")]
+    assert bench.main(argv) == 0
+    rows = sorted(os.listdir(tmp_path / "out" / "rows"))
+    assert rows == ["tiny-seed0.json", "tiny-zeroshot.json"]
+    summary = json.loads((tmp_path / "out" / "retrieval_msmarco.json").read_text())["summary"]["tiny"]
+    zero = json.loads((tmp_path / "out" / "rows" / "tiny-zeroshot.json").read_text())["metrics"]
+    assert summary["zero-shot"] == zero and summary["seeds"] == [0] and summary["errors"] == {}
+    tuned = json.loads((tmp_path / "out" / "rows" / "tiny-seed0.json").read_text())["metrics"]
+    assert summary["fine-tuned"]["nDCG@10"]["mean"] == tuned["nDCG@10"]
+    assert f"| tiny | {zero['nDCG@10']:.3f} | {tuned['nDCG@10']:.3f} |" in (tmp_path / "out" / "results.md").read_text()
+    stamp = os.path.getmtime(tmp_path / "out" / "rows" / "tiny-seed0.json")
+    assert bench.main(argv) == 0  # a rerun keeps the rows that are there
+    assert os.path.getmtime(tmp_path / "out" / "rows" / "tiny-seed0.json") == stamp
+    with pytest.raises(ValueError, match="--start takes NAME=FOLDER"):
+        bench.main(["--start", str(tiny_bert), "--output-dir", str(tmp_path / "bad")])

@@ -130,6 +130,15 @@ def _device(device):
     return torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _st_modules():
+    """sentence-transformers' modules (Transformer, Pooling, Normalize): their 6.x home, else the 5.x one."""
+    try:
+        from sentence_transformers.sentence_transformer import modules
+    except ImportError:
+        from sentence_transformers import models as modules
+    return modules
+
+
 def _is_sentence_transformer(model) -> bool:
     try:
         from sentence_transformers import SentenceTransformer
@@ -141,8 +150,7 @@ def _is_sentence_transformer(model) -> bool:
 def _sentence_transformer_parts(model) -> tuple:
     """(transformers model, tokenizer, pooling, normalize, max_seq_length) of a SentenceTransformer built from a
     Transformer module followed by a Pooling module (the layout of every BERT-family embedding model)."""
-    from sentence_transformers import models
-
+    models = _st_modules()
     transformer = next((m for m in model if isinstance(m, models.Transformer)), None)
     pooling = next((m for m in model if isinstance(m, models.Pooling)), None)
     if transformer is None or pooling is None:
@@ -437,8 +445,9 @@ def pseudo_query_pairs(texts, seed: int = 0, *, min_words: int = 4, max_words: i
 def load_sentence_transformer(model_dir, *, pooling: str | None = None, max_length: int | None = None, device=None):
     """``model_dir`` as a float32 SentenceTransformer: a SentenceTransformer folder as it is (``pooling`` must then
     be None or its own), a plain transformers folder as Transformer + Pooling(``pooling`` or mean)."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
 
+    models = _st_modules()
     folder = Path(model_dir)
     if not (folder / "config.json").is_file() and not (folder / "modules.json").is_file():
         raise FileNotFoundError(f"model_dir {str(model_dir)!r} is no model folder (no modules.json or config.json)")
@@ -470,8 +479,12 @@ def contrastive_finetune(model_dir, pairs, output_dir, *, steps: int = 100, batc
     because it is what users of embedding models run, and its loss / sampler are the library's tested ones."""
     from datasets import Dataset
     from sentence_transformers import (SentenceTransformerTrainer, SentenceTransformerTrainingArguments)
-    from sentence_transformers.losses import MultipleNegativesRankingLoss
-    from sentence_transformers.training_args import BatchSamplers
+    try:  # their 6.x home, else the 5.x one
+        from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+    except ImportError:
+        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        from sentence_transformers.training_args import BatchSamplers
     from .arguments import check_range
 
     for name, value in (("steps", steps), ("batch_size", batch_size)):
