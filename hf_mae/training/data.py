@@ -261,7 +261,7 @@ def num_classes(dataset, label_column: str) -> int:
 
 
 def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False,
-                      augmentation=None, seed: int = 0):
+                      augmentation=None, seed: int = 0, identity_column: str | None = None):
     """Lazily turns examples into model inputs with ``processor``: ``{"pixel_values": (C, H, W), "labels": int}``
     from an image column; clips (T, C, H, W) from a video column (paths or frames) for a video processor;
     ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``;
@@ -281,7 +281,10 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     augmented with a generator seeded by ``(seed, epoch, index)`` before the processor sees it. The result is then a
     torch data set keyed by ``(epoch, index)`` pairs (``EpochSampler(..., keyed=True)`` yields them), or, for a
     streamed data set, an iterable one whose ``set_epoch`` picks the epoch (:class:`SeededImages`,
-    :class:`SeededImageStream`). ``None``: the examples as they are (evaluation: probes, fine-tuning eval)."""
+    :class:`SeededImageStream`). ``None``: the examples as they are (evaluation: probes, fine-tuning eval).
+
+    ``identity_column`` (images): that column's subject indices become ``identity_labels`` (FMAE-IAT's identity
+    adversary)."""
     if "edge_index" in getattr(processor, "model_input_names", ()):
         return _with_graph_inputs(dataset, processor, with_labels)
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
@@ -325,6 +328,8 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
         out = dict(processor(inputs, return_tensors="pt", **text, **call_kwargs))
         if label_column is not None:
             out["labels"] = torch.as_tensor(batch[label_column])
+        if identity_column is not None:
+            out["identity_labels"] = torch.as_tensor(batch[identity_column], dtype=torch.long)
         return out
 
     if augmentation is not None:
@@ -509,5 +514,8 @@ def collate(examples):
         return batch_graphs(examples)
     batch = {key: torch.stack([torch.as_tensor(e[key]) for e in examples]) for key in examples[0] if key != "labels"}
     if "labels" in examples[0]:
-        batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
+        if torch.as_tensor(examples[0]["labels"]).dim() > 0:  # multi-hot rows (multi-label, e.g. action units)
+            batch["labels"] = torch.stack([torch.as_tensor(e["labels"]) for e in examples]).float()
+        else:
+            batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
     return batch
