@@ -33,6 +33,7 @@ PRESET_NAMES = {
     "dmae": ["dmae-tiny", "dmae-vit-base-patch16"],
     "dmjd": ["dmjd-tiny", "dmjd-vit-base-patch16"],
     "dmtjepa": ["dmtjepa-tiny", "dmtjepa-vit-base-patch16"],
+    "fmae": ["fmae-tiny", "fmae-vit-base-patch16", "fmae-vit-large-patch16", "fmae-vit-small-patch16"],
     "graphmae": ["graphmae-citeseer", "graphmae-cora", "graphmae-gin", "graphmae-pubmed", "graphmae-tiny"],
     "hpm": ["hpm-tiny", "hpm-vit-base-patch16"],
     "hybriddistill": ["hybriddistill-tiny", "hybriddistill-vit-base-patch16", "hybriddistill-vit-base-patch16-deit"],
@@ -68,6 +69,7 @@ ROW_FACTS = {
     "crossvideomae": ("video", None, "MAEVideoProcessor", {}),
     "dmjd": ("image", None, "MAEImageProcessor", {}),
     "dmtjepa": ("image", None, "MAEImageProcessor", {}),
+    "fmae": ("image", None, "MAEImageProcessor", {}),
     "graphmae": ("graph", 1e-3, "GraphProcessor", {}),
     "hpm": ("image", None, "MAEImageProcessor", {}),
     "hybriddistill": ("image", None, "MAEImageProcessor", {}),
@@ -174,7 +176,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_31_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 31 and len(registry.PRESETS) == 81
+    assert len(registry.METHODS) == 32 and len(registry.PRESETS) == 85
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

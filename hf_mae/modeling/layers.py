@@ -454,3 +454,41 @@ def init_torch_default(layer: nn.Module) -> None:
     if layer.bias is not None:
         bound = 1 / math.sqrt(layer.weight[0].numel())
         init.uniform_(layer.bias, -bound, bound)
+
+
+class _ReverseGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the incoming gradient by ``-strength`` (no gradient to strength)."""
+
+    @staticmethod
+    def forward(ctx, x, strength):
+        ctx.strength = strength
+        return x.view_as(x)  # a new tensor object, so autograd records this node even for an identity
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output * -ctx.strength, None
+
+
+def reverse_gradient(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """Gradient reversal (Ganin & Lempitsky, 2015): returns ``x`` unchanged, and in the backward pass hands the layers
+    before it ``-strength`` times the gradient that reaches it. A head behind it learns to predict its target from
+    ``x`` while the network that produced ``x`` is trained to defeat that head (FMAE-IAT's identity adversary).
+    ``strength`` is a float >= 0 (0: the head still trains, the encoder gets no gradient from it)."""
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not strength >= 0:
+        raise ValueError(f"strength must be a number >= 0, got {strength!r}")
+    return _ReverseGradient.apply(x, float(strength))
+
+
+class GradientReversal(nn.Module):
+    """:func:`reverse_gradient` as a module with a fixed ``strength`` (parameter-free, nothing in the state dict)."""
+
+    def __init__(self, strength: float = 1.0):
+        super().__init__()
+        reverse_gradient(torch.zeros(()), strength)  # validates strength
+        self.strength = float(strength)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return reverse_gradient(x, self.strength)
+
+    def extra_repr(self) -> str:
+        return f"strength={self.strength}"

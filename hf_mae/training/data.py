@@ -6,7 +6,8 @@ A dataset argument is one of:
   ``sprites`` (procedural 32x32 dSprites-like images with five known factors: ``hf_mae.training.sprites``);
 - a local folder: an ``imagefolder`` tree (``<split>/<class>/<image>``), the same tree of video, .wav or point-cloud
   files (.npy/.npz/.ply/.off/.xyz: a ``points`` column of paths; a flat folder of ``<digit>_<anything>.wav`` files,
-  like FSDD, takes its labels from the file-name prefix), a Planetoid folder (``ind.<name>.*`` files as PyG
+  like FSDD, takes its labels from the file-name prefix), the ORL / AT&T faces folder (``s<subject>/<n>.pgm``,
+  directly or in ``orl_faces/``: an ``identity`` column beside the label, see :func:`orl_faces_dataset`), a Planetoid folder (``ind.<name>.*`` files as PyG
   downloads them, directly or in ``raw/`` or ``<Name>/raw/``; ``.../ind.citeseer`` picks one of several) as a
   one-row data set holding the whole graph, or anything else ``datasets`` can read (graph data sets with
   ``edge_index`` and ``node_feat``/``x`` columns, like the Hub's ``graphs-datasets``, work as they are);
@@ -17,6 +18,7 @@ Every loader returns a ``datasets`` object with an input column and, when presen
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import torch
@@ -74,6 +76,10 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
         else:
             dataset = _digits(split)
         return dataset.to_iterable_dataset() if streaming else dataset
+    orl_root = orl_faces_root(name_or_path)
+    if orl_root is not None:
+        dataset = orl_faces_dataset(orl_root, split)
+        return dataset.to_iterable_dataset() if streaming else dataset
     planetoid = _planetoid_name(name_or_path)
     if planetoid is not None:
         dataset = _planetoid_dataset(*planetoid)
@@ -114,6 +120,49 @@ def load_image_dataset(name_or_path: str, split: str = "train", streaming: bool 
     if split not in splits:
         raise ValueError(f"split {split!r} does not exist in {name_or_path!r}; available: {sorted(splits)}")
     return splits[split]
+
+
+ORL_SUBJECT = re.compile(r"^s(\d+)$")
+ORL_TRAIN_IMAGES = range(1, 9)  # hf-mae's split: images 1-8 of every subject train, 9-10 test
+
+
+def orl_faces_root(path: str):
+    """The folder of ORL subject folders (``s1``, ``s2``, ... each holding ``<n>.pgm``) at ``path`` or at
+    ``path/orl_faces``; None when ``path`` is not such a folder."""
+    for root in (path, os.path.join(path, "orl_faces")):
+        if not os.path.isdir(root):
+            continue
+        subjects = [name for name in os.listdir(root) if ORL_SUBJECT.match(name) and os.path.isdir(os.path.join(root, name))]
+        if subjects and all(
+            any(f.lower().endswith(".pgm") for f in os.listdir(os.path.join(root, name))) for name in subjects
+        ):
+            return root
+    return None
+
+
+def orl_faces_dataset(root: str, split: str = "train"):
+    """The ORL / AT&T "Database of Faces" (grey 92x112 PGM, 40 subjects x 10 images) as ``image`` (grey PIL;
+    the processor makes it RGB), ``label`` and ``identity`` (both the subject, ``s1`` -> 0, in subject-number order).
+    Split (hf-mae's choice): images 1-8 of every subject are ``train`` (320), 9-10 ``test`` (80), so every test
+    subject is seen in training, as an identity probe needs."""
+    import datasets
+    from PIL import Image
+
+    if split not in ("train", "test"):
+        raise ValueError(f"split {split!r} does not exist for the ORL faces at {root!r}; choose train or test")
+    subjects = sorted((name for name in os.listdir(root) if ORL_SUBJECT.match(name)), key=lambda n: int(n[1:]))
+    images, identities = [], []
+    for index, subject in enumerate(subjects):
+        folder = os.path.join(root, subject)
+        numbers = sorted(int(f[:-4]) for f in os.listdir(folder) if f.lower().endswith(".pgm") and f[:-4].isdigit())
+        for number in numbers:
+            if (number in ORL_TRAIN_IMAGES) == (split == "train"):
+                with Image.open(os.path.join(folder, f"{number}.pgm")) as image:
+                    images.append(image.convert("L"))
+                identities.append(index)
+    names = datasets.ClassLabel(names=subjects)
+    features = datasets.Features({"image": datasets.Image(), "label": names, "identity": names})
+    return datasets.Dataset.from_dict({"image": images, "label": identities, "identity": identities}, features=features)
 
 
 def _planetoid_name(path: str):
@@ -212,7 +261,7 @@ def num_classes(dataset, label_column: str) -> int:
 
 
 def with_model_inputs(dataset, processor, with_labels: bool = True, training: bool = False,
-                      augmentation=None, seed: int = 0):
+                      augmentation=None, seed: int = 0, identity_column: str | None = None):
     """Lazily turns examples into model inputs with ``processor``: ``{"pixel_values": (C, H, W), "labels": int}``
     from an image column; clips (T, C, H, W) from a video column (paths or frames) for a video processor;
     ``inputs_embeds`` from an embeddings column (LV-MAE); caption tokens too for a processor that ``takes_captions``;
@@ -232,7 +281,10 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
     augmented with a generator seeded by ``(seed, epoch, index)`` before the processor sees it. The result is then a
     torch data set keyed by ``(epoch, index)`` pairs (``EpochSampler(..., keyed=True)`` yields them), or, for a
     streamed data set, an iterable one whose ``set_epoch`` picks the epoch (:class:`SeededImages`,
-    :class:`SeededImageStream`). ``None``: the examples as they are (evaluation: probes, fine-tuning eval)."""
+    :class:`SeededImageStream`). ``None``: the examples as they are (evaluation: probes, fine-tuning eval).
+
+    ``identity_column`` (images): that column's subject indices become ``identity_labels`` (FMAE-IAT's identity
+    adversary)."""
     if "edge_index" in getattr(processor, "model_input_names", ()):
         return _with_graph_inputs(dataset, processor, with_labels)
     video = getattr(processor, "num_frames", None) is not None  # a video processor reads paths or frame arrays
@@ -276,6 +328,8 @@ def with_model_inputs(dataset, processor, with_labels: bool = True, training: bo
         out = dict(processor(inputs, return_tensors="pt", **text, **call_kwargs))
         if label_column is not None:
             out["labels"] = torch.as_tensor(batch[label_column])
+        if identity_column is not None:
+            out["identity_labels"] = torch.as_tensor(batch[identity_column], dtype=torch.long)
         return out
 
     if augmentation is not None:
@@ -460,5 +514,8 @@ def collate(examples):
         return batch_graphs(examples)
     batch = {key: torch.stack([torch.as_tensor(e[key]) for e in examples]) for key in examples[0] if key != "labels"}
     if "labels" in examples[0]:
-        batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
+        if torch.as_tensor(examples[0]["labels"]).dim() > 0:  # multi-hot rows (multi-label, e.g. action units)
+            batch["labels"] = torch.stack([torch.as_tensor(e["labels"]) for e in examples]).float()
+        else:
+            batch["labels"] = torch.as_tensor([int(e["labels"]) for e in examples])
     return batch

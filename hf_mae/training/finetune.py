@@ -6,6 +6,12 @@ decay (0.75), weight decay 0.05 except on norms, biases and tokens, label smooth
 cosine decay, and ``lr = base_lr * batch_size / 256``. Accuracy is measured on the eval split after each epoch
 and the best model is kept.
 
+Identity-adversarial training (FMAE-IAT): ``identity_adversarial_lambda`` > 0 (``--identity-adversarial-lambda``)
+gives the classifier an identity head behind gradient reversal, trained on the train split's identity column
+(``identity_column``, default ``identity``); only models whose config has the field (FMAE) take it. Multi-label
+data (a label column of multi-hot lists, e.g. action units) are trained with BCE and scored by the mean per-label
+F1 at threshold 0.5 (the best model is kept by it) and the mean per-label accuracy.
+
 Python API: :func:`finetune`. CLI: ``hf-mae finetune PRETRAINED_DIR --dataset digits --output-dir runs/ft``.
 """
 
@@ -73,6 +79,41 @@ def accuracy_metrics(eval_prediction) -> dict:
     return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(eval_prediction.label_ids)).mean())}
 
 
+def multi_label_metrics(eval_prediction) -> dict:
+    """Trainer ``compute_metrics`` for multi-hot labels: ``f1``, the mean over labels of each label's F1 with scores
+    above 0 (probability 0.5) counted positive (FMAE-IAT's AU metric; a label with no positives and no predicted
+    positives has F1 1), and ``accuracy``, the mean per-label accuracy."""
+    logits = eval_prediction.predictions
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits)
+    labels = np.asarray(eval_prediction.label_ids) > 0.5
+    predicted = logits > 0
+    true_positive = (predicted & labels).sum(0)
+    denominator = predicted.sum(0) + labels.sum(0)
+    f1 = np.where(denominator > 0, 2 * true_positive / np.maximum(denominator, 1), 1.0)
+    return {"f1": float(f1.mean()), "accuracy": float((predicted == labels).mean())}
+
+
+def _label_layout(dataset, label_column: str) -> tuple[list[str], bool]:
+    """(label names, multi_label): a column of lists (multi-hot, e.g. action units) is multi-label."""
+    import datasets
+
+    feature = (getattr(dataset, "features", None) or {}).get(label_column)
+    if isinstance(feature, (datasets.Sequence, list)) or (feature is None and isinstance(dataset[0][label_column], list)):
+        inner = getattr(feature, "feature", None) if not isinstance(feature, list) else (feature[0] if feature else None)
+        names = getattr(inner, "names", None)
+        width = getattr(feature, "length", -1) if not isinstance(feature, list) else -1
+        width = width if width and width > 0 else len(dataset[0][label_column])
+        return (list(names) if names and len(names) == width else [str(i) for i in range(width)]), True
+    names = getattr(feature, "names", None)
+    return (names or [str(i) for i in range(num_classes(dataset, label_column))]), False
+
+
+def num_classes(dataset, label_column):
+    from .data import num_classes as count
+
+    return count(dataset, label_column)
+
+
 def _check_pretrained(pretrained: str, from_scratch: bool) -> None:
     from .arguments import check_model_path
 
@@ -101,6 +142,7 @@ RANGES = {
     "warmup_ratio": (0, False, 1, True),  # Trainer reads a warmup of 1 or more as a number of steps
     "max_train_samples": (1, False, None, False),
     "max_eval_samples": (1, False, None, False),
+    "identity_adversarial_lambda": (0, False, None, False),
 }
 
 
@@ -175,7 +217,7 @@ def build_trainer(
     base_lr: float = 5e-4,
     layer_decay: float | None = None,
     weight_decay: float = 0.05,
-    label_smoothing: float = 0.1,
+    label_smoothing: float | None = None,
     drop_path: float = 0.1,
     warmup_ratio: float = 0.05,
     seed: int = 0,
@@ -183,6 +225,8 @@ def build_trainer(
     eval_split: str | None = None,
     max_train_samples: int | None = None,
     max_eval_samples: int | None = None,
+    identity_adversarial_lambda: float | None = None,
+    identity_column: str = "identity",
     report_to: str = "none",
     disable_tqdm: bool | None = None,
 ):
@@ -194,16 +238,28 @@ def build_trainer(
     import hf_mae  # noqa: F401  (registers the Auto classes)
 
     from .callbacks import OptimizerStepHookCallback
-    from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, num_classes, with_model_inputs
+    from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, with_model_inputs
 
     pretrained_dir = str(pretrained_dir)
     max_steps = -1 if max_steps is None else max_steps
     check_numbers(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, base_lr=base_lr,
                   layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
                   drop_path=drop_path, warmup_ratio=warmup_ratio, max_train_samples=max_train_samples,
-                  max_eval_samples=max_eval_samples)
+                  max_eval_samples=max_eval_samples, identity_adversarial_lambda=identity_adversarial_lambda)
     _check_pretrained(pretrained_dir, from_scratch)
-    auto_class = classification_auto_class(AutoConfig.from_pretrained(pretrained_dir))  # before loading any data
+    pretrained_config = AutoConfig.from_pretrained(pretrained_dir)
+    auto_class = classification_auto_class(pretrained_config)  # before loading any data
+    adversarial = bool(identity_adversarial_lambda)  # None / 0: plain fine-tuning
+    if identity_adversarial_lambda is not None and not hasattr(pretrained_config, "identity_adversarial_lambda"):
+        raise ValueError(
+            f"identity_adversarial_lambda={identity_adversarial_lambda} needs a model with an identity-adversarial "
+            f"head (FMAE, model_type 'fmae'); {pretrained_dir!r} is a {pretrained_config.model_type!r} model"
+        )
+    if adversarial and label_smoothing:
+        raise ValueError(
+            f"label_smoothing={label_smoothing} cannot be combined with identity_adversarial_lambda > 0: Trainer's "
+            "label smoother replaces the model's loss and would drop the identity term; pass label_smoothing=0"
+        )
 
     train_data = load_image_dataset(dataset, train_split)
     eval_data = _eval_split(dataset, eval_split)
@@ -212,13 +268,31 @@ def build_trainer(
     if max_eval_samples is not None and max_eval_samples < len(eval_data):
         eval_data = eval_data.shuffle(seed=seed).select(range(max_eval_samples))
     label_column = find_column(train_data, LABEL_COLUMNS, "label")
-    names = getattr((train_data.features or {}).get(label_column), "names", None)
-    labels = names or [str(i) for i in range(num_classes(train_data, label_column))]
+    labels, multi_label = _label_layout(train_data, label_column)
     id2label = dict(enumerate(labels))
     label2id = {name: i for i, name in id2label.items()}
+    if label_smoothing is None:  # MAE's 0.1 for single-label classes; BCE (multi-label) and IAT take none
+        label_smoothing = 0.0 if (adversarial or multi_label) else 0.1
+    elif label_smoothing and multi_label:
+        raise ValueError(f"label_smoothing={label_smoothing} is for single-label cross-entropy; the label column "
+                         f"{label_column!r} is multi-label (BCE): pass label_smoothing=0")
 
     transformers.set_seed(seed)  # the new head (and, from scratch, every weight) is drawn from this seed
     overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path)
+    if multi_label:
+        overrides["problem_type"] = "multi_label_classification"
+    train_identity = None
+    if identity_adversarial_lambda is not None:
+        overrides["identity_adversarial_lambda"] = float(identity_adversarial_lambda)
+        if adversarial:
+            columns = list(train_data.column_names or [])
+            if identity_column not in columns:
+                raise ValueError(
+                    f"identity_column {identity_column!r} is not a column of the {train_split!r} split (columns: "
+                    f"{columns}); identity_adversarial_lambda > 0 needs each training example's subject"
+                )
+            overrides["num_identities"] = num_classes(train_data, identity_column)
+            train_identity = identity_column
     if from_scratch:
         model = auto_class.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
     else:
@@ -244,7 +318,10 @@ def build_trainer(
         save_total_limit=1,
         save_only_model=True,  # checkpoints only serve to keep the best model; finetune() removes them
         load_best_model_at_end=True,
-        metric_for_best_model="accuracy",
+        metric_for_best_model="f1" if multi_label else "accuracy",
+        # the metrics need the class labels only: a forward that also takes ``identity_labels`` (FMAE-IAT, train
+        # split only) would otherwise make Trainer skip the metrics of an eval split without them
+        label_names=["labels"],
         remove_unused_columns=False,  # the lazy transform needs the raw input column
         use_cpu=not torch.cuda.is_available(),
         seed=seed,
@@ -255,10 +332,10 @@ def build_trainer(
         model=model,
         args=args,
         data_collator=collate,
-        train_dataset=with_model_inputs(train_data, processor),
+        train_dataset=with_model_inputs(train_data, processor, identity_column=train_identity),
         eval_dataset=with_model_inputs(eval_data, processor),
         processing_class=processor,  # saved beside the model
-        compute_metrics=accuracy_metrics,
+        compute_metrics=multi_label_metrics if multi_label else accuracy_metrics,
         optimizers=(optimizer, None),  # Trainer still builds its warmup + cosine scheduler over these groups
         callbacks=[OptimizerStepHookCallback()],  # a model with an EMA teacher moves it once per optimiser step
     )
@@ -272,7 +349,9 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
     max_steps, batch_size, lr (default ``base_lr * batch_size * world_size / 256``), base_lr, layer_decay
     (default 0.75, or 1 for an encoder without one stack of blocks),
     weight_decay, label_smoothing, drop_path, warmup_ratio, seed, train_split, eval_split (default test, else
-    validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs), report_to.
+    validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs),
+    identity_adversarial_lambda (FMAE-IAT's λ; None: the model's own) and identity_column, report_to.
+    label_smoothing defaults to MAE's 0.1, or 0 for multi-label data and identity-adversarial training.
 
     Returns the best model's eval metrics (``eval_accuracy``, ``eval_loss``, ...) plus ``train_loss`` and
     ``output_dir``; the metrics are also written to ``output_dir/eval_results.json``.
@@ -323,8 +402,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layer-wise lr decay, 1 = off; encoders without one stack of blocks (I2P-MAE, SparK) "
                              "use 1 unless told otherwise (default: 0.75)")
     parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
-    parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=0.1,
-                        help="cross-entropy label smoothing")
+    parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=None,
+                        help="cross-entropy label smoothing (default 0.1; 0 for multi-label data and IAT)")
     parser.add_argument("--drop-path", type=_in_range(float, "drop_path"), default=0.1,
                         help="stochastic depth rate of the encoder")
     parser.add_argument("--warmup-ratio", type=_in_range(float, "warmup_ratio"), default=0.05,
@@ -335,6 +414,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a seeded random subset, for quick runs")
     parser.add_argument("--max-eval-samples", type=_in_range(int, "max_eval_samples"), default=None,
                         help="a seeded random eval subset")
+    parser.add_argument("--identity-adversarial-lambda", type=_in_range(float, "identity_adversarial_lambda"),
+                        default=None, help="FMAE-IAT: strength of the gradient reversal in front of an identity head "
+                                           "trained on --identity-column (0: plain fine-tuning; FMAE models only)")
+    parser.add_argument("--identity-column", default="identity",
+                        help="the train split's subject column for --identity-adversarial-lambda")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new head, the data order and subsets")
     parser.add_argument("--report-to", default="none", help="Trainer loggers, e.g. tensorboard")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
@@ -361,6 +445,8 @@ def run(args) -> int:
         eval_split=args.eval_split,
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
+        identity_adversarial_lambda=args.identity_adversarial_lambda,
+        identity_column=args.identity_column,
         overwrite=args.overwrite,
         report_to=args.report_to,
     )

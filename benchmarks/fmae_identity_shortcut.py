@@ -1,0 +1,180 @@
+"""FMAE-IAT on a task where the subject's identity is a shortcut for the label (ORL faces, 40 subjects x 10).
+
+No action-unit labels exist for ORL, so one is made (hf-mae's construction):
+- the "action unit" is a weak, visible mark: a small square at a fixed place on the face, brightened by
+  ``mark_strength`` (pixels in [0, 1]); the label is 1 when the mark is there;
+- train (images 1-8 of every subject): half of the subjects always carry the mark (label 1), the other half never
+  (label 0), so the subject alone predicts the label as well as the mark does;
+- test (images 9-10 of every subject): one image of each subject carries the mark, the other not, so the label is
+  independent of the subject: a model that learnt "which subject is this" scores chance (0.5), one that learnt the
+  mark scores 1.
+A tiny FMAE encoder (random init, or from a short FMAE pre-training) is fine-tuned on train with and without the
+identity adversary (λ = ``identity_adversarial_lambda``) at the same budget; reported are the test accuracy and
+AUC of the AU head and the accuracy of an identity linear probe (logistic regression on the pooled feature, fitted
+on the train images' features, scored on the test images': same subjects, other images).
+
+    python benchmarks/fmae_identity_shortcut.py --seeds 0 1 2 --lambdas 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ORL = Path(__file__).resolve().parents[2] / "shared" / "data" / "orl-faces"
+
+# the tiny encoder of the test and the benchmark: 32 px faces in 8 px patches (16 tokens), 64 wide, 2 blocks
+SMALL = dict(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+             intermediate_size=256, decoder_hidden_size=32, decoder_num_hidden_layers=1,
+             decoder_num_attention_heads=4, decoder_intermediate_size=128)
+MARK = dict(top=20, left=4, size=6)  # at 32 px: a 6x6 square on the left cheek
+
+
+def faces(split: str, image_size: int = 32, root=ORL) -> tuple[np.ndarray, np.ndarray]:
+    """(grey images (n, s, s) float32 in [0, 1], subject indices (n,)) of the ORL split (hf-mae's 1-8 / 9-10)."""
+    from PIL import Image
+
+    from hf_mae.training.data import load_image_dataset
+
+    data = load_image_dataset(str(root), split)
+    images = np.stack([
+        np.asarray(image.convert("L").resize((image_size, image_size), Image.Resampling.BICUBIC), dtype=np.float32) / 255.0
+        for image in data["image"]
+    ])
+    return images, np.asarray(data["identity"])
+
+
+def shortcut_data(image_size: int = 32, mark_strength: float = 0.25, train_rate: float = 1.0, root=ORL) -> dict:
+    """The shortcut task (module docstring): {"train", "test"} -> (pixel_values (n, 3, s, s), labels (n, 1) float,
+    identity (n,) long). Pixels are normalised with the ImageNet mean / std of MAE's processor."""
+    out = {}
+    for split in ("train", "test"):
+        images, identity = faces(split, image_size, root)
+        if split == "train":  # even subjects: the first round(8 * train_rate) of their 8 images marked; odd: the rest
+            position = np.arange(len(identity)) % 8
+            marked = int(round(8 * train_rate))
+            labels = np.where(identity % 2 == 0, position < marked, position >= marked).astype(np.float32)
+        else:  # images 9 and 10 of each subject, in this order: mark image 9 of even subjects, image 10 of odd ones
+            position = np.arange(len(identity)) % 2
+            labels = (position == identity % 2).astype(np.float32)
+        scale = image_size / 32
+        top, left, size = (int(round(MARK[k] * scale)) for k in ("top", "left", "size"))
+        images = images.copy()
+        images[labels == 1, top : top + size, left : left + size] += mark_strength
+        images = np.clip(images, 0.0, 1.0)
+        pixels = torch.from_numpy(images)[:, None].expand(-1, 3, -1, -1)
+        mean = torch.tensor([0.485, 0.456, 0.406])[None, :, None, None]
+        std = torch.tensor([0.229, 0.224, 0.225])[None, :, None, None]
+        out[split] = ((pixels - mean) / std, torch.from_numpy(labels)[:, None], torch.from_numpy(identity).long())
+    return out
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by the rank statistic: the chance that a positive outranks a negative (ties count one half)."""
+    scores, labels = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
+    pos, neg = scores[labels], scores[~labels]
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+@torch.no_grad()
+def features(model, pixel_values: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.pooled_features(chunk)[0] for chunk in pixel_values.split(128)]).float()
+
+
+def identity_probe(train_features, train_identity, test_features, test_identity) -> float:
+    """Accuracy of a multinomial logistic regression (standardised features, C=1) that reads the subject from the
+    pooled features, fitted on the train images and scored on the test images of the same subjects."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train_features)
+    probe = LogisticRegression(max_iter=2000, C=1.0).fit(scaler.transform(train_features), train_identity)
+    return float(probe.score(scaler.transform(test_features), test_identity))
+
+
+def fine_tune(data: dict, identity_adversarial_lambda: float, seed: int = 0, steps: int = 150, batch_size: int = 32,
+              lr: float = 1e-3, init_from=None, config_overrides=None) -> dict:
+    """Fine-tunes FMAEForFacialActionUnitDetection (one AU) on ``data["train"]`` for ``steps`` AdamW steps
+    (weight decay 0.05, constant lr after a 10% warm-up) and returns the test accuracy / AUC and the identity probe."""
+    import hf_mae
+    from hf_mae.modeling.fmae import FMAEForFacialActionUnitDetection
+
+    pixels, labels, identity = data["train"]
+    torch.manual_seed(seed)
+    config = hf_mae.create_config("fmae-tiny", **{**SMALL, **(config_overrides or {})}, num_labels=1,
+                                  identity_adversarial_lambda=identity_adversarial_lambda,
+                                  num_identities=int(identity.max()) + 1)
+    if init_from is not None:
+        model = FMAEForFacialActionUnitDetection.from_pretrained(init_from, config=config)
+    else:
+        model = FMAEForFacialActionUnitDetection(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    warmup = max(1, steps // 10)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup))
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(pixels), (batch_size,), generator=generator)
+        out = model(pixels[idx], labels=labels[idx],
+                    identity_labels=identity[idx] if identity_adversarial_lambda > 0 else None)
+        optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        optimizer.step()
+        schedule.step()
+    test_pixels, test_labels, test_identity = data["test"]
+    model.eval()
+    with torch.no_grad():
+        scores = torch.cat([model(chunk).logits for chunk in test_pixels.split(128)])[:, 0].numpy()
+        train_scores = torch.cat([model(chunk).logits for chunk in pixels.split(128)])[:, 0].numpy()
+    train_features, test_features = features(model, pixels).numpy(), features(model, test_pixels).numpy()
+    return {
+        "lambda": identity_adversarial_lambda, "seed": seed, "steps": steps,
+        "train_accuracy": float(((train_scores > 0) == (labels[:, 0].numpy() > 0.5)).mean()),
+        "test_accuracy": float(((scores > 0) == (test_labels[:, 0].numpy() > 0.5)).mean()),
+        "test_auc": auc(scores, test_labels[:, 0].numpy()),
+        "identity_probe": identity_probe(train_features, identity.numpy(), test_features, test_identity.numpy()),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 1.0])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--mark-strength", type=float, default=0.25)
+    parser.add_argument("--train-rate", type=float, default=1.0,
+                        help="share of an even subject's train images that carry the mark (odd subjects: the rest)")
+    parser.add_argument("--init-from", default=None, help="an FMAE pre-training folder (default: random init)")
+    parser.add_argument("--out", default=None, help="write the records as JSON lines here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    data = shortcut_data(mark_strength=args.mark_strength, train_rate=args.train_rate)
+    records = []
+    for seed in args.seeds:
+        for lam in args.lambdas:
+            start = time.time()
+            record = fine_tune(data, lam, seed=seed, steps=args.steps, lr=args.lr, init_from=args.init_from)
+            record["seconds"] = round(time.time() - start, 1)
+            records.append(record)
+            print(json.dumps(record), flush=True)
+    if args.out:
+        Path(args.out).write_text("".join(json.dumps(r) + "\n" for r in records))
+    for lam in args.lambdas:
+        rows = [r for r in records if r["lambda"] == lam]
+        print(f"lambda {lam:g}: test accuracy {np.mean([r['test_accuracy'] for r in rows]):.3f} "
+              f"AUC {np.mean([r['test_auc'] for r in rows]):.3f} identity probe "
+              f"{np.mean([r['identity_probe'] for r in rows]):.3f} over seeds {args.seeds}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
