@@ -300,3 +300,24 @@ def test_srl_trains_every_pair(tokenizer, tmp_path):
     # from 2-9% to 12-20%)
     for pair in PAIRS:
         assert after[pair] - before[pair] >= 0.05, (pair, before, after)
+
+
+def test_srl_terms_match_sentence_transformers_losses(tokenizer, tmp_path):
+    """Parity: SRL's cross-entropy at the full model is sentence-transformers' MultipleNegativesRankingLoss, and at
+    (last layer, d) its MatryoshkaLoss at d, to float precision."""
+    from sentence_transformers.sentence_transformer import losses
+
+    from hf_mae.training.starbucks_srl import StarbucksSRLLoss
+
+    model = tiny_sentence_transformer(tokenizer, tmp_path)
+    model.eval()
+    columns = [["a cat sat on the mat", "dogs run fast", "the sun is hot"], ["cat mat", "dogs", "sun"],
+               ["a dog barked", "cats sleep", "it rains"]]  # with one hard negative per anchor
+    features = lambda: [model.preprocess(texts) for texts in columns]  # noqa: E731
+    mnrl = losses.MultipleNegativesRankingLoss(model)
+    srl = StarbucksSRLLoss(model, [(4, 32)], kl_weight=0.0)
+    total = srl(features(), None)
+    assert srl.last_terms[(4, 64)] == pytest.approx(mnrl(features(), None).item(), rel=1e-5)
+    matryoshka = losses.MatryoshkaLoss(model, mnrl, [32])
+    assert srl.last_terms[(4, 32)] == pytest.approx(matryoshka(features(), None).item(), rel=1e-5)
+    assert total.item() == pytest.approx(srl.last_terms[(4, 64)] + srl.last_terms[(4, 32)], rel=1e-6)
