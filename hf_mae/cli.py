@@ -16,6 +16,7 @@ COMMANDS = {
     "pretrain": ("hf_mae.training.pretrain", "pretrain a preset with Accelerate (resumable)"),
     "finetune": ("hf_mae.training.finetune", "fine-tune a pretrained folder with Trainer"),
     "probe": ("hf_mae.training.probe", "linear / kNN / attentive / prototypical probes on frozen features"),
+    "evaluate-retrieval": ("hf_mae.training.retrieval", "dense retrieval on a BEIR folder: nDCG@10, MRR@10, R@100"),
     "visualize": ("hf_mae.training.visualize", "PNG grids of masked inputs and reconstructions"),
     "embed-segments": ("hf_mae.training.segment_embeddings", "cut videos into segments, embed and cache them (LV-MAE)"),
     "convert": ("hf_mae.convert", "convert checkpoints between hf-mae, transformers and official layouts"),
