@@ -92,8 +92,10 @@ def finetune(method: str, pairs, *, steps: int, batch_size: int, lr: float, seed
 def evaluate(model, dataset, max_length: int):
     from hf_mae.training.retrieval import evaluate_retrieval
 
+    model.max_seq_length = max_length  # trained at a shorter length: evaluate passages at max_length tokens
+
     result = evaluate_retrieval(model, dataset, score="cos", batch_size=64, max_length=max_length,
-                                layer_dims=PAIRS, pooling="mean", progress=False)
+                                layer_dims=PAIRS, progress=False)
     return {f"{layer},{dim}": values for (layer, dim), values in result.items()}
 
 
@@ -110,11 +112,11 @@ def table(results: dict, metric: str = "nDCG@10") -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", default=["srl", "2dmse"], choices=["srl", "2dmse"])
-    parser.add_argument("--max-seq-length", type=int, default=64, help="tokens per training text")
+    parser.add_argument("--max-seq-length", type=int, default=48, help="tokens per training text")
     parser.add_argument("--eval-max-length", type=int, default=128, help="tokens per passage at evaluation")
     parser.add_argument("--max-passages", type=int, default=None, help="evaluate on a corpus cut to this many "
                         "passages (the judged ones kept): smoke runs only")

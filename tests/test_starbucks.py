@@ -4,6 +4,7 @@ by hand on a tiny batch, and SRL fine-tuning raising every sub-embedding's retri
 the real MiniLM vocabulary, CPU, fp32; nothing is downloaded."""
 
 import copy
+import json
 
 import pytest
 import torch
@@ -11,8 +12,11 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertModel
 
+import hf_mae
 from hf_mae.modeling.starbucks import (
     StarbucksConfig,
+    StarbucksForPreTraining,
+    StarbucksModel,
     StarbucksDecoder,
     check_layer_dim_pairs,
     mlm_head_transform,
@@ -21,7 +25,7 @@ from hf_mae.modeling.starbucks import (
     smae_pair_losses,
 )
 
-from conftest import shared_data
+from conftest import run_pretrain, shared_data
 
 PAIRS = [(1, 16), (2, 32), (3, 48), (4, 64)]
 
@@ -179,6 +183,10 @@ def test_config_checks_pairs_and_ratios():
         StarbucksConfig(layer_dim_pairs=[(2, 32), (2, 32)])
     with pytest.raises(ValueError, match="pooling"):
         StarbucksConfig(pooling="max")
+    # the pairs are checked against the backbone described
+    with pytest.raises(ValueError, match="exceeds the backbone's 2 layers"):
+        StarbucksConfig(encoder_config=dict(model_type="bert", num_hidden_layers=2, hidden_size=64,
+                                            num_attention_heads=2), layer_dim_pairs=[(3, 16)])
     with pytest.raises(ValueError, match="exceeds the backbone's 4 layers"):
         check_layer_dim_pairs("layer_dim_pairs", [(5, 8)], num_layers=4, hidden_size=64)
     with pytest.raises(ValueError, match="exceeds the backbone's hidden size 64"):
@@ -321,3 +329,80 @@ def test_srl_terms_match_sentence_transformers_losses(tokenizer, tmp_path):
     matryoshka = losses.MatryoshkaLoss(model, mnrl, [32])
     assert srl.last_terms[(4, 32)] == pytest.approx(matryoshka(features(), None).item(), rel=1e-5)
     assert total.item() == pytest.approx(srl.last_terms[(4, 64)] + srl.last_terms[(4, 32)], rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registered model: processor masks, decoder initialisation, per-pair embeddings, export, hf-mae pretrain
+
+
+def test_processor_draws_nested_whole_word_masks():
+    processor = hf_mae.create_processor("starbucks-tiny")
+    texts = ["unbelievably the quick brown foxes jumped over lazy dogs repeatedly", "to be or not to be, that is it"]
+    words = processor.tokenize(texts)["word_ids"]
+    inputs = processor(texts, return_tensors="pt", for_pretraining=True, generator=torch.Generator().manual_seed(3))
+    encoder, decoder = inputs["labels"] != -100, inputs["decoder_labels"] != -100
+    assert encoder.any() and (encoder & ~decoder).sum() == 0  # 0.2 inside 0.4, exactly
+    ordinary = words >= 0
+    assert not (decoder & ~ordinary).any()  # [CLS], [SEP] and padding never masked
+    for row in range(2):  # whole words: a word is masked in all its pieces or none
+        for word in words[row][ordinary[row]].unique():
+            pieces = words[row] == word
+            assert encoder[row][pieces].all() or not encoder[row][pieces].any()
+            assert decoder[row][pieces].all() or not decoder[row][pieces].any()
+    # the shares are the configured ratios, to one word's tokens
+    for mask, ratio in ((encoder, 0.2), (decoder, 0.4)):
+        for row in range(2):
+            assert abs(mask[row].sum().item() - ratio * ordinary[row].sum().item()) <= 2.5
+
+
+def test_pretraining_model_forward_and_per_pair_embeddings():
+    model = hf_mae.create_model("starbucks-tiny", task="pretraining").eval()
+    encoder = model.starbucks.encoder
+    # the decoder starts as a copy of the encoder's first layer
+    first = encoder.base_model.encoder.layer[0].state_dict()
+    assert all(torch.equal(value, first[key]) for key, value in model.decoder.layer.state_dict().items())
+    processor = hf_mae.create_processor("starbucks-tiny")
+    texts = ["a cat sat on the mat with a hat", "dogs run"]
+    inputs = processor(texts, return_tensors="pt", for_pretraining=True, generator=torch.Generator().manual_seed(0))
+    out = model(**inputs)
+    expected, _ = smae_pair_losses(encoder, model.decoder, model.config.layer_dim_pairs, inputs["input_ids"],
+                                   inputs["attention_mask"], inputs["labels"], inputs["decoder_input_ids"],
+                                   inputs["decoder_labels"])
+    assert torch.allclose(out.pair_losses, expected) and out.loss.item() == pytest.approx(expected.mean().item())
+    assert out.logits.shape == (*inputs["input_ids"].shape, 30522)
+    # StarbucksModel(layer, dim): the first dim of hidden_states[layer], CLS-pooled by default
+    plain = processor(texts, return_tensors="pt")
+    states = encoder.base_model(**plain, output_hidden_states=True).hidden_states
+    sub = model.starbucks(**plain, layer=2, dim=32)
+    assert torch.allclose(sub.last_hidden_state, states[2][..., :32]) and torch.allclose(sub.pooler_output,
+                                                                                          states[2][:, 0, :32])
+    with pytest.raises(ValueError, match="layer must be an int in 0..4"):
+        model.starbucks(**plain, layer=5)
+    with pytest.raises(ValueError, match="dim must be an int in 1..64"):
+        model.starbucks(**plain, dim=0)
+
+
+def test_pretrain_cli_end_to_end_and_export(tmp_path):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoModelForPreTraining
+
+    corpus = tmp_path / "corpus.jsonl"
+    lines = shakespeare_lines(64)
+    corpus.write_text("\n".join('{"_id": "%d", "title": "", "text": %s}' % (i, json.dumps(t)) for i, t in enumerate(lines)))
+    records = run_pretrain(["--model", "starbucks-tiny", "--dataset", str(corpus), "--max-steps", "6",
+                            "--batch-size", "8"], tmp_path / "run")
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    run = tmp_path / "run"
+    model = AutoModelForPreTraining.from_pretrained(run)
+    assert isinstance(model, StarbucksForPreTraining)
+    assert isinstance(AutoModel.from_pretrained(run), StarbucksModel)
+    # RUN/encoder: plain transformers and sentence-transformers load the backbone, CLS pooling
+    bert = AutoModel.from_pretrained(run / "encoder")
+    assert type(bert).__name__ == "BertModel"
+    sentence = SentenceTransformer(str(run / "encoder"), device="cpu")
+    processor = hf_mae.create_processor("starbucks-tiny")
+    plain = processor(["to be or not to be"], return_tensors="pt")
+    ours = model.starbucks(**plain).pooler_output
+    theirs = torch.tensor(sentence.encode(["to be or not to be"]))
+    assert torch.allclose(ours, theirs, atol=1e-5)
