@@ -1114,6 +1114,17 @@ class TextAdapter(Adapter):
         torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(self.batch, backbone.num_attention_heads, tokens))
 
 
+class StarbucksAdapter(TextAdapter):
+    """Starbucks: a paper preset shrunk to one layer keeps its layer_dim_pairs valid, (1, 32) and (1, full width)."""
+
+    def shrink(self):
+        settings = super().shrink()
+        if settings:
+            width = settings["encoder_config"]["hidden_size"]
+            settings["layer_dim_pairs"] = [[1, 32], [1, width]]
+        return settings
+
+
 def tiny_vit_teacher(config, width: int = 32, depth: int = 2) -> dict:
     """A tiny random ViT teacher on the (shrunk) preset's image and patch size: nothing is downloaded."""
     return dict(model_type="vit", image_size=to_2tuple(config.image_size)[0], patch_size=to_2tuple(config.patch_size)[0],
@@ -1440,6 +1451,7 @@ MODALITY_ADAPTERS = {
 }
 # methods whose masking or outputs differ from their modality's
 METHOD_ADAPTERS = {
+    "starbucks": StarbucksAdapter,
     "simmim": SimMIMAdapter,
     "mto": SimMIMAdapter,  # SimMIM + masked token optimisation: SimMIM's inputs and outputs
     "mixedae": MixedAEAdapter,
