@@ -53,6 +53,7 @@ PRESET_NAMES = {
     "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "spark": ["spark-convnext-small", "spark-convnext-tiny", "spark-resnet50", "spark-tiny"],
+    "starbucks": ["starbucks-all-minilm-l6-v2", "starbucks-bert-base-uncased", "starbucks-tiny"],
     "tgm": ["tgm-tiny", "tgm-vit-base-patch16"],
     "videomae": ["videomae-tiny", "videomae-vit-base-patch16", "videomae-vit-large-patch16"],
     "videomaev2": ["videomaev2-tiny", "videomaev2-vit-base-patch16", "videomaev2-vit-giant-patch14"],
@@ -87,6 +88,7 @@ ROW_FACTS = {
     "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "spark": ("image", None, "MAEImageProcessor", {}),
+    "starbucks": ("text", None, "StarbucksProcessor", {}),
     "tgm": ("video-text", None, "TGMProcessor", {}),
     "videomae": ("video", None, "MAEVideoProcessor", {}),
     "videomaev2": ("video", None, "MAEVideoProcessor", {}),
@@ -173,10 +175,10 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
     assert sorted(files_with_models) == sorted(f"hf_mae.modeling.{name}" for name in PRESET_NAMES)
 
 
-def test_rows_give_the_31_methods_with_their_presets():
+def test_rows_give_the_registered_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 32 and len(registry.PRESETS) == 85
+    assert len(registry.METHODS) == 33 and len(registry.PRESETS) == 88
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,
