@@ -47,6 +47,10 @@ def example_inputs(preset, config, task, seed=0):
             "edge_index": torch.cat([edges, edges + 6], dim=1),
             "batch": torch.arange(2).repeat_interleave(6),
         }
+    if modality == "text":  # the processor's own output (pre-training: with its masks, seeded)
+        processor = registry.create_processor(preset)
+        texts = ["half precision for text models", "a second and longer text to pad the first", "third", "four"]
+        return dict(processor(texts, return_tensors="pt", for_pretraining=task == "pretraining", generator=generator))
     raise AssertionError(f"no example inputs for modality {modality!r}")
 
 

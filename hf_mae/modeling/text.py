@@ -208,10 +208,11 @@ def load_pretrained_weights(masked_lm: nn.Module, name_or_path: str) -> dict:
     built (new). Returns ``{"missing_keys": [...], "unexpected_keys": [...]}`` of the copy."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        source = AutoModelForMaskedLM.from_pretrained(name_or_path, dtype=torch.float32)
+        source, info = AutoModelForMaskedLM.from_pretrained(name_or_path, dtype=torch.float32, output_loading_info=True)
     result = masked_lm.load_state_dict(source.state_dict(), strict=False)
-    head_missing = [key for key in source.state_dict() if key not in masked_lm.state_dict()]
-    return {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys) + head_missing}
+    # missing: what the checkpoint lacked (kept as built: new), e.g. the MLM head of a sentence-embedding model
+    return {"missing_keys": sorted(set(info["missing_keys"]) | set(result.missing_keys)),
+            "unexpected_keys": sorted(set(info["unexpected_keys"]) | set(result.unexpected_keys))}
 
 
 def mlm_head(masked_lm: nn.Module) -> nn.Module:
@@ -393,6 +394,8 @@ class TextProcessor(ProcessorMixin):
 
     def __call__(self, text=None, return_tensors=None, for_pretraining: bool = False,
                  generator: torch.Generator | None = None, **kwargs) -> BatchFeature:
+        # ProcessorMixin's own per-modality keyword groups (empty unless a caller fills them)
+        kwargs = {k: v for k, v in kwargs.items() if not (k.endswith("_kwargs") and not v)}
         if kwargs:
             raise TypeError(f"{type(self).__name__} got unknown settings {sorted(kwargs)}; it takes text, "
                             "return_tensors, for_pretraining and generator (set max_length on the processor)")
@@ -422,6 +425,15 @@ def save_encoder(masked_lm: nn.Module, directory, tokenizer=None, pooling: str =
     masked_lm.save_pretrained(directory)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+        # a tokenizer taken from an hf-mae processor names that processor; the plain folder must load the tokenizer
+        # alone (sentence-transformers asks AutoProcessor)
+        path = os.path.join(directory, "tokenizer_config.json")
+        if os.path.isfile(path):
+            with open(path) as stream:
+                settings = json.load(stream)
+            if settings.pop("processor_class", None) is not None:
+                with open(path, "w") as stream:
+                    json.dump(settings, stream, indent=2)
     width = masked_lm.config.hidden_size
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
