@@ -51,6 +51,7 @@ PRESET_NAMES = {
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "qlae": ["qlae-shapes3d", "qlae-tiny"],
     "retromae": ["retromae-bert-base-uncased", "retromae-minilm-l6", "retromae-tiny"],
+    "dupmae": ["dupmae-bert-base-uncased", "dupmae-minilm-l6", "dupmae-tiny"],
     "selfie": ["selfie-resnet50-cifar10", "selfie-tiny"],
     "simmim": ["simmim-tiny", "simmim-vit-base-patch16"],
     "spark": ["spark-convnext-small", "spark-convnext-tiny", "spark-resnet50", "spark-tiny"],
@@ -87,6 +88,7 @@ ROW_FACTS = {
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "qlae": ("image", 1e-3, "MAEImageProcessor", {"do_normalize": False}),
     "retromae": ("text", None, "RetroMAEProcessor", {}),
+    "dupmae": ("text", None, "DupMAEProcessor", {}),
     "selfie": ("image", None, "MAEImageProcessor", {}),
     "simmim": ("image", None, "MAEImageProcessor", {}),
     "spark": ("image", None, "MAEImageProcessor", {}),
@@ -180,7 +182,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_registered_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 34 and len(registry.PRESETS) == 91
+    assert len(registry.METHODS) == 35 and len(registry.PRESETS) == 94
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -242,9 +242,11 @@ class RetroMAEForPreTraining(RetroMAEPreTrainedModel):
     processor's pre-training inputs (``processor(texts, for_pretraining=True)``). ``save_encoder(dir, tokenizer)``
     writes the trained encoder for ``AutoModel`` / ``SentenceTransformer``."""
 
+    encoder_class = RetroMAEModel  # the base model class (DupMAE's adds its dual representation)
+
     def __init__(self, config: RetroMAEConfig):
         super().__init__(config)
-        self.retromae = RetroMAEModel(config, warm_start=False)
+        self.retromae = self.encoder_class(config, warm_start=False)
         self.decoder = RetroMAEDecoderLayer(self.retromae.encoder.config)
         self.post_init()
         self.warm_start(self.retromae.encoder)
