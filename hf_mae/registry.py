@@ -25,6 +25,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForAudioClassification,
+    AutoModelForCausalLM,
     AutoModelForMaskedImageModeling,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
@@ -53,13 +54,14 @@ AUTO_CLASSES = {
     "point-cloud-classification": AutoModelForPointCloudClassification,
     "node-classification": AutoModelForNodeClassification,
     "graph-classification": AutoModelForGraphClassification,
+    "causal-lm": AutoModelForCausalLM,
 }
 
 # modality -> the Auto class its processor is registered with (``_register``) and loads back with
 PROCESSOR_AUTO_CLASSES = {
     "image": AutoImageProcessor, "video": AutoImageProcessor, "video-text": AutoProcessor,
     "embeddings": AutoFeatureExtractor, "audio": AutoFeatureExtractor, "point-cloud": AutoFeatureExtractor,
-    "graph": AutoFeatureExtractor,
+    "graph": AutoFeatureExtractor, "text": AutoProcessor,
 }
 
 

@@ -1,0 +1,430 @@
+"""MEAP: Mask-Enhanced Autoregressive Prediction (Zhuang et al., ICML 2025), arXiv:2502.07490.
+
+MEAP changes no architecture: it is a training transform for any decoder-only causal LM.
+1. The tokenizer gains a ``[MASK]`` token (a tokenizer that has a mask token keeps it) and the LM's input
+   embeddings (and its output layer) grow by the one row it needs (:func:`add_mask_token`, :func:`meap_transform`).
+2. Pre-training (``mode="pretrain"``): in every training batch ``max(1, int(L * mask_ratio))`` input positions,
+   drawn uniformly from ``[0, L - 1)`` and **the same for every sequence of the batch**, are replaced by ``[MASK]``;
+   the positions come from a generator seeded by the optimiser step (``masking.step_seeded_positions``). The
+   next-token targets stay the *original* tokens, and the loss is the plain next-token cross-entropy over every
+   position: nothing else changes (causal attention, no extra head).
+3. Fine-tuning (``mode="sft"``): :func:`meap_sft_examples` turns a (prompt, answer) pair into the usual example
+   (labels = -100 on the prompt, next-token targets on the answer and EOS) and, when the answer has more than
+   ``sft_answer_threshold`` (50) tokens, a masked copy: ``max(1, int(A * mask_ratio))`` answer positions replaced
+   by ``[MASK]``, labels = the original token at the masked positions only (-100 elsewhere), which transformers'
+   shifted loss predicts from the position before. The model then trains on both with its ordinary loss.
+
+The wrapped LM is any ``AutoModelForCausalLM``: built from ``lm_config`` (a config dict, randomly initialised from
+``lm_seed``), loaded from ``lm_name_or_path``, or passed as an instance (``MEAPForCausalLM(config, lm=...)``). It is
+the submodule ``lm`` and is trained; :meth:`MEAPForCausalLM.save_lm` writes it (and the tokenizer with its
+``[MASK]``) as a plain transformers checkpoint that ``AutoModelForCausalLM.from_pretrained`` / ``AutoTokenizer``
+load without hf-mae.
+
+Departures from the paper / the official code (``scitix/MEAP``):
+- the official pre-training feeds ``block_size`` tokens and predicts the next ``block_size``; hf-mae follows
+  transformers (``L`` tokens in, the ``L - 1`` shifted targets) and draws from ``[0, L - 1)`` of the ``L`` given
+  positions (the last one, a target only, is never masked);
+- positions come from ``torch.Generator(mask_seed + step)`` (``step`` modulo ``mask_seed_cycle`` when set: the
+  official cycles ``50 + step % 51`` through Python's ``random``), so the exact positions differ from the official
+  ones for the same step;
+- the official SFT truncates the labels of the plain example independently of its input (the last label can then be
+  an answer token where the input has EOS); hf-mae cuts both the same way;
+- the paper describes concatenating the plain and masked SFT copies; the official code (and hf-mae) emits them as
+  two examples.
+
+Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutputWithPast
+from transformers.utils import ModelOutput
+
+from .base import check_choice, check_int, check_rate
+from .masking import step_seeded_positions
+from .teachers import check_teacher_fields
+
+MODES = ("pretrain", "sft")
+IGNORE_INDEX = -100
+# config keys of a saved LM config that describe the checkpoint, not the architecture
+_NOT_ARCHITECTURE = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype")
+
+
+class MEAPConfig(PreTrainedConfig):
+    r"""Configuration of a MEAP model: a causal LM and how MEAP masks its inputs. Defaults are the paper's
+    pre-training (``mask_ratio`` 0.1).
+
+    lm_name_or_path: the causal LM (a Hub id or a folder) loaded with ``AutoModelForCausalLM.from_pretrained`` when
+        ``lm_config`` is None.
+    lm_config: instead, a config dict (with ``model_type``, e.g. ``"llama"``) of a randomly initialised LM. Once a
+        model is built, this holds the LM's full config (with its resized vocabulary), which is how a saved MEAP
+        checkpoint rebuilds its LM before loading its own weights: when set, it wins over ``lm_name_or_path``.
+    lm_seed: seed of that random initialisation (hf-mae's choice: the global RNG is left alone).
+    tokenizer_name_or_path: the tokenizer (None: ``lm_name_or_path``; with neither, the processor builds hf-mae's
+        byte-level tokenizer, the one of the ``meap-tiny`` preset).
+    mask_ratio: share of input positions replaced by ``[MASK]`` (0.1, the paper's; 0.05 / 0.15 / 0.2 in ablations);
+        in SFT mode the share of answer positions of the masked copy.
+    mode: ``"pretrain"`` (the model masks every training batch itself, targets unmasked) or ``"sft"`` (no masking
+        in the forward: :func:`meap_sft_examples` prepares the masked copies and their labels).
+    mask_token: the token added to a tokenizer that has no mask token (``"[MASK]"``, the official one).
+    mask_token_id: its id, set when the model is first built from a tokenizer (the preset's tokenizer fixes it).
+    mask_seed, mask_seed_cycle: the positions of step ``s`` come from ``torch.Generator(mask_seed + s)``, or with a
+        cycle from ``mask_seed + s % mask_seed_cycle`` (the official scripts: seed 50, cycle 51, i.e. 51 distinct
+        patterns); hf-mae's default is a fresh seed every step (cycle None).
+    sft_answer_threshold: SFT makes a masked copy of an answer longer than this many tokens (50, the official).
+    max_length: the processor truncates texts to this many tokens, with a warning (hf-mae's choice: 2048; the
+        paper's pre-training block is 4096).
+    """
+
+    model_type = "meap"
+
+    lm_name_or_path: str | None = None
+    lm_config: dict | None = None
+    lm_seed: int = 0
+    tokenizer_name_or_path: str | None = None
+    mask_ratio: float = 0.1
+    mode: str = "pretrain"
+    mask_token: str = "[MASK]"
+    mask_token_id: int | None = None
+    mask_seed: int = 0
+    mask_seed_cycle: int | None = None
+    sft_answer_threshold: int = 50
+    max_length: int = 2048
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        check_teacher_fields(self, prefix="lm")
+        for name in ("tokenizer_name_or_path",):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, str) and value):
+                raise ValueError(f"{name} must be a Hub id or folder (a non-empty str) or None, got {value!r}")
+        check_rate("mask_ratio", self.mask_ratio)
+        check_choice("mode", self.mode, MODES)
+        if not (isinstance(self.mask_token, str) and self.mask_token):
+            raise ValueError(f"mask_token must be a non-empty str, got {self.mask_token!r}")
+        if self.mask_token_id is not None:
+            check_int("mask_token_id", self.mask_token_id, minimum=0)
+        if isinstance(self.mask_seed, bool) or not isinstance(self.mask_seed, int):
+            raise ValueError(f"mask_seed must be an int, got {self.mask_seed!r}")
+        if self.mask_seed_cycle is not None:
+            check_int("mask_seed_cycle", self.mask_seed_cycle)
+        check_int("sft_answer_threshold", self.sft_answer_threshold, minimum=0)
+        check_int("max_length", self.max_length, minimum=2)
+
+    def step_seed(self, step: int) -> int:
+        """The seed of the mask positions of optimiser step ``step``."""
+        return self.mask_seed + (step % self.mask_seed_cycle if self.mask_seed_cycle else step)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The transform: [MASK] in the tokenizer, one more embedding row in the LM
+
+
+def add_mask_token(tokenizer, mask_token: str = "[MASK]") -> int:
+    """Gives ``tokenizer`` a mask token unless it has one; returns how many tokens were added (0 or 1).
+
+    A tokenizer with a ``mask_token`` keeps it (BERT's ``[MASK]``, RoBERTa's ``<mask>``); one whose vocabulary
+    already holds ``mask_token`` gets it as its mask token without a new id; otherwise ``mask_token`` is added as a
+    special token. Also sets the padding token to EOS where there is none (as the official code), so batches pad.
+    """
+    if not (isinstance(mask_token, str) and mask_token):
+        raise ValueError(f"mask_token must be a non-empty str, got {mask_token!r}")
+    added = 0
+    if tokenizer.mask_token is None:
+        if mask_token in tokenizer.get_vocab():
+            tokenizer.mask_token = mask_token
+        else:
+            added = tokenizer.add_special_tokens({"mask_token": mask_token})
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return added
+
+
+def meap_transform(lm: PreTrainedModel, tokenizer, mask_token: str = "[MASK]") -> int:
+    """MEAP's change to a causal LM and its tokenizer, in place: :func:`add_mask_token`, then the input embeddings
+    (and a separate output layer) grow to hold the mask id when it is past the last row (one row for a tokenizer as
+    large as the embedding; none for a padded vocabulary that already has room). Returns the mask token id."""
+    if not isinstance(lm, PreTrainedModel):
+        raise TypeError(f"lm must be a transformers PreTrainedModel (a causal LM), got {type(lm).__name__}")
+    add_mask_token(tokenizer, mask_token)
+    mask_id = tokenizer.mask_token_id
+    rows = lm.get_input_embeddings().weight.shape[0]
+    if mask_id >= rows:
+        lm.resize_token_embeddings(mask_id + 1, mean_resizing=False)  # the new row gets the LM's own init
+    return mask_id
+
+
+def lm_config_dict(lm: PreTrainedModel) -> dict:
+    """The architecture of ``lm`` as a config dict (with ``model_type``) that :func:`build_causal_lm` rebuilds."""
+    settings = lm.config.to_dict()
+    for key in _NOT_ARCHITECTURE:
+        settings.pop(key, None)
+    settings["model_type"] = lm.config.model_type
+    return settings
+
+
+def build_causal_lm(config: MEAPConfig, **kwargs) -> PreTrainedModel:
+    """The LM a config describes: from ``lm_config`` (randomly initialised from ``lm_seed``, the global RNG left
+    alone) when set, else ``AutoModelForCausalLM.from_pretrained(lm_name_or_path)``."""
+    if config.lm_config is not None:
+        settings = dict(config.lm_config)
+        lm_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.lm_seed)
+            return AutoModelForCausalLM.from_config(lm_config, **kwargs)
+    if config.lm_name_or_path is None:
+        raise ValueError("MEAPConfig needs a causal LM: set lm_name_or_path (a Hub id or folder) or lm_config (a "
+                         "config dict with 'model_type'), or pass the model as MEAPForCausalLM(config, lm=...)")
+    return AutoModelForCausalLM.from_pretrained(config.lm_name_or_path, **kwargs)
+
+
+def load_tokenizer(config: MEAPConfig):
+    """The tokenizer ``tokenizer_name_or_path`` (or ``lm_name_or_path``) names, or None when neither is set."""
+    name = config.tokenizer_name_or_path or config.lm_name_or_path
+    return None if name is None else AutoTokenizer.from_pretrained(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The pre-training mask and the SFT examples
+
+
+def mask_inputs(input_ids: torch.Tensor, positions: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """A copy of ``input_ids`` (batch, L) with the columns ``positions`` (num_masked,) set to ``mask_token_id``:
+    the same positions in every sequence of the batch."""
+    masked = input_ids.clone()
+    masked[:, positions.to(input_ids.device)] = mask_token_id
+    return masked
+
+
+def meap_sft_examples(prompt_ids: Sequence[int], answer_ids: Sequence[int], *, mask_token_id: int,
+                      eos_token_id: int, mask_ratio: float = 0.1, max_length: int = 2048,
+                      answer_threshold: int = 50, rng: random.Random | None = None) -> list[dict]:
+    """MEAP's SFT examples of one (prompt, answer) turn, as lists of ints (``input_ids``, ``attention_mask``,
+    ``labels``), ready for a padding collator (e.g. transformers' ``DataCollatorForSeq2Seq``).
+
+    1. the plain example: ``prompt + answer + [eos]`` (cut to ``max_length`` with EOS kept last); labels -100 on the
+       prompt, the tokens themselves on the answer and EOS (transformers shifts them: position t predicts t + 1);
+    2. only when ``len(answer_ids) > answer_threshold``: the masked copy ``(prompt + answer)[:end] + [eos]`` with
+       ``end = min(len(prompt) + len(answer), max_length - 1)``, in which ``max(1, int((end - len(prompt)) *
+       mask_ratio))`` answer positions, drawn without replacement by ``rng``, hold ``mask_token_id``; labels are the
+       original token at those positions only (-100 elsewhere, EOS included).
+    """
+    for name, ids in (("prompt_ids", prompt_ids), ("answer_ids", answer_ids)):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise TypeError(f"{name} must be a sequence of token ids (ints), got {list(ids)[:5]!r}...")
+    if not answer_ids:
+        raise ValueError("answer_ids is empty: an SFT turn needs an answer to learn")
+    check_rate("mask_ratio", mask_ratio)
+    check_int("max_length", max_length, minimum=2)
+    check_int("answer_threshold", answer_threshold, minimum=0)
+    rng = rng if rng is not None else random.Random(0)
+    prompt, answer = list(prompt_ids), list(answer_ids)
+
+    sequence = prompt + answer + [eos_token_id]
+    labels = [IGNORE_INDEX] * len(prompt) + answer + [eos_token_id]
+    if len(sequence) > max_length:
+        sequence = sequence[: max_length - 1] + [eos_token_id]
+        labels = labels[: max_length - 1] + [eos_token_id if max_length - 1 >= len(prompt) else IGNORE_INDEX]
+    examples = [dict(input_ids=sequence, attention_mask=[1] * len(sequence), labels=labels)]
+
+    start, full = len(prompt), prompt + answer
+    end = min(len(full), max_length - 1)
+    if len(answer) > answer_threshold and end > start:
+        count = max(1, int((end - start) * mask_ratio))
+        positions = rng.sample(range(start, end), count)
+        masked, masked_labels = full[:end], [IGNORE_INDEX] * end
+        for position in positions:
+            masked[position] = mask_token_id
+            masked_labels[position] = full[position]
+        masked, masked_labels = masked + [eos_token_id], masked_labels + [IGNORE_INDEX]
+        examples.append(dict(input_ids=masked, attention_mask=[1] * len(masked), labels=masked_labels))
+    return examples
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass
+class MEAPCausalLMOutput(ModelOutput):
+    """
+    loss: next-token cross-entropy against the *original* tokens (``labels``; in pre-training the unmasked inputs).
+    logits: (batch, L, vocab) the LM's next-token logits.
+    mask: (batch, L) float, 1 where the input held ``[MASK]`` (None when nothing was masked).
+    cache, hidden_states, attentions: as the wrapped LM returns them.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    cache: object | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+
+
+class MEAPPreTrainedModel(PreTrainedModel):
+    """Holds a transformers causal LM as ``self.lm``; its init, attention backends and checkpointing are the LM's."""
+
+    config_class = MEAPConfig
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def __init__(self, config: MEAPConfig, lm: PreTrainedModel | None = None, tokenizer=None):
+        super().__init__(config)
+        if lm is not None and not isinstance(lm, PreTrainedModel):
+            raise TypeError(f"lm must be a transformers PreTrainedModel (a causal LM), got {type(lm).__name__}")
+        lm = lm if lm is not None else build_causal_lm(config)
+        if config.mask_token_id is None or tokenizer is not None:
+            tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
+            if tokenizer is None:
+                raise ValueError("MEAPConfig has no mask_token_id and no tokenizer to add one to: set mask_token_id, "
+                                 "tokenizer_name_or_path or lm_name_or_path, or pass tokenizer=")
+            config.mask_token_id = meap_transform(lm, tokenizer, config.mask_token)
+        rows = lm.get_input_embeddings().weight.shape[0]
+        if config.mask_token_id >= rows:
+            raise ValueError(f"mask_token_id {config.mask_token_id} is past the LM's {rows} embedding rows; the LM "
+                             "must have been resized for [MASK] (meap_transform)")
+        config.lm_config = lm_config_dict(lm)  # a saved checkpoint rebuilds this LM (resized) from its config
+        self.lm = lm
+        tied = getattr(lm, "_tied_weights_keys", None) or {}
+        if isinstance(tied, Mapping):
+            self._tied_weights_keys = {f"lm.{key}": f"lm.{value}" for key, value in tied.items()}
+        self.post_init()
+
+    def _init_weights(self, module):
+        self.lm._init_weights(module)  # the LM's own rules (Llama: normal(0, initializer_range), ones for norms)
+
+    def get_input_embeddings(self):
+        return self.lm.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.lm.set_input_embeddings(value)
+
+    def save_lm(self, save_directory, tokenizer=None, **kwargs) -> None:
+        """Writes the wrapped LM as a plain transformers checkpoint (``AutoModelForCausalLM.from_pretrained`` loads
+        it without hf-mae) and, when given, the tokenizer with its ``[MASK]`` (``AutoTokenizer``)."""
+        self.lm.save_pretrained(save_directory, **kwargs)
+        if tokenizer is not None:
+            if tokenizer.mask_token_id != self.config.mask_token_id:
+                raise ValueError(f"tokenizer's mask token id {tokenizer.mask_token_id} is not the model's "
+                                 f"{self.config.mask_token_id}: save the tokenizer the model was built with")
+            tokenizer.save_pretrained(save_directory)
+
+
+class MEAPModel(MEAPPreTrainedModel):
+    """The LM's decoder stack as a feature extractor (``AutoModel``): no masking, ``last_hidden_state`` (batch, L,
+    hidden). It holds the whole LM (its head unused) so that it loads a ``MEAPForCausalLM`` checkpoint key for key."""
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs) -> BaseModelOutputWithPast:
+        return self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+
+class MEAPForCausalLM(MEAPPreTrainedModel):
+    """A causal LM trained with MEAP (``AutoModelForCausalLM``, also the pre-training class).
+
+    In training mode with ``mode="pretrain"`` every forward replaces the step's mask positions by ``[MASK]`` in all
+    sequences and scores the LM against the original tokens. The step is the optimiser step that the training loop
+    hands to :meth:`after_optimizer_step` (``hf-mae pretrain`` and the Trainer callback do); without that hook each
+    training forward moves to the next step. In eval mode, or in ``mode="sft"``, it is the plain LM.
+    """
+
+    def __init__(self, config: MEAPConfig, lm: PreTrainedModel | None = None, tokenizer=None):
+        super().__init__(config, lm=lm, tokenizer=tokenizer)
+        self.mask_step = 0  # the optimiser step whose positions the next training forward uses
+        self._step_from_hook = False
+
+    def after_optimizer_step(self, step: int | None = None) -> bool:
+        """Call after every optimiser step with the number of steps done (None: one more): the next batches use
+        that step's positions. From the first call on, forwards no longer advance the step. Returns False (no
+        teacher moves; the EMA hooks' convention)."""
+        step = self.mask_step + 1 if step is None else step
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"step must be an int >= 0 (optimiser steps done), got {step!r}")
+        self.mask_step, self._step_from_hook = step, True
+        return False
+
+    def mask_positions_for(self, length: int, step: int | None = None, mask_ratio: float | None = None):
+        """The (num_masked,) positions MEAP masks in a batch of ``length``-token sequences at ``step`` (default:
+        the current step)."""
+        step = self.mask_step if step is None else step
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        return step_seeded_positions(length, ratio, self.config.step_seed(step))
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None, mask_positions: torch.Tensor | None = None,
+                step: int | None = None, mask_ratio: float | None = None, **kwargs) -> MEAPCausalLMOutput:
+        r"""
+        input_ids: (batch, L) token ids; attention_mask: (batch, L), 0 on padding.
+        labels: (batch, L) targets (transformers shifts them); default when masking: the unmasked ``input_ids``
+            with -100 on padding.
+        mask_positions: (num_masked,) positions to mask in every sequence, in any mode (deterministic).
+        step, mask_ratio: mask the positions of that step / at that ratio, in any mode (default: the current step
+            and ``config.mask_ratio``, in training with ``mode="pretrain"`` only).
+        """
+        masking = mask_positions is not None or step is not None or mask_ratio is not None or (
+            self.training and self.config.mode == "pretrain" and self.config.mask_ratio > 0)
+        mask = None
+        if masking and input_ids is not None:
+            if mask_positions is None:
+                mask_positions = self.mask_positions_for(input_ids.shape[1], step, mask_ratio)
+                if step is None and self.training and not self._step_from_hook:
+                    self.mask_step += 1  # no training loop hands steps over: every batch is a step
+            if labels is None:
+                labels = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0,
+                                                                                        IGNORE_INDEX)
+            mask = torch.zeros(input_ids.shape, device=input_ids.device)
+            mask[:, mask_positions.to(input_ids.device)] = 1.0
+            input_ids = mask_inputs(input_ids, mask_positions, self.config.mask_token_id)
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, return_dict=True, **kwargs)
+        return MEAPCausalLMOutput(loss=out.loss, logits=out.logits, mask=mask, cache=out.cache,
+                                  hidden_states=out.hidden_states, attentions=out.attentions)
+
+    def generate(self, *args, **kwargs):
+        """The wrapped LM's ``generate`` (MEAP generates as a plain causal LM)."""
+        return self.lm.generate(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry row
+
+# tiny random Llama for tests and quick starts; vocab 260 = hf-mae's byte-level tokenizer (3 specials + 256 bytes)
+# plus the [MASK] it gains (id 259), so the preset needs no tokenizer to build (the processor builds the tokenizer)
+TINY_LM = dict(model_type="llama", vocab_size=260, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, bos_token_id=1,
+               eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+# the paper's tiny_LLaMA_0.1b_mask (lit_gpt/config.py): 12 layers x 12 heads, 768-d, MLP 2048, 2 key-value groups,
+# RMSNorm, RoPE, block 4096, vocab 32064 (the Llama tokenizer's 32000 + [MASK] at 32000, padded to 64)
+LLAMA_01B = dict(model_type="llama", vocab_size=32064, hidden_size=768, intermediate_size=2048, num_hidden_layers=12,
+                 num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                 bos_token_id=1, eos_token_id=2, tie_word_embeddings=False)
+
+METHOD = dict(
+    name="meap",
+    paper="Mask-Enhanced Autoregressive Prediction: Pay Less Attention to Learn More (Zhuang et al., ICML 2025), "
+          "arXiv:2502.07490",
+    config_class=MEAPConfig,
+    model_classes={"base": MEAPModel, "pretraining": MEAPForCausalLM, "causal-lm": MEAPForCausalLM},
+    processor="MEAPProcessor",
+    presets={
+        "meap-tiny": dict(lm_config=TINY_LM, mask_token_id=259, max_length=256),
+        # the paper's 0.1B pre-training: mask 0.1 of a 4096 block; the official 0.1B scripts seed 50 + step % 51;
+        # the tokenizer is TinyLlama's Llama tokenizer (the official repo ships it with [MASK] added at 32000)
+        "meap-llama-0.1b": dict(lm_config=LLAMA_01B, mask_token_id=32000, max_length=4096, mask_seed=50,
+                                mask_seed_cycle=51, tokenizer_name_or_path="TinyLlama/TinyLlama_v1.1"),
+    },
+    modality="text",
+    pretrain_lr=4e-4,  # the official 0.1B recipe: AdamW 4e-4 (cosine to 4e-5), betas (0.9, 0.95), wd 0.05
+    pretrain_betas=(0.9, 0.95),
+    pretrain_weight_decay=0.05,
+)
