@@ -372,17 +372,18 @@ class MEAPForCausalLM(MEAPPreTrainedModel):
         step, mask_ratio: mask the positions of that step / at that ratio, in any mode (default: the current step
             and ``config.mask_ratio``, in training with ``mode="pretrain"`` only).
         """
+        pretraining = self.training and self.config.mode == "pretrain"
         masking = mask_positions is not None or step is not None or mask_ratio is not None or (
-            self.training and self.config.mode == "pretrain" and self.config.mask_ratio > 0)
+            pretraining and self.config.mask_ratio > 0)
         mask = None
+        if (masking or pretraining) and input_ids is not None and labels is None:
+            # the next-token targets are the original tokens (padding ignored)
+            labels = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
         if masking and input_ids is not None:
             if mask_positions is None:
                 mask_positions = self.mask_positions_for(input_ids.shape[1], step, mask_ratio)
                 if step is None and self.training and not self._step_from_hook:
                     self.mask_step += 1  # no training loop hands steps over: every batch is a step
-            if labels is None:
-                labels = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0,
-                                                                                        IGNORE_INDEX)
             mask = torch.zeros(input_ids.shape, device=input_ids.device)
             mask[:, mask_positions.to(input_ids.device)] = 1.0
             input_ids = mask_inputs(input_ids, mask_positions, self.config.mask_token_id)
