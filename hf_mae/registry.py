@@ -61,7 +61,8 @@ AUTO_CLASSES = {
 PROCESSOR_AUTO_CLASSES = {
     "image": AutoImageProcessor, "video": AutoImageProcessor, "video-text": AutoProcessor,
     "embeddings": AutoFeatureExtractor, "audio": AutoFeatureExtractor, "point-cloud": AutoFeatureExtractor,
-    "graph": AutoFeatureExtractor, "text": AutoProcessor,
+    "graph": AutoFeatureExtractor,
+    "text": AutoProcessor,  # a tokenizer plus the method's masks (modeling/text.py's TextProcessor)
 }
 
 
@@ -74,7 +75,7 @@ class Method:
     processor_class: type
     make_processor: Callable  # config -> processor: ``processor_class.from_model_config(config, **processor_settings)``
     presets: dict = field(default_factory=dict)  # preset name -> config kwargs
-    modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph
+    modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph | text
     # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
     # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
     pretrain_lr: float | None = None

@@ -1009,6 +1009,111 @@ class EmbeddingsAdapter(Adapter):
 
 
 
+class TextAdapter(Adapter):
+    """Text methods (RetroMAE, DupMAE, Starbucks): a transformers masked LM inside. The processor draws the masks
+    (``processor(texts, for_pretraining=True, generator=g)``, as the methods' official collators do), so the fixed
+    inputs are its output under a seeded generator and ``noise`` is empty; a paper preset keeps its widths but gets
+    one layer, no warm start (nothing downloaded) and the tiny presets' local tokenizer (the same uncased vocabulary).
+    The second and third texts are padded (the first is the longest)."""
+
+    processor_auto_class = AutoProcessor
+    batch = 3
+    texts = (
+        "Masked auto-encoders pre-train retrieval models: the encoder's [CLS] state must carry the whole passage.",
+        "A shorter second passage about dense retrieval.",
+        "Third text!",
+    )
+    base_model_is_the_base_class = True
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        from hf_mae.modeling.text import MINILM
+
+        config = create_config(self.preset)
+        encoder = dict(config.encoder_config, num_hidden_layers=1)
+        return dict(encoder_name_or_path=None, encoder_config=encoder, tokenizer_name_or_path=MINILM, max_length=64)
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return dict(self.processor()(list(self.texts), return_tensors="pt", for_pretraining=True, generator=generator))
+
+    def noise(self, config, seed=0):
+        return {}  # the processor's seeded generator fixes the masks
+
+    def base_inputs(self, model, fixed):
+        return {"input_ids": fixed["input_ids"], "attention_mask": fixed["attention_mask"]}
+
+    def feature_inputs(self, config):
+        return dict(self.processor()(list(self.texts), return_tensors="pt"))
+
+    def num_blocks(self, config):
+        return config.backbone_config().num_hidden_layers
+
+    def masked_count(self, config):
+        raise NotImplementedError("text masks are whole words: the count depends on the words")
+
+    def check_drawn_mask(self, out, config):
+        assert torch.isfinite(out.loss) and out.logits.shape[:2] == self.inputs(config)["input_ids"].shape
+
+    def check_fixed_noise(self, model, fixed):
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss)
+        again = self.inputs(model.config)  # the same seed: the same masks
+        assert all(torch.equal(again[key], fixed[key]) for key in fixed)
+        other = self.inputs(model.config, seed=1)
+        assert not torch.equal(other["input_ids"], fixed["input_ids"])
+        # the encoder's whole-word mask covers about mask_ratio of the ordinary tokens (special ones never)
+        ordinary = self.processor().tokenize(list(self.texts))["word_ids"] >= 0
+        masked = fixed["labels"] != -100
+        assert not (masked & ~ordinary).any()
+        share = masked.sum().item() / ordinary.sum().item()
+        assert abs(share - model.config.mask_ratio) < 0.15, share
+
+    def check_mask_ratio_zero(self, model):
+        """The base model masks nothing: every token in order, and a text's features do not depend on its batch
+        (padding is masked out)."""
+        inputs = self.feature_inputs(model.config)
+        out = model(**inputs)
+        assert out.last_hidden_state.shape[:2] == inputs["input_ids"].shape
+        length = int(inputs["attention_mask"][1].sum())
+        alone = model(input_ids=inputs["input_ids"][1:2, :length], attention_mask=inputs["attention_mask"][1:2, :length])
+        torch.testing.assert_close(alone.last_hidden_state[0], out.last_hidden_state[1, :length], rtol=0, atol=1e-5)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        ids = fixed["input_ids"]
+        with pytest.raises(TypeError, match="integer token ids"):
+            model(**{**fixed, "input_ids": ids.float()})
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            model(**{**fixed, "input_ids": ids.numpy()})
+        with pytest.raises(ValueError, match="empty batch"):
+            model(**{**fixed, "input_ids": ids[:0]})
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            model(**{**fixed, "input_ids": ids + 10**6})
+        with pytest.raises(ValueError, match="attention_mask must have the shape"):
+            model(**{**fixed, "attention_mask": fixed["attention_mask"][:, :-1]})
+        with pytest.raises(ValueError, match="pre-training inputs"):
+            model(input_ids=ids, attention_mask=fixed["attention_mask"])
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, **self.shrink(), encoder_mask_ratio=1.0)
+        with pytest.raises(ValueError, match="empty texts"):
+            self.processor()(["fine", ""], return_tensors="pt")
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """One hidden state per backbone layer plus the embeddings; attention rows sum to one (eager: sdpa
+        returns no maps)."""
+        eager = self.build(attn_implementation="eager")
+        eager.load_state_dict(model.state_dict())
+        out = eager.base_model(**base_inputs, output_hidden_states=True, output_attentions=True)
+        backbone = model.config.backbone_config()
+        tokens = base_inputs["input_ids"].shape[1]
+        assert len(out.hidden_states) == backbone.num_hidden_layers + 1
+        assert len(out.attentions) == backbone.num_hidden_layers
+        assert out.attentions[0].shape == (self.batch, backbone.num_attention_heads, tokens, tokens)
+        torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(self.batch, backbone.num_attention_heads, tokens))
+
+
 def tiny_vit_teacher(config, width: int = 32, depth: int = 2) -> dict:
     """A tiny random ViT teacher on the (shrunk) preset's image and patch size: nothing is downloaded."""
     return dict(model_type="vit", image_size=to_2tuple(config.image_size)[0], patch_size=to_2tuple(config.patch_size)[0],
@@ -1331,6 +1436,7 @@ MODALITY_ADAPTERS = {
     "point-cloud": PointCloudAdapter,
     "graph": GraphAdapter,
     "embeddings": EmbeddingsAdapter,
+    "text": TextAdapter,
 }
 # methods whose masking or outputs differ from their modality's
 METHOD_ADAPTERS = {

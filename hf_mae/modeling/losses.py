@@ -128,3 +128,31 @@ def attention_kl(teacher: torch.Tensor, student: torch.Tensor, eps: float = 1e-8
     teacher, student = teacher.float(), student.float()
     log_ratio = torch.log(teacher.clamp_min(eps)) - torch.log(student.clamp_min(eps))
     return torch.where(teacher > 0, teacher * log_ratio, 0.0).sum(dim=-1).mean()
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy of (batch, L, V) ``logits`` against (batch, L) ``labels``, averaged over the labelled tokens of
+    the whole batch (transformers' masked-LM loss), in float32; 0 (with a gradient path) when no token is labelled,
+    where torch's mean would be NaN."""
+    flat = logits.reshape(-1, logits.shape[-1]).float()
+    targets = labels.reshape(-1)
+    total = torch.nn.functional.cross_entropy(flat, targets, ignore_index=ignore_index, reduction="sum")
+    return total / (targets != ignore_index).sum().clamp(min=1)
+
+
+def bag_of_words_loss(logits: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
+                      pad_shift: float = -1000.0) -> torch.Tensor:
+    """DupMAE's bag-of-words loss: ``mean_b( -sum_v w_v log softmax(o_b)_v )``.
+
+    logits: (batch, L, V) MLM logits; token_ids: (batch, L) the input's original ids; positions: (batch, L) bool, the
+    ordinary tokens (no special, no padding). ``o_b`` is the max over the ordinary positions of the logits, the
+    others pushed down by ``pad_shift`` first (RetroMAE's code: -1000); ``w_v = 1 / n_b`` for every id in the
+    input's n_b ordinary tokens, a repeated id counted once (its weight is not summed)."""
+    shift = (~positions).to(logits.dtype).unsqueeze(-1) * pad_shift
+    pooled = (logits.float() + shift.float()).max(dim=1).values  # (batch, V)
+    count = positions.sum(1, keepdim=True).clamp(min=1).float()
+    weights = torch.zeros_like(pooled)
+    ids = token_ids.masked_fill(~positions, 0)
+    values = positions.float() / count  # 1/n at ordinary positions, 0 elsewhere
+    weights.scatter_reduce_(1, ids, values, reduce="amax")  # a repeated id keeps 1/n (collapsed), never 2/n
+    return -(weights * torch.log_softmax(pooled, dim=-1)).sum(1).mean()

@@ -718,3 +718,88 @@ class MultiBlockMaskGenerator:
         target_ids = (torch.stack(targets) if targets
                       else torch.zeros(0, self.num_targets, target_size[0] * target_size[1], dtype=torch.long))
         return MultiBlockMask(context_ids.to(device), target_ids.to(device), rows * cols)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Text: whole-word masks (RetroMAE, DupMAE, Starbucks) and BERT's 80/10/10 corruption
+
+
+def whole_word_masks(word_ids: torch.Tensor, ratios, generator: torch.Generator | None = None,
+                     noise: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Nested whole-word masks, one per ratio, from ONE random ranking of the words of each sequence.
+
+    word_ids: (batch, L) long, the word each token belongs to (0, 1, ... in any order; the sub-word pieces of a word
+        share its id) and -1 for special and padding tokens, which are never masked.
+    ratios: a float or a sequence of floats in [0, 1]; ratio r masks the first words of the ranking until r of the
+        sequence's ordinary tokens are covered: of the prefixes of the ranking, the one whose token count is closest
+        to r * (ordinary tokens) (ties: the shorter; at least one word when r > 0). A larger ratio takes a longer
+        prefix of the same ranking, so the masks are nested: ratio 0.2 is a subset of ratio 0.4 (Starbucks).
+        hf-mae's choice: transformers' ``DataCollatorForWholeWordMask`` (RetroMAE's collator) instead skips a word
+        that would overshoot and tries the next one, which is not nested across ratios.
+    generator / noise: the ranking is ``argsort`` of one uniform draw per word, from ``generator``, or read from
+        ``noise`` (batch, L): a word's draw is the noise at its first token (a fixed noise fixes the masks).
+    Returns a list of bool (batch, L) masks, True = masked, in the order of ``ratios``.
+    """
+    single = isinstance(ratios, (int, float)) and not isinstance(ratios, bool)
+    ratios = [ratios] if single else list(ratios)
+    for ratio in ratios:
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
+            raise ValueError(f"ratios must be numbers in [0, 1], got {ratio!r}")
+    if not isinstance(word_ids, torch.Tensor) or word_ids.dim() != 2 or word_ids.dtype.is_floating_point:
+        raise ValueError(f"word_ids must be a (batch, L) integer tensor, got {getattr(word_ids, 'shape', word_ids)!r}")
+    batch, length = word_ids.shape
+    ordinary = word_ids >= 0
+    num_words = int(word_ids.max().item()) + 1 if word_ids.numel() else 0
+    num_words = max(num_words, 1)
+    ids = word_ids.clamp(min=0)
+    # tokens per word (batch, W); words that do not occur count 0
+    counts = torch.zeros(batch, num_words, dtype=torch.long, device=word_ids.device)
+    counts.scatter_add_(1, ids, ordinary.long())
+    if noise is not None:
+        if noise.shape != word_ids.shape:
+            raise ValueError(f"noise must have the shape of word_ids {tuple(word_ids.shape)}, got {tuple(noise.shape)}")
+        # each word's draw: the noise at its first token
+        positions = torch.arange(length, device=word_ids.device).expand(batch, length)
+        first = torch.full((batch, num_words), length - 1, dtype=torch.long, device=word_ids.device)
+        first.scatter_reduce_(1, ids, positions.masked_fill(~ordinary, length - 1), reduce="amin")
+        draws = noise.gather(1, first)
+    else:
+        draws = torch.rand(batch, num_words, generator=generator, device=generator.device if generator is not None
+                           else word_ids.device).to(word_ids.device)
+    draws = draws.masked_fill(counts == 0, 3.0)  # absent words rank last
+    order = draws.argsort(dim=1, stable=True)
+    rank = order.argsort(dim=1)  # the rank of each word
+    cumulative = counts.gather(1, order).cumsum(1).float()  # tokens covered by the first k+1 ranked words
+    present = counts.gather(1, order) > 0
+    total = ordinary.sum(1).float()
+    masks = []
+    for ratio in ratios:
+        target = (ratio * total).unsqueeze(1)
+        distance = (cumulative - target).abs().masked_fill(~present, float("inf"))
+        take = distance.argmin(dim=1) + 1  # words in the prefix (argmin: the first, i.e. shorter, on ties)
+        if ratio == 0.0:
+            take = torch.zeros_like(take)
+        take = torch.where(total > 0, take, torch.zeros_like(take))
+        masked_word = rank < take.unsqueeze(1)
+        masks.append(masked_word.gather(1, ids) & ordinary)
+    return masks
+
+
+def mlm_corruption(input_ids: torch.Tensor, mask: torch.Tensor, mask_token_id: int, vocab_size: int,
+                   generator: torch.Generator | None = None, mask_share: float = 0.8, random_share: float = 0.1):
+    """BERT's corruption of the ``mask`` (bool, True = predicted) positions of ``input_ids``: ``mask_share`` of them
+    become ``mask_token_id``, ``random_share`` a uniformly drawn token of the vocabulary, the rest stay as they are.
+    Returns ``(corrupted_ids, labels)``: labels hold the original ids at the masked positions and -100 elsewhere."""
+    if not 0.0 <= mask_share <= 1.0 or not 0.0 <= random_share <= 1.0 - mask_share:
+        raise ValueError(f"mask_share and random_share must be >= 0 with a sum <= 1, got {mask_share}, {random_share}")
+    device = input_ids.device
+    draw = torch.rand(input_ids.shape, generator=generator, device=generator.device if generator is not None else device)
+    random_ids = torch.randint(vocab_size, input_ids.shape, generator=generator,
+                               device=generator.device if generator is not None else device)
+    draw, random_ids = draw.to(device), random_ids.to(device)
+    corrupted = input_ids.clone()
+    corrupted[mask & (draw < mask_share)] = mask_token_id
+    swap = mask & (draw >= mask_share) & (draw < mask_share + random_share)
+    corrupted[swap] = random_ids[swap]
+    labels = input_ids.masked_fill(~mask, -100)
+    return corrupted, labels

@@ -49,6 +49,9 @@ TMP_PREFIX = ".tmp-"
 RUN_FILES = (
     CHECKPOINTS, "metrics.jsonl", "metrics.json", "run_args.json", "model.safetensors", "config.json",
     "preprocessor_config.json", "reconstruction.png", "tensorboard",
+    # text methods: the tokenizer beside the model, the plain encoder in encoder/
+    "processor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "encoder",
 )
 # the default lr, as --help and the README state it
 LR_RULE = (
@@ -86,7 +89,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="config fields to change, typed by the config (true/false, 1,2 for lists), e.g. "
                             "hidden_size=32 num_hidden_layers=2")
     model.add_argument("--mask-ratio", type=rate, default=None, help="override the preset's mask ratio")
-    model.add_argument("--dataset", required=True, help="digits, sprites, a local image folder or a Hugging Face dataset id")
+    model.add_argument("--dataset", required=True,
+                       help="digits, sprites, a local image folder or a Hugging Face dataset id; text methods: a .txt "
+                            "file (a text per line), a .jsonl file (BEIR corpus rows: title + text), a folder of "
+                            "them or a datasets id")
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
     model.add_argument("--num-workers", type=int_or_auto, default="auto", help=NUM_WORKERS_HELP)
@@ -259,8 +265,11 @@ def resolve_num_workers(value) -> int:
 
 def build_dataloader(args, processor):
     """(DataLoader, the raw data set) for the run; the loader's own generator keeps the global RNG untouched."""
+    from .. import registry
     from .data import collate, load_image_dataset, with_model_inputs
 
+    if registry.get_method(args.model).modality == "text":
+        return build_text_dataloader(args, processor)
     raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
@@ -278,6 +287,64 @@ def build_dataloader(args, processor):
     if args.streaming:
         return torch.utils.data.DataLoader(dataset, **common), raw
     sampler = EpochSampler(len(dataset), args.seed, keyed=getattr(dataset, "epoch_keys", False))
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
+
+
+class TextRows(torch.utils.data.Dataset):
+    """A map-style text data set read by ``(epoch, index)`` keys (``EpochSampler(..., keyed=True)``): each row
+    travels with its key, which seeds the batch's masks (:class:`TextCollator`)."""
+
+    epoch_keys = True
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        epoch, index = key if isinstance(key, (tuple, list)) else (0, key)
+        return (int(epoch), int(index)), self.dataset[int(index)]["text"]
+
+
+class TextCollator:
+    """Texts -> the method's pre-training inputs: ``processor(texts, for_pretraining=True, generator=g)``. Keyed
+    rows (map-style) seed ``g`` with ``sample_seed(seed, *keys)``, so a batch's masks depend on the batch alone (a
+    resumed run and another --num-workers draw the same ones); a stream's rows (no keys) draw from a generator
+    seeded once per loading process (``seed`` and the worker), not replayed exactly by a resumed run."""
+
+    def __init__(self, processor, seed: int):
+        self.processor, self.seed, self.stream_generator = processor, seed, None
+
+    def __call__(self, rows):
+        from .augmentation import sample_seed
+
+        if rows and isinstance(rows[0], tuple):
+            keys, texts = zip(*rows)
+            generator = torch.Generator().manual_seed(sample_seed(self.seed, *(p for key in keys for p in key)))
+        else:
+            texts = [row["text"] for row in rows]
+            if self.stream_generator is None:
+                info = torch.utils.data.get_worker_info()
+                self.stream_generator = torch.Generator().manual_seed(
+                    sample_seed(self.seed, -1, info.id if info is not None else 0))
+            generator = self.stream_generator
+        return dict(self.processor(list(texts), return_tensors="pt", for_pretraining=True, generator=generator))
+
+
+def build_text_dataloader(args, processor):
+    """(DataLoader, raw data set) for a text method: rows of ``load_text_dataset`` batched into the processor's
+    pre-training inputs (tokenised, truncated, masked) by :class:`TextCollator`."""
+    from .text_data import load_text_dataset
+
+    raw = load_text_dataset(args.dataset, args.split, streaming=args.streaming)
+    generator = torch.Generator().manual_seed(args.seed)
+    common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=TextCollator(processor, args.seed),
+                  num_workers=resolve_num_workers(args.num_workers), generator=generator)
+    if args.streaming:
+        return torch.utils.data.DataLoader(raw.shuffle(seed=args.seed, buffer_size=1000), **common), raw
+    dataset = TextRows(raw)
+    sampler = EpochSampler(len(dataset), args.seed, keyed=True)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
 
@@ -680,6 +747,8 @@ def _export(accelerator, model, state_dict, processor, raw_dataset, output_dir: 
     try:
         unwrapped.save_pretrained(staging, state_dict=state_dict, is_main_process=True, save_function=accelerator.save)
         processor.save_pretrained(staging)
+        if hasattr(unwrapped, "save_encoder"):  # text methods: the backbone alone, for AutoModel / SentenceTransformer
+            unwrapped.save_encoder(staging / "encoder", tokenizer=getattr(processor, "tokenizer", None))
         summary = {}
         # an image grid of reconstructions: image models with pixel targets only (not MP3, DMJD's HOG, audio, video)
         if hasattr(unwrapped, "reconstruct") and unwrapped.main_input_name == "pixel_values":
