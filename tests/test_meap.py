@@ -19,11 +19,12 @@ from hf_mae.modeling.meap import (
     TINY_LM,
     MEAPConfig,
     MEAPForCausalLM,
+    MEAPProcessor,
     add_mask_token,
+    byte_level_tokenizer,
     meap_sft_examples,
     meap_transform,
 )
-from hf_mae.processors.processing_meap import MEAPProcessor, byte_level_tokenizer
 
 MINILM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "models" / "all-MiniLM-L6-v2" / "model"
 if not MINILM.is_dir():
@@ -313,7 +314,7 @@ def test_bad_config_and_input():
     with pytest.raises(TypeError, match="lm must be"):
         MEAPForCausalLM(MEAPConfig(lm_config=TINY_LM, mask_token_id=259), lm=torch.nn.Linear(2, 2))
     processor = MEAPProcessor(byte_level_tokenizer(), max_length=16)
-    with pytest.raises(TypeError, match="texts"):
+    with pytest.raises(TypeError, match="text must be"):
         processor([1, 2])
     with pytest.raises(ValueError, match="empty"):
         processor(["fine", ""])
@@ -321,3 +322,53 @@ def test_bad_config_and_input():
         warnings.simplefilter("always")
         encoded = processor(["x" * 40, "short"])
     assert encoded["input_ids"].shape == (2, 16) and any("truncated" in str(w.message) for w in caught)
+
+
+def test_a_saved_model_keeps_its_own_weights_not_the_named_lm(tmp_path):
+    torch.manual_seed(2)
+    base = LlamaForCausalLM(LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, bos_token_id=1, eos_token_id=2, pad_token_id=0))
+    base.save_pretrained(tmp_path / "base")
+    byte_level_tokenizer().save_pretrained(tmp_path / "base")
+    model = MEAPForCausalLM(MEAPConfig(lm_name_or_path=str(tmp_path / "base")))
+    assert model.warm_start_info["missing_keys"] == []
+    with torch.no_grad():
+        model.lm.get_input_embeddings().weight.add_(1.0)  # "training"
+    model.save_pretrained(tmp_path / "run")
+    reloaded = MEAPForCausalLM.from_pretrained(tmp_path / "run")
+    assert reloaded.warm_start_info is None
+    assert torch.equal(reloaded.lm.get_input_embeddings().weight, model.lm.get_input_embeddings().weight)
+
+
+# ------------------------------------------------------------------------------------------------ the CLI
+
+SHAKESPEARE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "text" / "tinyshakespeare.txt"
+if not SHAKESPEARE.is_file():
+    SHAKESPEARE = Path("/work/shared/data/text/tinyshakespeare.txt")
+
+
+@pytest.mark.skipif(not SHAKESPEARE.is_file(), reason=f"Tiny Shakespeare is not at {SHAKESPEARE}")
+def test_pretrain_end_to_end_on_tiny_shakespeare(tmp_path):
+    from hf_mae.training.pretrain import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        folder, summary = main(["--model", "meap-tiny", "--dataset", str(SHAKESPEARE), "--max-steps", "30",
+                                "--batch-size", "16", "--log-steps", "5", "--output-dir", str(tmp_path / "run")])
+        streamed, streamed_summary = main(["--model", "meap-tiny", "--dataset", str(SHAKESPEARE), "--streaming",
+                                           "--max-steps", "4", "--batch-size", "8",
+                                           "--output-dir", str(tmp_path / "stream")])
+    finally:
+        torch.set_num_threads(threads)
+    # from log(260) = 5.56 at the start; observed 5.47 (steps 1-5) -> 4.88 (steps 26-30)
+    assert summary["first_loss"] > 5.2 and summary["final_loss"] < summary["first_loss"] - 0.3, summary
+    assert streamed_summary["steps"] == 4 and (streamed / "lm" / "model.safetensors").is_file()
+    # RUN/lm is a plain Llama with the tokenizer and its [MASK]; it computes what the run's MEAP model computes
+    lm = AutoModelForCausalLM.from_pretrained(folder / "lm").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder / "lm")
+    assert type(lm) is LlamaForCausalLM and tokenizer.mask_token == "[MASK]" and tokenizer.mask_token_id == 259
+    run = AutoModelForCausalLM.from_pretrained(folder).eval()
+    ids = tokenizer(["First Citizen:", "Before we proceed any further, hear me speak."], return_tensors="pt",
+                    padding=True)
+    torch.testing.assert_close(lm(**ids).logits, run(**ids).logits)

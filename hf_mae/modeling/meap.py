@@ -44,12 +44,14 @@ from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedTokenizerFast
 from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.utils import ModelOutput
 
-from .base import check_choice, check_int, check_rate
+from .base import MaskedModelPreTrainedModel, check_choice, check_int, check_rate
 from .masking import step_seeded_positions
 from .teachers import check_teacher_fields
+from .text import TextProcessor, check_token_inputs, no_warm_start, warm_start_enabled
 
 MODES = ("pretrain", "sft")
 IGNORE_INDEX = -100
@@ -61,11 +63,12 @@ class MEAPConfig(PreTrainedConfig):
     r"""Configuration of a MEAP model: a causal LM and how MEAP masks its inputs. Defaults are the paper's
     pre-training (``mask_ratio`` 0.1).
 
-    lm_name_or_path: the causal LM (a Hub id or a folder) loaded with ``AutoModelForCausalLM.from_pretrained`` when
-        ``lm_config`` is None.
-    lm_config: instead, a config dict (with ``model_type``, e.g. ``"llama"``) of a randomly initialised LM. Once a
-        model is built, this holds the LM's full config (with its resized vocabulary), which is how a saved MEAP
-        checkpoint rebuilds its LM before loading its own weights: when set, it wins over ``lm_name_or_path``.
+    lm_name_or_path: the causal LM (a Hub id or a folder): its config.json gives the architecture when
+        ``lm_config`` is None, and its weights warm-start a freshly built model (never ``from_pretrained`` of a
+        saved MEAP model, whose weights are its own), as the text foundation's ``encoder_name_or_path``.
+    lm_config: the LM's architecture as a config dict (with ``model_type``, e.g. ``"llama"``); None with a name:
+        read from the name's config.json. Once a model is built it holds the LM's full config with the vocabulary
+        grown for ``[MASK]``. Without a name the LM is randomly initialised.
     lm_seed: seed of that random initialisation (hf-mae's choice: the global RNG is left alone).
     tokenizer_name_or_path: the tokenizer (None: ``lm_name_or_path``; with neither, the processor builds hf-mae's
         byte-level tokenizer, the one of the ``meap-tiny`` preset).
@@ -117,6 +120,34 @@ class MEAPConfig(PreTrainedConfig):
             check_int("mask_seed_cycle", self.mask_seed_cycle)
         check_int("sft_answer_threshold", self.sft_answer_threshold, minimum=0)
         check_int("max_length", self.max_length, minimum=2)
+        if self.lm_config is None and self.lm_name_or_path is not None:
+            # the architecture only (config.json), never the weights: a fresh build reads those (warm start)
+            self.lm_config = lm_config_dict(AutoConfig.from_pretrained(self.lm_name_or_path))
+
+    def backbone_config(self) -> PreTrainedConfig:
+        """The transformers config of the wrapped LM."""
+        if self.lm_config is None:
+            raise ValueError("MEAPConfig needs a causal LM: set lm_name_or_path (a Hub id or folder) or lm_config (a "
+                             "config dict with 'model_type'), or pass the model as MEAPForCausalLM(config, lm=...)")
+        settings = dict(self.lm_config)
+        return AutoConfig.for_model(settings.pop("model_type"), **settings)
+
+    # the LM's sizes, read through (transformers' generic code and the contract suite ask configs for them)
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config().hidden_size
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.backbone_config().num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.backbone_config().num_attention_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backbone_config().vocab_size
 
     def step_seed(self, step: int) -> int:
         """The seed of the mask positions of optimiser step ``step``."""
@@ -161,34 +192,47 @@ def meap_transform(lm: PreTrainedModel, tokenizer, mask_token: str = "[MASK]") -
     return mask_id
 
 
-def lm_config_dict(lm: PreTrainedModel) -> dict:
-    """The architecture of ``lm`` as a config dict (with ``model_type``) that :func:`build_causal_lm` rebuilds."""
-    settings = lm.config.to_dict()
+def lm_config_dict(lm) -> dict:
+    """The architecture of ``lm`` (a model or its config) as a config dict (with ``model_type``) that
+    :func:`build_causal_lm` rebuilds."""
+    config = lm.config if isinstance(lm, PreTrainedModel) else lm
+    settings = config.to_dict()
     for key in _NOT_ARCHITECTURE:
         settings.pop(key, None)
-    settings["model_type"] = lm.config.model_type
+    settings["model_type"] = config.model_type
     return settings
 
 
 def build_causal_lm(config: MEAPConfig, **kwargs) -> PreTrainedModel:
-    """The LM a config describes: from ``lm_config`` (randomly initialised from ``lm_seed``, the global RNG left
-    alone) when set, else ``AutoModelForCausalLM.from_pretrained(lm_name_or_path)``."""
-    if config.lm_config is not None:
-        settings = dict(config.lm_config)
-        lm_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.lm_seed)
-            return AutoModelForCausalLM.from_config(lm_config, **kwargs)
-    if config.lm_name_or_path is None:
-        raise ValueError("MEAPConfig needs a causal LM: set lm_name_or_path (a Hub id or folder) or lm_config (a "
-                         "config dict with 'model_type'), or pass the model as MEAPForCausalLM(config, lm=...)")
-    return AutoModelForCausalLM.from_pretrained(config.lm_name_or_path, **kwargs)
+    """The randomly initialised LM of ``config.lm_config`` (from ``lm_seed``, the global RNG left alone)."""
+    lm_config = config.backbone_config()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.lm_seed)
+        return AutoModelForCausalLM.from_config(lm_config, **kwargs)
+
+
+def load_lm_weights(lm: PreTrainedModel, name_or_path: str) -> dict:
+    """Copies ``AutoModelForCausalLM.from_pretrained(name_or_path)``'s weights (float32) into ``lm``; a source with
+    fewer embedding rows (``lm`` already grown for ``[MASK]``) is grown first, its new row left as ``lm`` had it.
+    Returns ``{"missing_keys", "unexpected_keys"}`` of the copy."""
+    source = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+    rows = lm.get_input_embeddings().weight.shape[0]
+    state = source.state_dict()
+    own = lm.state_dict()
+    for key, value in state.items():
+        if key in own and value.dim() == 2 and value.shape[0] < own[key].shape[0] == rows:
+            grown = own[key].detach().clone()
+            grown[: value.shape[0]] = value
+            state[key] = grown
+    result = lm.load_state_dict(state, strict=False)
+    return {"missing_keys": list(result.missing_keys), "unexpected_keys": list(result.unexpected_keys)}
 
 
 def load_tokenizer(config: MEAPConfig):
-    """The tokenizer ``tokenizer_name_or_path`` (or ``lm_name_or_path``) names, or None when neither is set."""
+    """The tokenizer ``tokenizer_name_or_path`` (or ``lm_name_or_path``) names; with neither, hf-mae's
+    :func:`byte_level_tokenizer`."""
     name = config.tokenizer_name_or_path or config.lm_name_or_path
-    return None if name is None else AutoTokenizer.from_pretrained(name)
+    return byte_level_tokenizer() if name is None else AutoTokenizer.from_pretrained(name)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -269,27 +313,22 @@ class MEAPCausalLMOutput(ModelOutput):
     attentions: tuple[torch.Tensor, ...] | None = None
 
 
-class MEAPPreTrainedModel(PreTrainedModel):
-    """Holds a transformers causal LM as ``self.lm``; its init, attention backends and checkpointing are the LM's."""
+class MEAPPreTrainedModel(MaskedModelPreTrainedModel):
+    """Holds a transformers causal LM as ``self.lm``, initialised by its own rules (``initialize_weights`` of the
+    base: a nested transformers model first), with its attention backends and checkpointing."""
 
     config_class = MEAPConfig
     main_input_name = "input_ids"
-    supports_gradient_checkpointing = True
-    _supports_sdpa = True
-    _supports_flash_attn = True
-    _supports_flex_attn = True
-    _supports_attention_backend = True
+    _no_split_modules = []
 
     def __init__(self, config: MEAPConfig, lm: PreTrainedModel | None = None, tokenizer=None):
         super().__init__(config)
         if lm is not None and not isinstance(lm, PreTrainedModel):
             raise TypeError(f"lm must be a transformers PreTrainedModel (a causal LM), got {type(lm).__name__}")
+        fresh = lm is None
         lm = lm if lm is not None else build_causal_lm(config)
         if config.mask_token_id is None or tokenizer is not None:
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
-            if tokenizer is None:
-                raise ValueError("MEAPConfig has no mask_token_id and no tokenizer to add one to: set mask_token_id, "
-                                 "tokenizer_name_or_path or lm_name_or_path, or pass tokenizer=")
             config.mask_token_id = meap_transform(lm, tokenizer, config.mask_token)
         rows = lm.get_input_embeddings().weight.shape[0]
         if config.mask_token_id >= rows:
@@ -301,9 +340,15 @@ class MEAPPreTrainedModel(PreTrainedModel):
         if isinstance(tied, Mapping):
             self._tied_weights_keys = {f"lm.{key}": f"lm.{value}" for key, value in tied.items()}
         self.post_init()
+        # warm start: the named LM's weights, on a fresh build only (from_pretrained loads the checkpoint's own)
+        self.warm_start_info = None
+        if fresh and config.lm_name_or_path is not None and warm_start_enabled():
+            self.warm_start_info = load_lm_weights(self.lm, config.lm_name_or_path)
 
-    def _init_weights(self, module):
-        self.lm._init_weights(module)  # the LM's own rules (Llama: normal(0, initializer_range), ones for norms)
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        with no_warm_start():
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
     def get_input_embeddings(self):
         return self.lm.get_input_embeddings()
@@ -311,9 +356,14 @@ class MEAPPreTrainedModel(PreTrainedModel):
     def set_input_embeddings(self, value):
         self.lm.set_input_embeddings(value)
 
+    def check_inputs(self, input_ids, attention_mask) -> None:
+        if input_ids is not None:
+            check_token_inputs(input_ids, attention_mask, vocab_size=self.lm.get_input_embeddings().weight.shape[0])
+
     def save_lm(self, save_directory, tokenizer=None, **kwargs) -> None:
         """Writes the wrapped LM as a plain transformers checkpoint (``AutoModelForCausalLM.from_pretrained`` loads
-        it without hf-mae) and, when given, the tokenizer with its ``[MASK]`` (``AutoTokenizer``)."""
+        it without hf-mae) and, when given, the tokenizer with its ``[MASK]`` (``AutoTokenizer``). ``hf-mae
+        pretrain`` writes it to ``RUN/lm``."""
         self.lm.save_pretrained(save_directory, **kwargs)
         if tokenizer is not None:
             if tokenizer.mask_token_id != self.config.mask_token_id:
@@ -327,6 +377,7 @@ class MEAPModel(MEAPPreTrainedModel):
     hidden). It holds the whole LM (its head unused) so that it loads a ``MEAPForCausalLM`` checkpoint key for key."""
 
     def forward(self, input_ids=None, attention_mask=None, **kwargs) -> BaseModelOutputWithPast:
+        self.check_inputs(input_ids, attention_mask)
         return self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
@@ -372,6 +423,7 @@ class MEAPForCausalLM(MEAPPreTrainedModel):
         step, mask_ratio: mask the positions of that step / at that ratio, in any mode (default: the current step
             and ``config.mask_ratio``, in training with ``mode="pretrain"`` only).
         """
+        self.check_inputs(input_ids, attention_mask)
         pretraining = self.training and self.config.mode == "pretrain"
         masking = mask_positions is not None or step is not None or mask_ratio is not None or (
             pretraining and self.config.mask_ratio > 0)
@@ -394,6 +446,78 @@ class MEAPForCausalLM(MEAPPreTrainedModel):
     def generate(self, *args, **kwargs):
         """The wrapped LM's ``generate`` (MEAP generates as a plain causal LM)."""
         return self.lm.generate(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The processor
+
+
+BYTE_SPECIALS = ("<pad>", "<s>", "</s>")
+
+
+def byte_symbols() -> dict[int, str]:
+    """Byte -> the printable symbol the byte-level pre-tokenizer writes for it (GPT-2's table: printable Latin-1
+    bytes stand for themselves, the other 68 take the code points from 256 up, in byte order)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    others = [byte for byte in range(256) if byte not in printable]
+    table = {byte: chr(byte) for byte in printable}
+    table.update({byte: chr(256 + index) for index, byte in enumerate(others)})
+    return dict(sorted(table.items()))
+
+
+def byte_level_tokenizer() -> PreTrainedTokenizerFast:
+    """hf-mae's byte-level tokenizer, the ``meap-tiny`` preset's (hf-mae's choice): 259 ids, ``<pad>`` 0, ``<s>`` 1,
+    ``</s>`` 2, then byte ``b`` at ``3 + b``, no merges; it prefixes ``<s>``. Built in code (nothing trained or
+    downloaded, the same ids everywhere), it tokenises any text and has no ``[MASK]``, which MEAP adds at 259. (The
+    real MiniLM WordPiece at hand is an uncased BERT tokenizer with [CLS]/[SEP] that already holds [MASK]: a poor
+    fit for a causal LM, and a 30,522-id softmax on CPU.)"""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    vocab = {token: index for index, token in enumerate(BYTE_SPECIALS)}
+    vocab.update({symbol: len(BYTE_SPECIALS) + byte for byte, symbol in byte_symbols().items()})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                        special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                                   model_max_length=1 << 30)
+
+
+class MEAPProcessor(TextProcessor):
+    """A causal LM's tokenizer with MEAP's ``[MASK]`` (added here when it has no mask token).
+
+    ``processor(texts, return_tensors="pt")``: ``input_ids`` / ``attention_mask`` (batch, L), padded to the longest
+    text, cut to ``max_length`` with a warning. ``for_pretraining=True`` adds ``labels``: the unmasked ids, -100 on
+    padding. MEAP's mask is **not** drawn here (unlike the MLM methods'): the model draws it per batch from the
+    optimiser step, the same positions for the whole batch, so the generator is unused.
+    """
+
+    def __init__(self, tokenizer=None, max_length: int = 2048, mask_token: str = "[MASK]", **kwargs):
+        self.mask_token = mask_token
+        super().__init__(tokenizer, max_length=max_length, **kwargs)
+        if tokenizer is not None:
+            add_mask_token(tokenizer, mask_token)
+
+    @classmethod
+    def from_model_config(cls, config, **settings):
+        name = config.tokenizer_name_or_path or config.lm_name_or_path
+        tokenizer = byte_level_tokenizer() if name is None else AutoTokenizer.from_pretrained(name)
+        settings.setdefault("max_length", config.max_length)
+        processor = cls(tokenizer, mask_token=config.mask_token, **settings)
+        if config.mask_token_id is not None and tokenizer.mask_token_id != config.mask_token_id:
+            raise ValueError(f"the tokenizer {name or 'byte_level_tokenizer()'} puts {config.mask_token} at id "
+                             f"{tokenizer.mask_token_id}, the config expects mask_token_id {config.mask_token_id}")
+        return processor
+
+    @property
+    def mask_token_id(self) -> int:
+        return self.tokenizer.mask_token_id
+
+    def pretraining_inputs(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "labels": labels}
 
 
 # ---------------------------------------------------------------------------------------------------------------
