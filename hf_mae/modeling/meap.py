@@ -206,6 +206,9 @@ def lm_config_dict(lm) -> dict:
 def build_causal_lm(config: MEAPConfig, **kwargs) -> PreTrainedModel:
     """The randomly initialised LM of ``config.lm_config`` (from ``lm_seed``, the global RNG left alone)."""
     lm_config = config.backbone_config()
+    implementation = getattr(config, "_attn_implementation", None)  # the wrapper's backend (eager, sdpa, flex, ...)
+    if implementation is not None and "attn_implementation" not in kwargs:
+        kwargs["attn_implementation"] = implementation
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.lm_seed)
         return AutoModelForCausalLM.from_config(lm_config, **kwargs)
@@ -350,6 +353,12 @@ class MEAPPreTrainedModel(MaskedModelPreTrainedModel):
         with no_warm_start():
             return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
 
+    @property
+    def base_model(self) -> PreTrainedModel:
+        """The wrapped LM's decoder stack without its head (Llama: ``lm.model``), whose own classes capture hidden
+        states and attentions (``output_hidden_states`` / ``output_attentions``)."""
+        return self.lm.base_model
+
     def get_input_embeddings(self):
         return self.lm.get_input_embeddings()
 
@@ -378,7 +387,8 @@ class MEAPModel(MEAPPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, **kwargs) -> BaseModelOutputWithPast:
         self.check_inputs(input_ids, attention_mask)
-        return self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        kwargs.setdefault("use_cache", False)  # features, not generation
+        return self.base_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
 
 
 class MEAPForCausalLM(MEAPPreTrainedModel):
@@ -424,6 +434,7 @@ class MEAPForCausalLM(MEAPPreTrainedModel):
             and ``config.mask_ratio``, in training with ``mode="pretrain"`` only).
         """
         self.check_inputs(input_ids, attention_mask)
+        return_dict = kwargs.pop("return_dict", None)
         pretraining = self.training and self.config.mode == "pretrain"
         masking = mask_positions is not None or step is not None or mask_ratio is not None or (
             pretraining and self.config.mask_ratio > 0)
@@ -440,8 +451,9 @@ class MEAPForCausalLM(MEAPPreTrainedModel):
             mask[:, mask_positions.to(input_ids.device)] = 1.0
             input_ids = mask_inputs(input_ids, mask_positions, self.config.mask_token_id)
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, labels=labels, return_dict=True, **kwargs)
-        return MEAPCausalLMOutput(loss=out.loss, logits=out.logits, mask=mask, cache=out.cache,
-                                  hidden_states=out.hidden_states, attentions=out.attentions)
+        output = MEAPCausalLMOutput(loss=out.loss, logits=out.logits, mask=mask, cache=out.cache,
+                                    hidden_states=out.hidden_states, attentions=out.attentions)
+        return output.to_tuple() if return_dict is False else output
 
     def generate(self, *args, **kwargs):
         """The wrapped LM's ``generate`` (MEAP generates as a plain causal LM)."""
