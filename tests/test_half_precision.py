@@ -47,6 +47,10 @@ def example_inputs(preset, config, task, seed=0):
             "edge_index": torch.cat([edges, edges + 6], dim=1),
             "batch": torch.arange(2).repeat_interleave(6),
         }
+    if modality == "text":  # the processor's output: tokens (and the method's pre-training inputs)
+        texts = ["Masked modelling of text, in half precision.", "A second, shorter text.", "Third.", "Fourth one"]
+        return dict(registry.create_processor(preset)(texts, return_tensors="pt", for_pretraining=task == "pretraining",
+                                                      generator=generator))
     raise AssertionError(f"no example inputs for modality {modality!r}")
 
 

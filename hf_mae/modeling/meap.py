@@ -332,7 +332,9 @@ class MEAPPreTrainedModel(MaskedModelPreTrainedModel):
         lm = lm if lm is not None else build_causal_lm(config)
         if config.mask_token_id is None or tokenizer is not None:
             tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config)
-            config.mask_token_id = meap_transform(lm, tokenizer, config.mask_token)
+            with torch.random.fork_rng(devices=[]):  # the [MASK] row's init: reproducible, the global RNG untouched
+                torch.manual_seed(config.lm_seed + 1)
+                config.mask_token_id = meap_transform(lm, tokenizer, config.mask_token)
         rows = lm.get_input_embeddings().weight.shape[0]
         if config.mask_token_id >= rows:
             raise ValueError(f"mask_token_id {config.mask_token_id} is past the LM's {rows} embedding rows; the LM "
