@@ -3,6 +3,7 @@ saving the plain LM, and the CLI."""
 
 from __future__ import annotations
 
+import json
 import random
 import warnings
 from pathlib import Path
@@ -368,6 +369,7 @@ def test_pretrain_end_to_end_on_tiny_shakespeare(tmp_path):
     lm = AutoModelForCausalLM.from_pretrained(folder / "lm").eval()
     tokenizer = AutoTokenizer.from_pretrained(folder / "lm")
     assert type(lm) is LlamaForCausalLM and tokenizer.mask_token == "[MASK]" and tokenizer.mask_token_id == 259
+    assert "processor_class" not in json.loads((folder / "lm" / "tokenizer_config.json").read_text())
     run = AutoModelForCausalLM.from_pretrained(folder).eval()
     ids = tokenizer(["First Citizen:", "Before we proceed any further, hear me speak."], return_tensors="pt",
                     padding=True)

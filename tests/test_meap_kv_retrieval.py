@@ -1,11 +1,10 @@
 """MEAP vs next-token prediction on key-value retrieval (benchmarks/meap_kv_retrieval.py), small enough for a test.
 
 The paper claims MEAP retrieves at least as well as NTP. At this scale it does not: on this task (3 pairs of 8 keys x
-8 values, 3 queries, a 2-layer 32-d Llama, 400 steps x 32) four seeds gave NTP 0.473 +- 0.071 and MEAP 0.192 +- 0.058
-retrieval accuracy (MEAP - NTP per seed: -0.413, -0.295, -0.227, -0.191) and held-out perplexity NTP 5.50 +- 0.12,
-MEAP 6.81 +- 0.05 (ratio 1.22-1.28). The test asserts only what held on every seed: NTP learns the task (>= chance +
-0.2), MEAP's accuracy is at least NTP's minus 0.45, and its perplexity is within a factor 1.35 of NTP's. Seed 0 is
-the seed with the largest gap.
+8 values, 3 queries, a 2-layer 32-d Llama, 400 steps x 32) four seeds gave NTP 0.475 +- 0.037 and MEAP 0.163 +- 0.033
+retrieval accuracy (MEAP - NTP per seed: -0.311, -0.307, -0.303, -0.324; chance 0.125) and held-out perplexity NTP
+5.55 +- 0.10, MEAP 6.83 +- 0.03 (ratio 1.20-1.25). The test asserts only what held on every seed: NTP learns the task
+(>= chance + 0.2), MEAP's accuracy is at least NTP's minus 0.4, and its perplexity is within a factor 1.3 of NTP's.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ def test_meap_retrieval_within_the_stated_tolerance_of_ntp():
     finally:
         torch.set_num_threads(threads)
     print(f"NTP {ntp['accuracy']:.3f} / ppl {ntp['perplexity']:.2f}; MEAP {meap['accuracy']:.3f} / ppl "
-          f"{meap['perplexity']:.2f}")  # measured: NTP 0.578 / 5.36, MEAP 0.165 / 6.84
+          f"{meap['perplexity']:.2f}")  # measured: NTP 0.443 / 5.69, MEAP 0.132 / 6.88
     chance = 1 / task.values
     assert ntp["accuracy"] >= chance + 0.2  # the budget is enough for NTP to learn the task
-    assert meap["accuracy"] >= ntp["accuracy"] - 0.45
-    assert meap["perplexity"] <= 1.35 * ntp["perplexity"]
+    assert meap["accuracy"] >= ntp["accuracy"] - 0.4
+    assert meap["perplexity"] <= 1.3 * ntp["perplexity"]

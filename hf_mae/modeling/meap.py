@@ -380,7 +380,9 @@ class MEAPPreTrainedModel(MaskedModelPreTrainedModel):
             if tokenizer.mask_token_id != self.config.mask_token_id:
                 raise ValueError(f"tokenizer's mask token id {tokenizer.mask_token_id} is not the model's "
                                  f"{self.config.mask_token_id}: save the tokenizer the model was built with")
-            tokenizer.save_pretrained(save_directory)
+            plain = copy.copy(tokenizer)  # not the processor's: no "processor_class" in the LM's tokenizer_config
+            plain._processor_class = None
+            plain.save_pretrained(save_directory)
 
 
 class MEAPModel(MEAPPreTrainedModel):
