@@ -25,6 +25,7 @@ from transformers import (
     AutoModel,
     AutoModelForImageClassification,
     AutoModelForAudioClassification,
+    AutoModelForCausalLM,
     AutoModelForMaskedImageModeling,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
@@ -53,6 +54,7 @@ AUTO_CLASSES = {
     "point-cloud-classification": AutoModelForPointCloudClassification,
     "node-classification": AutoModelForNodeClassification,
     "graph-classification": AutoModelForGraphClassification,
+    "causal-lm": AutoModelForCausalLM,
 }
 
 # modality -> the Auto class its processor is registered with (``_register``) and loads back with

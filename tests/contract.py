@@ -1124,6 +1124,72 @@ class StarbucksAdapter(TextAdapter):
             settings["layer_dim_pairs"] = [[1, 32], [1, width]]
         return settings
 
+class MEAPAdapter(TextAdapter):
+    """MEAP: a transformers causal LM inside; the processor only tokenises (``labels`` = the unmasked ids) and the
+    model masks the same positions in every sequence, drawn from the step: ``mask_positions`` (step ``seed``'s)
+    fixes them in any mode (the eval-mode default masks nothing: the plain LM). The paper preset keeps its widths, gets one layer and the
+    byte-level tokenizer (vocabulary 260, [MASK] 259; nothing downloaded)."""
+
+    base_model_is_the_base_class = False  # base_model is the wrapped transformers LM
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        config = create_config(self.preset)
+        lm = dict(config.lm_config, num_hidden_layers=1, vocab_size=260)
+        return dict(lm_name_or_path=None, lm_config=lm, tokenizer_name_or_path=None, mask_token_id=259, max_length=64)
+
+    def noise(self, config, seed=0):
+        from hf_mae.modeling.masking import step_seeded_positions
+
+        length = self.inputs(config)["input_ids"].shape[1]
+        return {"mask_positions": step_seeded_positions(length, config.mask_ratio, config.step_seed(seed))}
+
+    def base_inputs(self, model, fixed):
+        masked = fixed["input_ids"].clone()
+        masked[:, fixed["mask_positions"]] = model.config.mask_token_id
+        return {"input_ids": masked, "attention_mask": fixed["attention_mask"]}
+
+    def check_drawn_mask(self, out, config):
+        # eval mode: the plain LM, nothing masked, the loss against the processor's labels
+        assert out.mask is None and torch.isfinite(out.loss)
+        assert out.logits.shape[:2] == self.inputs(config)["input_ids"].shape
+
+    def check_fixed_noise(self, model, fixed):
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss) and torch.equal(a.mask, b.mask)
+        length = fixed["input_ids"].shape[1]
+        count = max(1, int(length * model.config.mask_ratio))
+        assert a.mask.sum(1).tolist() == [count] * self.batch  # the same positions in every sequence
+        assert (a.mask == a.mask[:1]).all()
+        assert torch.equal(a.mask[0].nonzero().flatten(), model.mask_positions_for(length, step=0))
+        other = model(**{**fixed, **self.noise(model.config, seed=1)})
+        assert not torch.equal(other.mask, a.mask)
+        # the targets are the unmasked ids: the loss equals the plain LM's on the masked ids against them
+        inputs = self.base_inputs(model, fixed)
+        plain = model.lm(**inputs, labels=fixed["labels"]).loss
+        torch.testing.assert_close(a.loss, plain)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        ids = fixed["input_ids"]
+        with pytest.raises(TypeError, match="integer token ids"):
+            model(**{**fixed, "input_ids": ids.float()})
+        with pytest.raises(TypeError, match="torch.Tensor"):
+            model(**{**fixed, "input_ids": ids.numpy()})
+        with pytest.raises(ValueError, match="empty batch"):
+            model(**{**fixed, "input_ids": ids[:0]})
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            model(**{**fixed, "input_ids": ids + 10**6})
+        with pytest.raises(ValueError, match="attention_mask must have the shape"):
+            model(**{**fixed, "attention_mask": fixed["attention_mask"][:, :-1]})
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, **self.shrink(), mask_ratio=1.0)
+        with pytest.raises(ValueError, match="mode"):
+            hf_mae.create_model(self.preset, **self.shrink(), mode="mlm")
+        with pytest.raises(ValueError, match="empty texts"):
+            self.processor()(["fine", ""], return_tensors="pt")
+
 
 def tiny_vit_teacher(config, width: int = 32, depth: int = 2) -> dict:
     """A tiny random ViT teacher on the (shrunk) preset's image and patch size: nothing is downloaded."""
@@ -1471,6 +1537,7 @@ METHOD_ADAPTERS = {
     "ijepa": JEPAAdapter,
     "dmtjepa": JEPAAdapter,
     "qlae": QLAEAdapter,
+    "meap": MEAPAdapter,
 }
 
 

@@ -394,6 +394,27 @@ class RunningCellMaskGenerator(MaskGenerator):
 MASK_GENERATORS[RunningCellMaskGenerator.name] = RunningCellMaskGenerator
 
 
+def step_seeded_positions(length: int, mask_ratio: float, seed: int, device=None) -> torch.Tensor:
+    """MEAP's pre-training mask: the same positions for every sequence of a batch, drawn from the batch's seed.
+
+    Returns the sorted (num_masked,) long positions, ``num_masked = max(1, int(length * mask_ratio))`` distinct
+    positions drawn uniformly from ``[0, length - 1)`` (the last input position is never drawn) by a CPU
+    ``torch.Generator`` seeded with ``seed``, so a seed (MEAP: one derived from the optimiser step) fixes them on every
+    process. ``mask_ratio`` 0 or a sequence of fewer than 2 tokens gives no positions.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an int >= 0 (tokens per sequence), got {length!r}")
+    mask_ratio = check_mask_ratio(mask_ratio)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    if mask_ratio == 0.0 or length < 2:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    count = max(1, int(length * mask_ratio))  # < length, so at most length - 1: the range always holds them
+    generator = torch.Generator().manual_seed(seed)
+    drawn = torch.randperm(length - 1, generator=generator)[:count]
+    return drawn.sort().values.to(device)
+
+
 def order_to_noise(order: torch.Tensor) -> torch.Tensor:
     """The noise (batch, num_tokens) whose ascending argsort is ``order`` (batch, num_tokens), a permutation per row:
     token ``order[b, k]`` gets noise ``k``. Passed as ``noise=`` to an encoder (MAE's), it makes the encoder keep the

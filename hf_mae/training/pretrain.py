@@ -51,7 +51,7 @@ RUN_FILES = (
     "preprocessor_config.json", "reconstruction.png", "tensorboard",
     # text methods: the tokenizer beside the model, the plain encoder in encoder/
     "processor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "encoder",
+    "encoder", "lm",
 )
 # the default lr, as --help and the README state it
 LR_RULE = (
@@ -749,6 +749,8 @@ def _export(accelerator, model, state_dict, processor, raw_dataset, output_dir: 
         processor.save_pretrained(staging)
         if hasattr(unwrapped, "save_encoder"):  # text methods: the backbone alone, for AutoModel / SentenceTransformer
             unwrapped.save_encoder(staging / "encoder", tokenizer=getattr(processor, "tokenizer", None))
+        if hasattr(unwrapped, "save_lm"):  # MEAP: the causal LM alone, for AutoModelForCausalLM / AutoTokenizer
+            unwrapped.save_lm(staging / "lm", tokenizer=getattr(processor, "tokenizer", None))
         summary = {}
         # an image grid of reconstructions: image models with pixel targets only (not MP3, DMJD's HOG, audio, video)
         if hasattr(unwrapped, "reconstruct") and unwrapped.main_input_name == "pixel_values":
