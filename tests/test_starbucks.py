@@ -3,7 +3,6 @@ MLM and MAE losses recomputed by hand, each pair's losses falling in a short pre
 by hand on a tiny batch, and SRL fine-tuning raising every sub-embedding's retrieval accuracy. Tiny random BERTs over
 the real MiniLM vocabulary, CPU, fp32; nothing is downloaded."""
 
-import copy
 import json
 
 import pytest
