@@ -1080,8 +1080,10 @@ class TextAdapter(Adapter):
         alone = model(input_ids=inputs["input_ids"][1:2, :length], attention_mask=inputs["attention_mask"][1:2, :length])
         torch.testing.assert_close(alone.last_hidden_state[0], out.last_hidden_state[1, :length], rtol=0, atol=1e-5)
 
-    def check_bad_inputs(self, model):
-        fixed = self.fixed(model.config)
+    @staticmethod
+    def check_bad_token_inputs(model, fixed):
+        """The token-input errors every text model raises (float / numpy / empty / out-of-vocabulary ids, a
+        mis-shaped attention mask)."""
         ids = fixed["input_ids"]
         with pytest.raises(TypeError, match="integer token ids"):
             model(**{**fixed, "input_ids": ids.float()})
@@ -1093,6 +1095,11 @@ class TextAdapter(Adapter):
             model(**{**fixed, "input_ids": ids + 10**6})
         with pytest.raises(ValueError, match="attention_mask must have the shape"):
             model(**{**fixed, "attention_mask": fixed["attention_mask"][:, :-1]})
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        ids = fixed["input_ids"]
+        self.check_bad_token_inputs(model, fixed)
         with pytest.raises(ValueError, match="pre-training inputs"):
             model(input_ids=ids, attention_mask=fixed["attention_mask"])
         with pytest.raises(ValueError, match="mask_ratio"):
@@ -1172,17 +1179,7 @@ class MEAPAdapter(TextAdapter):
 
     def check_bad_inputs(self, model):
         fixed = self.fixed(model.config)
-        ids = fixed["input_ids"]
-        with pytest.raises(TypeError, match="integer token ids"):
-            model(**{**fixed, "input_ids": ids.float()})
-        with pytest.raises(TypeError, match="torch.Tensor"):
-            model(**{**fixed, "input_ids": ids.numpy()})
-        with pytest.raises(ValueError, match="empty batch"):
-            model(**{**fixed, "input_ids": ids[:0]})
-        with pytest.raises(ValueError, match="outside the vocabulary"):
-            model(**{**fixed, "input_ids": ids + 10**6})
-        with pytest.raises(ValueError, match="attention_mask must have the shape"):
-            model(**{**fixed, "attention_mask": fixed["attention_mask"][:, :-1]})
+        self.check_bad_token_inputs(model, fixed)
         with pytest.raises(ValueError, match="mask_ratio"):
             hf_mae.create_model(self.preset, **self.shrink(), mask_ratio=1.0)
         with pytest.raises(ValueError, match="mode"):

@@ -51,7 +51,7 @@ from transformers.utils import ModelOutput
 from .base import MaskedModelPreTrainedModel, check_choice, check_int, check_rate
 from .masking import step_seeded_positions
 from .teachers import check_teacher_fields
-from .text import TextProcessor, check_token_inputs, no_warm_start, warm_start_enabled
+from .text import BackboneSizes, TextProcessor, check_token_inputs, no_warm_start, warm_start_enabled
 
 MODES = ("pretrain", "sft")
 IGNORE_INDEX = -100
@@ -59,7 +59,7 @@ IGNORE_INDEX = -100
 _NOT_ARCHITECTURE = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype")
 
 
-class MEAPConfig(PreTrainedConfig):
+class MEAPConfig(BackboneSizes, PreTrainedConfig):  # the LM's sizes read through
     r"""Configuration of a MEAP model: a causal LM and how MEAP masks its inputs. Defaults are the paper's
     pre-training (``mask_ratio`` 0.1).
 
@@ -132,22 +132,6 @@ class MEAPConfig(PreTrainedConfig):
         settings = dict(self.lm_config)
         return AutoConfig.for_model(settings.pop("model_type"), **settings)
 
-    # the LM's sizes, read through (transformers' generic code and the contract suite ask configs for them)
-    @property
-    def hidden_size(self) -> int:
-        return self.backbone_config().hidden_size
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.backbone_config().num_hidden_layers
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.backbone_config().num_attention_heads
-
-    @property
-    def vocab_size(self) -> int:
-        return self.backbone_config().vocab_size
 
     def step_seed(self, step: int) -> int:
         """The seed of the mask positions of optimiser step ``step``."""

@@ -93,7 +93,28 @@ def check_backbone_fields(config, prefix: str = "encoder") -> None:
         setattr(config, f"{prefix}_config", copy.deepcopy(dict(settings)))
 
 
-class TextEncoderConfig(PreTrainedConfig):
+class BackboneSizes:
+    """The wrapped transformers model's sizes, read through its ``backbone_config()`` (transformers' generic code
+    and the contract suite ask configs for them). Mixed into the configs that wrap a transformers model."""
+
+    @property
+    def hidden_size(self) -> int:
+        return self.backbone_config().hidden_size
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.backbone_config().num_hidden_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.backbone_config().num_attention_heads
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backbone_config().vocab_size
+
+
+class TextEncoderConfig(BackboneSizes, PreTrainedConfig):
     r"""The fields every text method shares (a config base: no ``model_type``, never registered).
 
     encoder_name_or_path: Hub id or folder of the backbone; its weights warm-start a freshly built model, and its
@@ -152,22 +173,6 @@ class TextEncoderConfig(PreTrainedConfig):
             settings.pop(key, None)
         return AutoConfig.for_model(model_type, **settings)
 
-    # the backbone's sizes, read through (transformers' generic code and the contract suite ask configs for them)
-    @property
-    def hidden_size(self) -> int:
-        return self.backbone_config().hidden_size
-
-    @property
-    def num_hidden_layers(self) -> int:
-        return self.backbone_config().num_hidden_layers
-
-    @property
-    def num_attention_heads(self) -> int:
-        return self.backbone_config().num_attention_heads
-
-    @property
-    def vocab_size(self) -> int:
-        return self.backbone_config().vocab_size
 
 
 # ---------------------------------------------------------------------------------------------------------------
