@@ -129,7 +129,7 @@ def _small_corpus(tmp_path, n=24):
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
-def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, one_thread):
+def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, one_thread, capsys):
     from sentence_transformers import SentenceTransformer
 
     corpus, texts = _small_corpus(tmp_path)
@@ -139,6 +139,7 @@ def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, o
         warnings.simplefilter("ignore")  # passages over 32 tokens are truncated with a warning
         records = run_pretrain(argv + (["--streaming"] if streaming else []), tmp_path / "run")
     assert [r["step"] for r in records] == [1, 2, 3] and all(r["loss"] > 0 for r in records)
+    assert " texts/s; saved to " in capsys.readouterr().out  # a text run counts texts, not images
     run = tmp_path / "run"
     model = hf_mae.RetroMAEForPreTraining.from_pretrained(run).eval()
     processor = hf_mae.RetroMAEProcessor.from_pretrained(run)
@@ -151,6 +152,32 @@ def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, o
         torch.testing.assert_close(plain(**inputs).last_hidden_state[:, 0], expected, rtol=0, atol=1e-5)
     embedded = SentenceTransformer(str(run / "encoder"), device="cpu").encode(texts[:4], convert_to_tensor=True)
     assert (embedded - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_a_resumed_text_run_ends_with_the_same_weights(tmp_path, streaming, one_thread):
+    """Masks are seeded by the batch (its keys, or a stream's texts), so a run resumed from its step-3 checkpoint
+    ends with the weights of the uninterrupted one; the resumed run reads only the checkpoint and run_args.json."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from hf_mae.training.pretrain import pretrain
+
+    corpus, _ = _small_corpus(tmp_path, n=40)
+    kwargs = dict(model="retromae-tiny", dataset=str(corpus), max_steps=6, batch_size=4, lr=1e-3, save_steps=3,
+                  log_steps=1, report_to="none", streaming=streaming, config_overrides={"max_length": 32})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # passages over 32 tokens are truncated with a warning
+        reference, _ = pretrain(output_dir=tmp_path / "reference", **kwargs)
+        killed = tmp_path / "killed"
+        shutil.copytree(reference / "checkpoints" / "step_3", killed / "checkpoints" / "step_3")
+        shutil.copy(reference / "run_args.json", killed)
+        resumed, summary = pretrain(output_dir=killed, resume=True, **kwargs)
+    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+    expected, got = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert got.keys() == expected.keys()
+    assert max((expected[k] - got[k]).abs().max().item() for k in expected) <= 1e-6
 
 
 def test_presets_and_warm_start_from_minilm(tmp_path):
