@@ -808,11 +808,13 @@ class MultiMAEForPreTraining(FrozenTeacherMixin, MultiMAEPreTrainedModel):
                              f"for it: set the modality's pseudo_label or pass pseudo_labelers={{{modality['name']!r}: ...}}")
         return values
 
-    def modality_maps(self, pixel_values: torch.Tensor, kwargs: dict) -> dict:
+    def modality_maps(self, pixel_values: torch.Tensor, kwargs: dict, interpolate_pos_encoding: bool = False) -> dict:
         """Every modality's map: given (``<name>_values`` popped from ``kwargs``) or pseudo-labelled; dense maps with
         ``standardize`` standardised."""
         if pixel_values is None:
             raise ValueError("pixel_values (the image) is required for pre-training")
+        image = self.config.modalities[0]["name"]
+        self.multimae.embeddings.adapters[image].grid_for(pixel_values, interpolate_pos_encoding)  # checked first
         maps = {self.config.modalities[0]["name"]: pixel_values}
         for modality in self.config.modalities[1:]:
             values = kwargs.pop(values_name(self.config, modality), None)
@@ -860,7 +862,7 @@ class MultiMAEForPreTraining(FrozenTeacherMixin, MultiMAEPreTrainedModel):
         modality's map is taken from ``<name>_values`` or pseudo-labelled from ``pixel_values``. Returns
         MultiMAEForPreTrainingOutput."""
         config = self.config
-        maps = self.modality_maps(pixel_values, kwargs)
+        maps = self.modality_maps(pixel_values, kwargs, interpolate_pos_encoding)
         inputs = {values_name(config, m): maps[m["name"]] for m in config.input_modalities}
         if num_encoded_tokens is None and modality_budget is None:
             num_encoded_tokens = config.num_encoded_tokens
