@@ -550,6 +550,10 @@ class MultiMAEModel(MultiMAEPreTrainedModel):
         for modality in self.config.modalities:
             if not modality["input"]:
                 kwargs.pop(values_name(self.config, modality), None)  # an output-only map is a target, not an input
+        unknown = sorted(key for key in kwargs if key.endswith("_values"))
+        if unknown:
+            names = [values_name(self.config, m) for m in self.config.modalities]
+            raise ValueError(f"unknown modality input(s) {unknown}; this model's modalities read {names}")
         if not given:
             names = [values_name(self.config, m) for m in self.config.input_modalities]
             raise ValueError(f"pass at least one input modality: {', '.join(names)}")
@@ -564,6 +568,7 @@ class MultiMAEModel(MultiMAEPreTrainedModel):
         modality_budget: torch.Tensor | None = None,
         num_encoded_tokens: int | None = None,
         interpolate_pos_encoding: bool = False,
+        mask_ratio: float | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ):
         """
@@ -582,8 +587,13 @@ class MultiMAEModel(MultiMAEPreTrainedModel):
             (rows must sum to the same number, which then is ``num_encoded_tokens``); e.g. ``[[98, 0, 0]]`` keeps RGB
             only.
         interpolate_pos_encoding: allow other sizes than ``config.image_size`` (positions interpolated).
+        mask_ratio: MAE's spelling, accepted as None or 0.0 only (what a plain call does); the budget is a count here,
+            ``num_encoded_tokens``.
         Returns MultiMAEModelOutput.
         """
+        if mask_ratio not in (None, 0, 0.0) or isinstance(mask_ratio, bool):
+            raise ValueError(f"mask_ratio must be None or 0.0 for MultiMAE, got {mask_ratio!r}: the visible budget is a "
+                             "token count across modalities, pass num_encoded_tokens= instead")
         given = self.given_modalities(pixel_values, kwargs)
         adapters = self.embeddings.adapters
         grids = {name: adapters[name].grid_for(values, interpolate_pos_encoding) for name, values in given.items()}
