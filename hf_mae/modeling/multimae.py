@@ -60,12 +60,11 @@ from transformers.utils.generic import can_return_tuple, merge_with_config_defau
 from transformers.utils.output_capturing import capture_outputs
 
 from .base import MaskedModelPreTrainedModel, ViTDecoderMixin, ViTImageConfig, check_choice, check_int
-from .embeddings import PatchEmbedding2D, check_pixel_values, interpolate_pos_embed, patch_grid_for, sincos_2d, to_2tuple
+from .embeddings import PatchEmbedding2D, check_pixel_values, interpolate_pos_embed, sincos_2d, to_2tuple
 from .layers import MLP, Attention, CrossAttention, TransformerBlock, build_blocks, build_encoder_blocks, run_blocks
 from .losses import classification_loss, masked_sample_mean
 from .masking import (
     DirichletBudgetMaskGenerator,
-    TokenMask,
     budget_mask,
     check_tensor_condition,
     gather_tokens,
@@ -235,7 +234,8 @@ def check_modalities(modalities, num_channels: int, patch) -> list[dict]:
             raise ValueError(f"{where}['pseudo_label'] {label!r} makes {BUILTIN_LABELERS[label]} maps, but the modality "
                              f"is {m['kind']!r}")
         if label == "blurred_luminance" and m["channels"] != 1:
-            raise ValueError(f"{where}['pseudo_label'] 'blurred_luminance' makes 1-channel maps; channels is {m['channels']}")
+            raise ValueError(f"{where}['pseudo_label'] 'blurred_luminance' makes 1-channel maps; channels is "
+                             f"{m['channels']}")
         if settings is not None and not (isinstance(settings, dict) and "model_type" in settings):
             raise ValueError(f"{where}['pseudo_label_config'] must be None or a config dict with a 'model_type' key, "
                              f"got {settings!r}")
@@ -454,11 +454,13 @@ class MultiMAEInputAdapter(nn.Module):
         else:
             if not isinstance(values, torch.Tensor) or values.is_floating_point() or values.dim() != 3:
                 raise TypeError(f"{name} must be an integer tensor of class ids (batch, height, width), got "
-                                f"{getattr(values, 'dtype', type(values).__name__)} of shape {tuple(getattr(values, 'shape', ()))}")
+                                f"{getattr(values, 'dtype', type(values).__name__)} of shape "
+                                f"{tuple(getattr(values, 'shape', ()))}")
             if values.shape[0] == 0:
                 raise ValueError(f"{name} is an empty batch (batch size 0)")
             classes = self.modality["num_classes"]
-            check_tensor_condition(((values >= 0) & (values < classes)).all(), f"{name} must hold class ids in [0, {classes})",
+            in_range = ((values >= 0) & (values < classes)).all()
+            check_tensor_condition(in_range, f"{name} must hold class ids in [0, {classes})",
                                    lambda: f", got values in [{int(values.min())}, {int(values.max())}]")
             height, width = values.shape[-2:]
         if height % self.patch[0] or width % self.patch[1]:
@@ -815,7 +817,8 @@ class MultiMAEForPreTraining(FrozenTeacherMixin, MultiMAEPreTrainedModel):
         else:
             key = values_name(self.config, modality)
             raise ValueError(f"MultiMAEForPreTraining needs {key} (the {modality['name']!r} map) or a pseudo-labeller "
-                             f"for it: set the modality's pseudo_label or pass pseudo_labelers={{{modality['name']!r}: ...}}")
+                             f"for it: set the modality's pseudo_label or pass "
+                             f"pseudo_labelers={{{modality['name']!r}: ...}}")
         return values
 
     def modality_maps(self, pixel_values: torch.Tensor, kwargs: dict, interpolate_pos_encoding: bool = False) -> dict:
