@@ -742,6 +742,11 @@ class MultiMAEForPreTraining(FrozenTeacherMixin, MultiMAEPreTrainedModel):
         in [0, 1] and returning the modality's map (dense (batch, C, h, w) float, semantic (batch, h, w) ids). It
         replaces the config's ``pseudo_label`` of that modality. ``hf_mae.training.pretrain.pretrain(teachers=
         {"pseudo_labelers": nn.ModuleDict(...)})`` passes model instances.
+
+    A transformers labeller sees the image resized to its ``config.image_size`` (when it has one) and normalised with
+    its processor's ``image_mean`` / ``image_std`` when it is named by Hub id or folder (read once), with 0.5 / 0.5
+    when it is built from a config dict or given as an instance (hf-mae's choice; wrap an instance in a function to
+    feed it exactly what it expects). Its depth or class scores are resized bilinearly to the modality's map.
     """
 
     def __init__(self, config: MultiMAEConfig, pseudo_labelers: dict | None = None):
@@ -779,15 +784,18 @@ class MultiMAEForPreTraining(FrozenTeacherMixin, MultiMAEPreTrainedModel):
         instance = getattr(self, f"pseudo_labeler_{name}")
         if instance is None and (settings is None and (label is None or label in BUILTIN_LABELERS)):
             return None
-        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
-        if instance is None and settings is None:
-            try:  # the named model's own normalisation
-                from transformers import AutoImageProcessor
+        stats = self.__dict__.setdefault("pseudo_label_stats", {})
+        if name not in stats:  # read once: the named model's own normalisation, else 0.5 / 0.5
+            stats[name] = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            if instance is None and settings is None:
+                try:
+                    from transformers import AutoImageProcessor
 
-                processor = AutoImageProcessor.from_pretrained(label)
-                mean, std = tuple(processor.image_mean), tuple(processor.image_std)
-            except (OSError, ValueError, AttributeError, TypeError):
-                pass
+                    processor = AutoImageProcessor.from_pretrained(label)
+                    stats[name] = tuple(processor.image_mean), tuple(processor.image_std)
+                except (OSError, ValueError, AttributeError, TypeError):
+                    pass
+        mean, std = stats[name]
 
         def build():
             from transformers import AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
