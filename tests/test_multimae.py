@@ -265,6 +265,17 @@ def test_pseudo_labels_from_a_function_and_from_transformers_models():
     assert not any(p.requires_grad for p in labeler.parameters())
     assert not any(key.startswith("pseudo_labeler") for key in model.state_dict())
     assert torch.isfinite(model(pixels).loss)
+    # an instance, as pretrain(teachers={"pseudo_labelers": nn.ModuleDict(...)}) passes it: frozen, not saved
+    from types import SimpleNamespace
+
+    from hf_mae.registry import METHODS
+    from hf_mae.training.pretrain import teacher_instances
+
+    teachers = teacher_instances(SimpleNamespace(teachers={"pseudo_labelers": torch.nn.ModuleDict({"depth": labeler})}),
+                                 METHODS["multimae"])
+    given = MultiMAEForPreTraining(config, **teachers).eval()
+    assert given.pseudo_labeler_depth is labeler and not any(k.startswith("pseudo") for k in given.state_dict())
+    assert given.modality_maps(pixels, {})["depth"].shape == (2, 1, 32, 32)
     # a labeller instance with the wrong class count is refused, naming both
     wrong = [dict(m) for m in modalities]
     wrong[2]["pseudo_label_config"] = {**modalities[2]["pseudo_label_config"], "num_labels": 5}
