@@ -147,6 +147,13 @@ def fine_tune(data: dict, identity_adversarial_lambda: float, seed: int = 0, ste
     test_pixels, test_labels, test_identity = data["test"]
     model.eval()
     with torch.no_grad():
+        if model.identity_classifier is not None:  # the adversary's own head: can the encoder fool it?
+            identity_logits = torch.cat([model(chunk).identity_logits for chunk in pixels.split(128)])
+            if identity_logits.dim() == 3:  # per-token scores: average them
+                identity_logits = identity_logits.mean(dim=1)
+            head_accuracy = float((identity_logits.argmax(-1) == identity).float().mean())
+        else:
+            head_accuracy = None
         scores = torch.cat([model(chunk).logits for chunk in test_pixels.split(128)])[:, 0].numpy()
         train_scores = torch.cat([model(chunk).logits for chunk in pixels.split(128)])[:, 0].numpy()
     train_features, test_features = features(model, pixels).numpy(), features(model, test_pixels).numpy()
@@ -159,6 +166,7 @@ def fine_tune(data: dict, identity_adversarial_lambda: float, seed: int = 0, ste
         "test_auc": auc(scores, test_labels[:, 0].numpy()),
         "identity_probe": identity_probe(train_features, identity.numpy(), test_features, test_identity.numpy()),
         "identity_probe_clean": identity_probe(clean_train, identity.numpy(), clean_test, test_identity.numpy()),
+        "identity_head_train_accuracy": head_accuracy,
     }
 
 
@@ -194,7 +202,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mark-strength", type=float, default=0.25)
     parser.add_argument("--train-rate", type=float, default=1.0,
                         help="share of an even subject's train images that carry the mark (odd subjects: the rest)")
-    parser.add_argument("--init-from", default=None, help="an FMAE pre-training folder (default: random init)")
+    parser.add_argument("--init-from", default=None,
+                        help="an FMAE pre-training folder (default: random init); '{seed}' in it is replaced by the "
+                             "seed, one pre-training per seed")
     parser.add_argument("--identity-loss", default="bce", choices=["bce", "cross_entropy"])
     parser.add_argument("--schedule", default="constant", choices=["constant", "dann"],
                         help="the reversal strength over training (identity_adversarial_schedule)")
@@ -210,7 +220,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         for lam in args.lambdas:
             start = time.time()
-            record = fine_tune(data, lam, seed=seed, steps=args.steps, lr=args.lr, init_from=args.init_from,
+            init_from = args.init_from.replace("{seed}", str(seed)) if args.init_from else None
+            record = fine_tune(data, lam, seed=seed, steps=args.steps, lr=args.lr, init_from=init_from,
                                config_overrides=overrides)
             record["seconds"] = round(time.time() - start, 1)
             records.append(record)
