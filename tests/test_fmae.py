@@ -241,6 +241,7 @@ def test_finetune_passes_the_iat_options_and_drives_the_dann_ramp(tmp_path, one_
     trainer.train()
     # TrainingProgressCallback: after the last of the 2 steps, progress 1
     assert trainer.model.gradient_reversal.strength == pytest.approx(dann_strength(2.0, 1.0))
+    assert any(isinstance(c, hf_mae.TrainingProgressCallback) for c in trainer.callback_handler.callbacks)
     with pytest.raises(ValueError, match="identity_loss must be one of"):
         build_trainer(run, root, tmp_path / "bad", max_steps=1, identity_adversarial_lambda=1.0, identity_loss="mse")
     mae_run = tmp_path / "mae"
