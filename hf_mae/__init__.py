@@ -16,7 +16,7 @@ from .registry import (
     list_models,
     register_all,
 )
-from .training.callbacks import OptimizerStepHookCallback
+from .training.callbacks import OptimizerStepHookCallback, TrainingProgressCallback
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "AutoModelForNodeClassification",
     "AutoModelForGraphClassification",
     "OptimizerStepHookCallback",
+    "TrainingProgressCallback",
     "METHODS",
     "create_config",
     "create_model",

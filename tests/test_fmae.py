@@ -149,3 +149,102 @@ def test_multi_label_metrics_by_hand():
     metrics = multi_label_metrics(SimpleNamespace(predictions=logits, label_ids=labels))
     # AU 0: tp 1, fp 1, fn 1 -> F1 0.5; AU 1: tp 1, fp 1, fn 0 -> F1 2/3; accuracy 5 / 8
     assert metrics["f1"] == pytest.approx((0.5 + 2 / 3) / 2) and metrics["accuracy"] == pytest.approx(5 / 8)
+
+
+# ------------------------------------------------------------------------------------- IAT options (off by default)
+
+
+def test_iat_options_default_to_the_official_code_and_reject_bad_values():
+    config = FMAEConfig()
+    assert (config.identity_loss, config.identity_adversarial_schedule, config.identity_head_input) == (
+        "bce", "constant", "pooled")
+    for name, bad in (("identity_loss", "mse"), ("identity_adversarial_schedule", "cosine"),
+                      ("identity_head_input", "cls")):
+        with pytest.raises(ValueError, match=f"{name} must be one of .*got '{bad}'"):
+            FMAEConfig(**{name: bad})
+    with pytest.raises(ValueError, match=r"progress must be a number in \[0, 1\].*got 1.5"):
+        small_model().set_training_progress(1.5)
+
+
+def test_dann_ramp_by_hand_sets_the_reversed_gradient():
+    from hf_mae.modeling.fmae import dann_strength
+
+    # lambda * (2 / (1 + exp(-10 p)) - 1): 0 at p 0; p 0.1: 2 / (1 + e^-1) - 1 = 0.462117; p 0.5: 0.986614
+    assert dann_strength(3.0, 0.0) == 0.0
+    assert dann_strength(3.0, 0.1) == pytest.approx(3 * 0.4621172, rel=1e-6)
+    assert dann_strength(3.0, 0.5) == pytest.approx(3 * 0.9866143, rel=1e-6)
+    constant = small_model(strength=3.0)
+    assert constant.set_training_progress(0.1) == 3.0 and constant.gradient_reversal.strength == 3.0
+    torch.manual_seed(0)
+    config = hf_mae.create_config("fmae-tiny", num_labels=3, identity_adversarial_lambda=3.0, num_identities=5,
+                                  identity_adversarial_schedule="dann")
+    model = FMAEForFacialActionUnitDetection(config).eval()
+    assert model.gradient_reversal.strength == 0.0  # a model never told starts at progress 0
+    pixels, ids = torch.randn(4, 3, 32, 32), torch.tensor([0, 3, 4, 3])
+    model.identity_loss(model.identity_classifier(model.pooled_features(pixels)[0]), ids).backward()
+    plain = model.mae.embeddings.patch_embeddings.projection.weight.grad.clone()
+    model.zero_grad()
+    assert model.set_training_progress(0.1) == pytest.approx(3 * 0.4621172, rel=1e-6)
+    model(pixels, identity_labels=ids).loss.backward()
+    torch.testing.assert_close(model.mae.embeddings.patch_embeddings.projection.weight.grad,
+                               -3 * 0.4621172 * plain, rtol=1e-4, atol=1e-8)
+
+
+def test_cross_entropy_identity_loss_and_both_gradients_by_hand():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 5, requires_grad=True)
+    ids = torch.tensor([0, 3, 4, 3])
+    bce = small_model().identity_loss(logits, ids)
+    ce_model = FMAEForFacialActionUnitDetection(hf_mae.create_config(
+        "fmae-tiny", num_labels=3, identity_adversarial_lambda=2.0, num_identities=5, identity_loss="cross_entropy"))
+    ce = ce_model.identity_loss(logits, ids)
+    by_hand = -(logits.log_softmax(-1)[torch.arange(4), ids]).mean()
+    torch.testing.assert_close(ce, by_hand)
+    # d CE / d logit = (softmax - onehot) / batch; d BCE / d logit = (sigmoid - onehot) / (batch * identities)
+    (g_ce,) = torch.autograd.grad(ce, logits)
+    (g_bce,) = torch.autograd.grad(bce, logits)
+    one_hot = torch.nn.functional.one_hot(ids, 5).float()
+    torch.testing.assert_close(g_ce, (logits.softmax(-1) - one_hot).detach() / 4)
+    torch.testing.assert_close(g_bce, (logits.sigmoid() - one_hot).detach() / 20)  # the 1 / num_identities
+
+
+def test_identity_head_on_tokens_scores_every_patch_token():
+    torch.manual_seed(0)
+    config = hf_mae.create_config("fmae-tiny", num_labels=3, identity_adversarial_lambda=1.0, num_identities=5,
+                                  identity_head_input="tokens", identity_loss="cross_entropy")
+    model = FMAEForFacialActionUnitDetection(config).eval()
+    pixels, ids = torch.randn(2, 3, 32, 32), torch.tensor([1, 4])
+    out = model(pixels, identity_labels=ids)
+    tokens = model.mae(pixels, mask_ratio=0.0).last_hidden_state[:, 1:]
+    assert out.identity_logits.shape == (2, 64, 5)  # 32 px / 4 px patches
+    per_token = model.identity_classifier(model.fc_norm(tokens))
+    torch.testing.assert_close(out.identity_logits, per_token)
+    by_hand = torch.stack([torch.nn.functional.cross_entropy(per_token[b], ids[b].repeat(64)) for b in range(2)]).mean()
+    torch.testing.assert_close(out.identity_loss, by_hand)
+    out.loss.backward()  # the encoder gets the reversed gradient from every token
+    assert model.mae.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+
+
+def test_finetune_passes_the_iat_options_and_drives_the_dann_ramp(tmp_path, one_thread):
+    from hf_mae.modeling.fmae import dann_strength
+    from hf_mae.training.finetune import build_trainer
+
+    root = str(shared_data("orl-faces"))
+    run = tmp_path / "run"
+    hf_mae.create_model("fmae-tiny").save_pretrained(run)
+    trainer = build_trainer(run, root, tmp_path / "ft", max_steps=2, batch_size=8, max_eval_samples=8,
+                            identity_adversarial_lambda=2.0, identity_loss="cross_entropy",
+                            identity_adversarial_schedule="dann", identity_head_input="tokens")
+    config = trainer.model.config
+    assert (config.identity_loss, config.identity_adversarial_schedule, config.identity_head_input) == (
+        "cross_entropy", "dann", "tokens")
+    trainer.train()
+    # TrainingProgressCallback: after the last of the 2 steps, progress 1
+    assert trainer.model.gradient_reversal.strength == pytest.approx(dann_strength(2.0, 1.0))
+    assert any(isinstance(c, hf_mae.TrainingProgressCallback) for c in trainer.callback_handler.callbacks)
+    with pytest.raises(ValueError, match="identity_loss must be one of"):
+        build_trainer(run, root, tmp_path / "bad", max_steps=1, identity_adversarial_lambda=1.0, identity_loss="mse")
+    mae_run = tmp_path / "mae"
+    hf_mae.create_model("mae-tiny").save_pretrained(mae_run)
+    with pytest.raises(ValueError, match="identity_head_input='tokens' needs an FMAE model"):
+        build_trainer(mae_run, root, tmp_path / "bad", max_steps=1, identity_head_input="tokens")

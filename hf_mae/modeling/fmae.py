@@ -28,13 +28,18 @@ Departures from the paper / code:
   ``AutoModelForImageClassification``; the AU task passes float multi-hot labels (batch, num_labels) and gets BCE,
   also with a single AU (where transformers' rule would regress);
 - ``identity_labels`` are subject indices (batch,) in ``[0, num_identities)``, turned into the one-hot target here;
-  without them (evaluation, inference, subjects unseen in training) only the AU loss is computed.
+  without them (evaluation, inference, subjects unseen in training) only the AU loss is computed;
+- three options the code does not have, all off by default (the code's behaviour): cross-entropy for the identity
+  head (``identity_loss="cross_entropy"``), the DANN ramp of λ (``identity_adversarial_schedule="dann"``) and an
+  identity head on every patch token (``identity_head_input="tokens"``). The code's λ is constant (``--grad_reverse``
+  read once), its identity loss the AU criterion (BCE) on one-hot subjects, its head on the pooled feature.
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Unpack
 
@@ -50,6 +55,11 @@ from .losses import classification_loss
 from .mae import MAEConfig, MAEForPreTraining, MAEModel, MAEPreTrainedModel
 
 
+IDENTITY_LOSSES = ("bce", "cross_entropy")
+IDENTITY_SCHEDULES = ("constant", "dann")
+IDENTITY_HEAD_INPUTS = ("pooled", "tokens")
+
+
 class FMAEConfig(MAEConfig):
     r"""Configuration of an FMAE model: an :class:`MAEConfig` (defaults: ViT-B/16, r=0.75, norm-pix) plus the
     identity-adversarial fine-tuning fields, read by :class:`FMAEForFacialActionUnitDetection` only:
@@ -59,6 +69,17 @@ class FMAEConfig(MAEConfig):
         identity head.
     num_identities: subjects the identity head tells apart (the code's ``--nb_subjects``: 41 / 140 / 27); >= 1 when
         λ > 0, else unused. Default 0.
+    identity_loss: the identity head's loss. ``"bce"`` (default, the code's: ``BCEWithLogitsLoss`` against the
+        one-hot subject vector, averaged over the ``num_identities`` logits too, so its gradient is about
+        1 / num_identities of cross-entropy's) or ``"cross_entropy"`` (softmax cross-entropy over the subjects: an
+        option, hf-mae's).
+    identity_adversarial_schedule: the reversal strength over training. ``"constant"`` (default, the code's: λ from
+        the first step) or ``"dann"`` (an option, hf-mae's: Ganin & Lempitsky's ramp
+        ``λ_p = λ (2 / (1 + exp(-10 p)) - 1)``, p = training progress in [0, 1], set through
+        :meth:`FMAEForFacialActionUnitDetection.set_training_progress`; ``hf-mae finetune`` calls it every step).
+    identity_head_input: what the identity head reads. ``"pooled"`` (default, the code's: the pooled, normalised
+        feature the AU head reads) or ``"tokens"`` (an option, hf-mae's: every patch token after ``fc_norm``, its
+        loss averaged over the tokens, so no single token may keep the subject, not only their mean).
     """
 
     model_type = "fmae"
@@ -68,6 +89,9 @@ class FMAEConfig(MAEConfig):
 
     identity_adversarial_lambda: float = 0.0
     num_identities: int = 0
+    identity_loss: str = "bce"
+    identity_adversarial_schedule: str = "constant"
+    identity_head_input: str = "pooled"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -80,6 +104,16 @@ class FMAEConfig(MAEConfig):
             check_int("num_identities", self.num_identities, minimum=1)
         else:
             check_int("num_identities", self.num_identities, minimum=0)
+        for name, allowed in (("identity_loss", IDENTITY_LOSSES), ("identity_adversarial_schedule", IDENTITY_SCHEDULES),
+                              ("identity_head_input", IDENTITY_HEAD_INPUTS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+
+def dann_strength(strength: float, progress: float) -> float:
+    """Ganin & Lempitsky's ramp of the reversal strength: ``strength * (2 / (1 + exp(-10 progress)) - 1)``, 0 at
+    progress 0, 0.987 * strength at progress 0.5, 0.99991 * strength at 1."""
+    return strength * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
 
 
 @dataclass
@@ -88,7 +122,8 @@ class FMAEActionUnitOutput(ModelOutput):
 
     loss: the AU loss plus, with ``identity_labels``, the identity head's loss (the encoder sees it reversed).
     logits: (batch, num_labels) AU scores (sigmoid them for probabilities).
-    identity_logits: (batch, num_identities) identity scores; None without an identity head (λ = 0).
+    identity_logits: (batch, num_identities) identity scores ((batch, patches, num_identities) with
+        ``identity_head_input="tokens"``); None without an identity head (λ = 0).
     action_unit_loss, identity_loss: the two terms (None where not computed).
     hidden_states, attentions: as in transformers, when asked for.
     """
@@ -130,13 +165,30 @@ class FMAEForFacialActionUnitDetection(ImageClassifierMixin, FMAEPreTrainedModel
         super().__init__(config)
         self.mae = FMAEModel(config, add_final_norm=config.classifier_pooling == "cls")
         self.build_classifier(config)  # fc_norm + classifier (the AU head)
-        strength = config.identity_adversarial_lambda
-        if strength > 0:
-            self.gradient_reversal = GradientReversal(strength)
+        if config.identity_adversarial_lambda > 0:
+            self.gradient_reversal = GradientReversal(self.adversarial_strength(0.0))
             self.identity_classifier = nn.Linear(config.hidden_size, config.num_identities)
         else:
             self.gradient_reversal = self.identity_classifier = None
         self.post_init()
+
+    def adversarial_strength(self, progress: float) -> float:
+        """The reversal strength at ``progress`` in [0, 1] of training: λ (``"constant"``) or the DANN ramp."""
+        strength = float(self.config.identity_adversarial_lambda)
+        if self.config.identity_adversarial_schedule == "dann":
+            return dann_strength(strength, progress)
+        return strength
+
+    def set_training_progress(self, progress: float) -> float:
+        """Sets the reversal strength for ``progress`` (a number in [0, 1]: steps done / total steps) and returns it.
+        ``hf-mae finetune`` calls it after every optimiser step (``callbacks.TrainingProgressCallback``); a model
+        never told starts at progress 0 (λ, or 0 under the DANN ramp)."""
+        if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be a number in [0, 1] (steps done / total steps), got {progress!r}")
+        strength = self.adversarial_strength(float(progress))
+        if self.gradient_reversal is not None:
+            self.gradient_reversal.strength = strength
+        return strength
 
     def pooled_features(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, **kwargs):
         """(pooled feature (batch, hidden) that both heads read, the encoder's output)."""
@@ -156,8 +208,16 @@ class FMAEForFacialActionUnitDetection(ImageClassifierMixin, FMAEPreTrainedModel
         return classification_loss(logits, labels, self.config)
 
     def identity_loss(self, identity_logits: torch.Tensor, identity_labels: torch.Tensor) -> torch.Tensor:
-        """BCE between the identity scores and the one-hot subject vector, as the code's ``BCEWithLogitsLoss``."""
-        target = nn.functional.one_hot(identity_labels.long(), self.config.num_identities)
+        """``identity_loss="bce"``: BCE between the identity scores and the one-hot subject vector, averaged over
+        samples and subjects (the code's ``BCEWithLogitsLoss``); ``"cross_entropy"``: softmax cross-entropy averaged
+        over samples. Per-token scores (batch, tokens, num_identities) are scored against every token's subject."""
+        labels = identity_labels.long().to(identity_logits.device)
+        if identity_logits.dim() == 3:  # identity_head_input="tokens": each token is scored
+            labels = labels[:, None].expand(-1, identity_logits.shape[1]).reshape(-1)
+            identity_logits = identity_logits.reshape(-1, identity_logits.shape[-1])
+        if self.config.identity_loss == "cross_entropy":
+            return nn.functional.cross_entropy(identity_logits.float(), labels)
+        target = nn.functional.one_hot(labels, self.config.num_identities)
         return nn.functional.binary_cross_entropy_with_logits(identity_logits.float(), target.float())
 
     def _check_identity_labels(self, identity_labels: torch.Tensor, batch: int) -> None:
@@ -199,7 +259,11 @@ class FMAEForFacialActionUnitDetection(ImageClassifierMixin, FMAEPreTrainedModel
         logits = self.classifier(pooled)
         identity_logits = None
         if self.identity_classifier is not None:
-            identity_logits = self.identity_classifier(self.gradient_reversal(pooled))
+            if self.config.identity_head_input == "tokens":
+                identity_input = self.fc_norm(encoded.last_hidden_state[:, 1:])
+            else:
+                identity_input = pooled
+            identity_logits = self.identity_classifier(self.gradient_reversal(identity_input))
         au_loss = self.action_unit_loss(logits, labels) if labels is not None else None
         id_loss = self.identity_loss(identity_logits, identity_labels) if identity_labels is not None else None
         if au_loss is None:

@@ -7,6 +7,10 @@ once per real optimiser step. Trainer fires ``on_step_end`` right after ``optimi
 ``on_substep_end``), so with ``gradient_accumulation_steps=k`` the teacher moves once per ``k`` micro-batches.
 Without the callback such a model falls back to moving its teacher in every training forward, i.e. once per
 micro-batch.
+
+:class:`TrainingProgressCallback` tells a model how far training has gone: it calls
+``model.set_training_progress(global_step / max_steps)`` (FMAE-IAT's DANN ramp of the reversal strength) at the
+start and after every optimiser step.
 """
 
 from __future__ import annotations
@@ -54,3 +58,21 @@ class OptimizerStepHookCallback(TrainerCallback):
         hook = self._hook(model)
         if hook is not None:
             hook(state.global_step)
+
+
+class TrainingProgressCallback(TrainerCallback):
+    """Calls ``model.set_training_progress(state.global_step / state.max_steps)`` when training begins (or resumes)
+    and after every optimiser step, so the next step runs at that progress. A model without the method is left
+    alone (``hf-mae finetune`` always adds the callback)."""
+
+    @staticmethod
+    def _set(model: nn.Module | None, state) -> None:
+        setter = getattr(unwrap_model(model), "set_training_progress", None) if model is not None else None
+        if setter is not None and state.max_steps:
+            setter(min(1.0, state.global_step / state.max_steps))
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._set(model, state)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self._set(model, state)

@@ -144,6 +144,12 @@ RANGES = {
     "max_eval_samples": (1, False, None, False),
     "identity_adversarial_lambda": (0, False, None, False),
 }
+# FMAE-IAT's options (FMAEConfig's fields; None: the model's own)
+IAT_CHOICES = {
+    "identity_loss": ("bce", "cross_entropy"),
+    "identity_adversarial_schedule": ("constant", "dann"),
+    "identity_head_input": ("pooled", "tokens"),
+}
 
 
 def check_numbers(**values) -> None:
@@ -227,6 +233,9 @@ def build_trainer(
     max_eval_samples: int | None = None,
     identity_adversarial_lambda: float | None = None,
     identity_column: str = "identity",
+    identity_loss: str | None = None,
+    identity_adversarial_schedule: str | None = None,
+    identity_head_input: str | None = None,
     report_to: str = "none",
     disable_tqdm: bool | None = None,
 ):
@@ -237,7 +246,7 @@ def build_trainer(
 
     import hf_mae  # noqa: F401  (registers the Auto classes)
 
-    from .callbacks import OptimizerStepHookCallback
+    from .callbacks import OptimizerStepHookCallback, TrainingProgressCallback
     from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, with_model_inputs
 
     pretrained_dir = str(pretrained_dir)
@@ -255,6 +264,16 @@ def build_trainer(
             f"identity_adversarial_lambda={identity_adversarial_lambda} needs a model with an identity-adversarial "
             f"head (FMAE, model_type 'fmae'); {pretrained_dir!r} is a {pretrained_config.model_type!r} model"
         )
+    iat_options = dict(identity_loss=identity_loss, identity_adversarial_schedule=identity_adversarial_schedule,
+                       identity_head_input=identity_head_input)
+    iat_options = {name: value for name, value in iat_options.items() if value is not None}
+    for name, value in iat_options.items():
+        if not hasattr(pretrained_config, name):
+            raise ValueError(f"{name}={value!r} needs an FMAE model (model_type 'fmae'); {pretrained_dir!r} is a "
+                             f"{pretrained_config.model_type!r} model")
+        allowed = IAT_CHOICES[name]
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
     if adversarial and label_smoothing:
         raise ValueError(
             f"label_smoothing={label_smoothing} cannot be combined with identity_adversarial_lambda > 0: Trainer's "
@@ -278,7 +297,8 @@ def build_trainer(
                          f"{label_column!r} is multi-label (BCE): pass label_smoothing=0")
 
     transformers.set_seed(seed)  # the new head (and, from scratch, every weight) is drawn from this seed
-    overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path)
+    overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path,
+                     **iat_options)
     if multi_label:
         overrides["problem_type"] = "multi_label_classification"
     train_identity = None
@@ -337,7 +357,8 @@ def build_trainer(
         processing_class=processor,  # saved beside the model
         compute_metrics=multi_label_metrics if multi_label else accuracy_metrics,
         optimizers=(optimizer, None),  # Trainer still builds its warmup + cosine scheduler over these groups
-        callbacks=[OptimizerStepHookCallback()],  # a model with an EMA teacher moves it once per optimiser step
+        # a model with an EMA teacher moves it once per optimiser step; FMAE-IAT's DANN ramp follows the progress
+        callbacks=[OptimizerStepHookCallback(), TrainingProgressCallback()],
     )
 
 
@@ -350,7 +371,9 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
     (default 0.75, or 1 for an encoder without one stack of blocks),
     weight_decay, label_smoothing, drop_path, warmup_ratio, seed, train_split, eval_split (default test, else
     validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs),
-    identity_adversarial_lambda (FMAE-IAT's λ; None: the model's own) and identity_column, report_to.
+    identity_adversarial_lambda (FMAE-IAT's λ; None: the model's own), identity_column, identity_loss,
+    identity_adversarial_schedule and identity_head_input (FMAE-IAT's options, see ``FMAEConfig``; None: the model's
+    own), report_to.
     label_smoothing defaults to MAE's 0.1, or 0 for multi-label data and identity-adversarial training.
 
     Returns the best model's eval metrics (``eval_accuracy``, ``eval_loss``, ...) plus ``train_loss`` and
@@ -419,6 +442,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                            "trained on --identity-column (0: plain fine-tuning; FMAE models only)")
     parser.add_argument("--identity-column", default="identity",
                         help="the train split's subject column for --identity-adversarial-lambda")
+    parser.add_argument("--identity-loss", choices=IAT_CHOICES["identity_loss"], default=None,
+                        help="FMAE-IAT identity loss (default: the model's, bce as the official code)")
+    parser.add_argument("--identity-adversarial-schedule", choices=IAT_CHOICES["identity_adversarial_schedule"],
+                        default=None, help="FMAE-IAT: constant lambda (the code's) or the DANN ramp")
+    parser.add_argument("--identity-head-input", choices=IAT_CHOICES["identity_head_input"], default=None,
+                        help="FMAE-IAT: the identity head reads the pooled feature (the code's) or every patch token")
     parser.add_argument("--seed", type=int, default=0, help="seeds the new head, the data order and subsets")
     parser.add_argument("--report-to", default="none", help="Trainer loggers, e.g. tensorboard")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
@@ -447,6 +476,9 @@ def run(args) -> int:
         max_eval_samples=args.max_eval_samples,
         identity_adversarial_lambda=args.identity_adversarial_lambda,
         identity_column=args.identity_column,
+        identity_loss=args.identity_loss,
+        identity_adversarial_schedule=args.identity_adversarial_schedule,
+        identity_head_input=args.identity_head_input,
         overwrite=args.overwrite,
         report_to=args.report_to,
     )
