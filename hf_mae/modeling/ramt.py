@@ -679,6 +679,10 @@ class RAMTForImageClassification(RAMTPreTrainedModel):
             merged.vision_model.get_parameter(name).copy_(value)
         return merged.requires_grad_(True)
 
+    def save_finetune_exports(self, run_directory) -> None:
+        """What ``hf-mae finetune`` writes beside the best model: the masks alone in ``RUN/masks``."""
+        self.save_masks(os.path.join(run_directory, "masks"))
+
     def save_merged(self, save_directory, tokenizer=None, **kwargs) -> None:
         """Writes :meth:`merge_and_unload` as a plain transformers folder (``CLIPModel.from_pretrained`` loads it)
         and, when given, the tokenizer."""
