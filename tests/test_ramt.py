@@ -310,8 +310,12 @@ def test_vision_text_dual_encoder_towers():
     torch.manual_seed(0)
     clip = VisionTextDualEncoderModel(VisionTextDualEncoderConfig.from_vision_text_configs(vision, text,
                                                                                            projection_dim=16))
+    with torch.no_grad():
+        clip.logit_scale.fill_(4.0)  # a trained value: the wrapper keeps every weight of a given model
+    given = {k: v.clone() for k, v in clip.state_dict().items()}
     config = RAMTConfig(num_labels=4, id2label=dict(enumerate(NAMES)), label2id={n: i for i, n in enumerate(NAMES)})
     model = RAMTForImageClassification(config, clip=clip, tokenizer=AutoTokenizer.from_pretrained(MINILM)).eval()
+    assert all(torch.equal(given[k], v) for k, v in clip.state_dict().items())
     assert model.ramt.masked_modules == ["embeddings.patch_embeddings.projection"] + [
         f"layers.{i}.attention.{p}_proj" for i in range(2) for p in "qkvo"]  # not the MLP, not ViT's pooler
     pixels, labels = colours(8, seed=0)

@@ -353,6 +353,17 @@ class RAMTPreTrainedModel(MaskedModelPreTrainedModel):
         else:
             super()._init_weights(module)
 
+    @torch.no_grad()
+    def initialize_weights(self):
+        # transformers' CLIP sets logit_scale in its __init__ only (its _init_weights skips it), so a load that misses
+        # it would leave it uninitialised; the nested model's modules are initialised by its own rules, hence here
+        for module in self.modules():
+            scale = getattr(module, "logit_scale", None)
+            if isinstance(module, PreTrainedModel) and isinstance(scale, nn.Parameter) and hasattr(
+                    module.config, "logit_scale_init_value"):
+                init.constant_(scale, module.config.logit_scale_init_value)
+        super().initialize_weights()
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         with no_warm_start():
@@ -371,7 +382,9 @@ class RAMTModel(RAMTPreTrainedModel):
     masks and ``pooler_output`` (batch, projection_dim), the projected image features (not normalised). Holds the
     frozen dual encoder as ``clip`` and one score tensor per masked weight in ``mask_scores``."""
 
-    _can_record_outputs = {}
+    # hidden states and attentions come from the wrapped image encoder's own output plumbing (any family); the
+    # declaration names the record points of the CLIP family, the default backbone, as transformers' CLIP declares them
+    _can_record_outputs = {"hidden_states": "CLIPEncoderLayer", "attentions": "CLIPAttention"}
 
     def __init__(self, config: RAMTConfig, clip: PreTrainedModel | None = None, warm_start: bool = True):
         super().__init__(config)
@@ -388,6 +401,9 @@ class RAMTModel(RAMTPreTrainedModel):
             if not hasattr(clip, name):
                 raise TypeError(f"clip must be a CLIP-like dual encoder with a vision_model and get_text_features "
                                 f"(CLIPModel, VisionTextDualEncoderModel, SiglipModel), got {type(clip).__name__}")
+        if not fresh:  # a given dual encoder keeps every weight it has: post_init's initialisation passes it by
+            for tensor in (*clip.parameters(), *clip.buffers()):
+                tensor._is_hf_initialized = True
         config.clip_config = architecture_dict(clip)  # a saved model rebuilds this dual encoder from its config
         self.clip = clip.requires_grad_(False).eval()
         self.masked_modules = mask_targets(clip.vision_model, config.target_modules, config.mask_mlp)
@@ -554,6 +570,7 @@ class RAMTForImageClassification(RAMTPreTrainedModel):
         image = l2_normalize(image_features)
         # CLIP's order of operations: (classes x images) then transposed
         logits = (self.class_embeddings.to(image.dtype) @ image.t() * clip.logit_scale.exp().to(image.dtype)).t()
+        logits = logits.contiguous()
         bias = getattr(clip, "logit_bias", None)
         return logits + bias.to(image.dtype) if bias is not None else logits
 
