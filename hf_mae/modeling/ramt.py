@@ -177,6 +177,10 @@ class RAMTConfig(PreTrainedConfig):
         return self.vision_config().image_size
 
     @property
+    def num_channels(self) -> int:
+        return self.vision_config().num_channels
+
+    @property
     def hidden_size(self) -> int:
         return self.vision_config().hidden_size
 
@@ -409,7 +413,7 @@ class RAMTModel(RAMTPreTrainedModel):
         self.masked_modules = mask_targets(clip.vision_model, config.target_modules, config.mask_mlp)
         modules = dict(clip.vision_model.named_modules())
         self.mask_scores = nn.ParameterDict({
-            score_key(name): nn.Parameter(torch.full_like(modules[name].weight, config.score_init, dtype=torch.float32))
+            score_key(name): nn.Parameter(torch.full_like(modules[name].weight, config.score_init))
             for name in self.masked_modules})
         self.mask_scores.is_ramt_scores = True
         self.post_init()
@@ -480,8 +484,11 @@ class RAMTModel(RAMTPreTrainedModel):
 
     def forward(self, pixel_values: torch.Tensor | None = None, output_hidden_states: bool | None = None,
                 output_attentions: bool | None = None, interpolate_pos_encoding: bool = False,
-                return_dict: bool | None = None, **kwargs) -> BaseModelOutputWithPooling:
-        r"""pixel_values: (batch, channels, height, width)."""
+                return_dict: bool | None = None, mask_ratio: float | None = None) -> BaseModelOutputWithPooling:
+        r"""pixel_values: (batch, channels, height, width).
+        mask_ratio: None or 0 only (the image API's "mask no token"): R-AMT masks weights, never tokens."""
+        if mask_ratio not in (None, 0, 0.0):
+            raise ValueError(f"mask_ratio={mask_ratio!r}: R-AMT masks weights, not tokens; only None or 0 is allowed")
         self.check_pixels(pixel_values)
         extra = dict(output_hidden_states=output_hidden_states, output_attentions=output_attentions)
         if interpolate_pos_encoding:
