@@ -413,3 +413,12 @@ def test_finetune_cli_end_to_end(tmp_path):
     # in one token, so its class embeddings are nearly parallel (the colour test above learns to 1.0 in 60 steps)
     assert after > before + 0.08
     assert 0.01 < stats["fraction"] < 0.7
+    from hf_mae.training.finetune import finetune
+
+    with pytest.raises(ValueError, match="label_smoothing"):  # the label smoother would drop the L2 and grad-drop
+        finetune(None, "digits", tmp_path / "x", model="ramt-tiny", label_smoothing=0.1, max_steps=1)
+    with pytest.raises(ValueError, match="drop_path"):
+        finetune(None, "digits", tmp_path / "x", model="ramt-tiny", drop_path=0.1, max_steps=1)
+    with pytest.raises(ValueError, match="either pretrained_dir"):
+        finetune(out, "digits", tmp_path / "x", model="ramt-tiny")
+    assert not (tmp_path / "x").exists()

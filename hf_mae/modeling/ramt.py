@@ -432,7 +432,7 @@ class RAMTModel(RAMTPreTrainedModel):
         self.clip.eval()  # the frozen backbone never drops out: the zero-shot teacher is the same network
         return self
 
-    def masks(self, training: bool | None = None) -> dict[str, torch.Tensor]:
+    def masks(self) -> dict[str, torch.Tensor]:
         """Module name -> its {0, 1} weight mask (straight-through in training with gradients on)."""
         return {name: binarize(self.mask_scores[score_key(name)], self.config.threshold) for name in self.masked_modules}
 
@@ -522,6 +522,9 @@ class RAMTForImageClassification(RAMTPreTrainedModel):
 
     # what ``hf-mae finetune`` uses where the user gave nothing: the official recipe (Adam = AdamW without decay)
     finetune_defaults = dict(lr=8e-5, weight_decay=0.0, layer_decay=1.0, label_smoothing=0.0, warmup_ratio=0.0)
+    # Trainer's label smoother computes the loss itself and hides the labels from the model: the L2 term and the
+    # gradient dropout would silently be lost
+    label_smoothing_allowed = False
 
     def __init__(self, config: RAMTConfig, clip: PreTrainedModel | None = None, tokenizer=None):
         super().__init__(config)
@@ -674,9 +677,7 @@ class RAMTForImageClassification(RAMTPreTrainedModel):
         settings.pop("model_type", None)
         settings.update(config_overrides)
         config = RAMTConfig(**settings)
-        model = cls(config, clip=clip, tokenizer=tokenizer)
-        if clip is not None:
-            model.set_class_names()  # post_init encoded the prompts already; kept explicit for a given tower
+        model = cls(config, clip=clip, tokenizer=tokenizer)  # post_init encodes the prompts with its text tower
         masks = load_file(os.path.join(mask_directory, MASKS_FILE))
         expected = set(model.binary_masks())
         if set(masks) != expected:

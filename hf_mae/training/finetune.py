@@ -297,6 +297,10 @@ def build_trainer(
     layer_decay = defaults["layer_decay"] if layer_decay is None else layer_decay
     weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
     label_smoothing = defaults["label_smoothing"] if label_smoothing is None else label_smoothing
+    if label_smoothing and not getattr(classification_class(pretrained_config), "label_smoothing_allowed", True):
+        raise ValueError(f"label_smoothing={label_smoothing}: Trainer's label smoother would replace the loss of "
+                         f"{classification_class(pretrained_config).__name__} (its own terms need the labels); pass "
+                         "label_smoothing=0")
     warmup_ratio = defaults["warmup_ratio"] if warmup_ratio is None else warmup_ratio
     takes_drop_path = hasattr(pretrained_config, "drop_path_rate")
     if drop_path is not None and not takes_drop_path:
