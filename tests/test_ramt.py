@@ -422,3 +422,27 @@ def test_finetune_cli_end_to_end(tmp_path):
     with pytest.raises(ValueError, match="either pretrained_dir"):
         finetune(out, "digits", tmp_path / "x", model="ramt-tiny")
     assert not (tmp_path / "x").exists()
+
+
+def test_siglip_towers():
+    """SiglipModel: the sigmoid model's logit bias joins the logits; its pooling head's nn.MultiheadAttention
+    contributes its out_proj only (its q/k/v live in one in_proj_weight, not a Linear)."""
+    from transformers import SiglipConfig, SiglipModel
+
+    config = SiglipConfig(
+        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2),
+        text_config=dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, max_position_embeddings=64))
+    torch.manual_seed(0)
+    clip = SiglipModel(config).eval()
+    tokenizer = AutoTokenizer.from_pretrained(MINILM)
+    ramt = RAMTConfig(num_labels=4, id2label=dict(enumerate(NAMES)), label2id={n: i for i, n in enumerate(NAMES)})
+    model = RAMTForImageClassification(ramt, clip=clip, tokenizer=tokenizer).eval()
+    assert model.ramt.masked_modules == ["embeddings.patch_embedding"] + [
+        f"encoder.layers.0.self_attn.{p}_proj" for p in ("k", "v", "q", "out")] + ["head.attention.out_proj"]
+    pixels, _ = colours(4, seed=0)
+    tokens = tokenizer(model.prompts(), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        reference = clip(**tokens, pixel_values=pixels).logits_per_image
+        torch.testing.assert_close(model(pixels).logits, reference, rtol=0, atol=1e-5)

@@ -33,7 +33,8 @@ original class (``CLIPModel.from_pretrained``) loads without hf-mae.
 
 Departures from the paper / the official code:
 - the wrapped model is a transformers dual encoder, its attention q/k/v projections separate Linears (OpenAI CLIP's
-  ``in_proj_weight`` fused): the masks are the same elements, held per projection;
+  ``in_proj_weight`` fused): the masks are the same elements, held per projection; an ``nn.MultiheadAttention``
+  (SigLIP's pooling head) has its q/k/v in one parameter, not a Linear: only its ``out_proj`` is masked;
 - the KL term is the true KL(teacher || student) (the official ``KLLoss`` is the soft cross-entropy, KL plus the
   teacher's entropy: the same gradient) and only its gradient is used; the official FUSE_ALPHA (1) is not exposed;
 - with gradient accumulation (Trainer) the drop is drawn per micro-batch from that micro-batch's (scaled) gradients;
