@@ -44,6 +44,8 @@ Departures from the paper / the official code:
 - the frozen backbone runs in eval mode during mask tuning (no dropout; the official puts the whole model in eval
   mode too); gradient checkpointing is not supported (the masked weights are swapped in with ``functional_call``, which
   a recomputation in the backward pass would not see);
+- the processor is hf-mae's image processor with CLIP's mean and std, resizing to the image size (bicubic) without
+  CLIP's shortest-side resize + centre crop (non-square images are squashed, not cropped);
 - the official trains with Adam (lr 8e-5, 30 epochs; ImageNet 3e-5, 10 epochs), cosine, batch 32, no weight decay;
   ``hf-mae finetune`` uses AdamW with weight decay 0 (the same update), lr 8e-5, cosine, no warmup, no label
   smoothing (``finetune_defaults``).
