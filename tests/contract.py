@@ -378,6 +378,123 @@ class CAEAdapter(ImageAdapter):
         return (self.batch, masked, dim)
 
 
+class MultiMAEAdapter(ImageAdapter):
+    """MultiMAE: the mask covers the tokens of every input modality (the image's and its pseudo-labelled maps'),
+    concatenated; ``noise`` (batch, total tokens) keeps the ``num_encoded_tokens`` smallest values of all (a drawn
+    mask splits the same budget by a Dirichlet draw); the base model sees the maps the pre-training class derived;
+    a classifier given ``pixel_values`` alone leaves the other input adapters without gradient. Paper preset: 8
+    visible tokens of the shrunk 3 x 16."""
+
+    def shrink(self):
+        shrink = super().shrink()
+        return {**shrink, "num_encoded_tokens": 8} if shrink else shrink
+
+    def total_tokens(self, config) -> int:
+        return config.num_patches * len(config.input_modalities)
+
+    def noise(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        torch.randn(self.batch, config.num_channels, height, width, generator=generator)  # drawn after the pixels
+        return {"noise": torch.rand(self.batch, self.total_tokens(config), generator=generator)}
+
+    def modality_inputs(self, model, pixel_values) -> dict:
+        """The input modalities' maps as the pre-training class makes them, by keyword."""
+        from hf_mae.modeling.multimae import values_name
+
+        pretraining = model if hasattr(model, "modality_maps") else None
+        if pretraining is None:
+            pretraining = self.model_class("pretraining")(model.config).eval()
+        maps = pretraining.modality_maps(pixel_values, {})
+        return {values_name(model.config, m): maps[m["name"]] for m in model.config.input_modalities}
+
+    def base_inputs(self, model, fixed):
+        return {**self.modality_inputs(model, fixed["pixel_values"]), "noise": fixed["noise"]}
+
+    def expected_mask(self, config, noise):
+        kept = config.num_encoded_tokens
+        return 1.0 - torch.zeros_like(noise).scatter_(1, noise.argsort(1)[:, :kept], 1.0)
+
+    def masked_count(self, config):
+        return self.total_tokens(config) - config.num_encoded_tokens
+
+    def gradient_exemptions(self, model, task):
+        if task == "pretraining":
+            return set()
+        image = model.config.modalities[0]["name"]
+        return {name for name, _ in model.named_parameters()
+                if ".embeddings.adapters." in name and f".adapters.{image}." not in name}
+
+    def check_fixed_noise(self, model, fixed):
+        config = model.config
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.mask, b.mask)
+        assert torch.equal(a.mask, self.expected_mask(config, fixed["noise"]))
+        assert a.mask.sum(1).tolist() == [self.masked_count(config)] * self.batch
+        assert a.modality_budget.sum(1).tolist() == [config.num_encoded_tokens] * self.batch
+        c = model(fixed["pixel_values"])  # a drawn Dirichlet split of the same budget
+        assert c.mask.sum(1).tolist() == a.mask.sum(1).tolist()
+        assert c.modality_budget.sum(1).tolist() == [config.num_encoded_tokens] * self.batch
+
+    def check_mask_ratio_zero(self, model):
+        """A plain call encodes every token of the modalities given, in order; identity noise keeping them all gives
+        the same features; a sample's features do not depend on its batch."""
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        inputs = self.modality_inputs(model, pixel_values)
+        out = model(**inputs)
+        total, globals_ = self.total_tokens(model.config), model.config.num_global_tokens
+        assert out.last_hidden_state.shape[1] == total + globals_ and out.mask.sum() == 0
+        assert torch.equal(out.ids_restore, torch.arange(total).expand(self.batch, -1))
+        identity = torch.arange(total, dtype=torch.float).expand(self.batch, -1)
+        torch.testing.assert_close(out.last_hidden_state,
+                                   model(**inputs, noise=identity, num_encoded_tokens=total).last_hidden_state)
+        image_only = model(pixel_values)
+        assert image_only.last_hidden_state.shape[1] == model.config.num_patches + globals_
+        single = {key: value[:1] for key, value in inputs.items()}
+        torch.testing.assert_close(model(**single).last_hidden_state, out.last_hidden_state[:1], rtol=0, atol=1e-5)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values, noise = fixed["pixel_values"], fixed["noise"]
+        batch, channels, config = self.batch, model.config.num_channels, model.config
+        with pytest.raises(ValueError, match="num_channels"):
+            model(torch.randn(batch, channels + 1, *pixel_values.shape[-2:]))
+        with pytest.raises(ValueError, match="divisible"):
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + 1, pixel_values.shape[-1]), interpolate_pos_encoding=True)
+        with pytest.raises(ValueError, match="image_size"):
+            patch = to_2tuple(config.patch_size)
+            model(torch.randn(batch, channels, pixel_values.shape[-2] + patch[0], pixel_values.shape[-1]))
+        for count in (0, self.total_tokens(config) + 1, 2.5):
+            with pytest.raises(ValueError, match="num_encoded_tokens"):
+                model(pixel_values, num_encoded_tokens=count)
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="noise"):
+            model(pixel_values, noise=noise[:, :-1])
+        modalities = len(config.input_modalities)
+        with pytest.raises(ValueError, match="modality_budget"):
+            model(pixel_values, modality_budget=torch.ones(batch, modalities + 1, dtype=torch.long))
+        uneven = torch.ones(batch, modalities, dtype=torch.long)
+        uneven[0, 0] = 2
+        with pytest.raises(ValueError, match="modality_budget"):
+            model(pixel_values, modality_budget=uneven)
+        semantic = next((m for m in config.input_modalities if m["kind"] == "semantic"), None)
+        if semantic is not None:
+            stride = semantic["stride"]
+            ids = torch.full((batch, pixel_values.shape[-2] // stride, pixel_values.shape[-1] // stride),
+                             semantic["num_classes"])
+            with pytest.raises(ValueError, match=f"{semantic['name']}_values"):
+                model(pixel_values, **{f"{semantic['name']}_values": ids})
+        with pytest.raises(ValueError, match="num_encoded_tokens"):
+            hf_mae.create_model(self.preset, num_encoded_tokens=10**6)
+        with pytest.raises(ValueError, match=r"modalities\[1\]\['kind'\]"):
+            hf_mae.create_model(self.preset, modalities=[config.modalities[0], dict(name="x", kind="sparse")])
+
+
 class VideoAdapter(Adapter):
     """Clips (batch, frames, C, H, W); tube masking: ``noise`` over the spatial grid, one spatial mask in every time
     slice; pre-training logits cover the decoded tokens only."""
@@ -1634,6 +1751,7 @@ METHOD_ADAPTERS = {
     "qlae": QLAEAdapter,
     "meap": MEAPAdapter,
     "ramt": RAMTAdapter,
+    "multimae": MultiMAEAdapter,
 }
 
 

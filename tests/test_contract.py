@@ -277,7 +277,8 @@ def test_every_trainable_parameter_gets_a_gradient(preset):
         loss.backward()
         missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or p.grad.abs().sum() == 0)]
         for name in adapter.gradient_exemptions(model, task):  # by design: asserted to get exactly none
-            assert model.get_parameter(name).grad.abs().sum() == 0
+            grad = model.get_parameter(name).grad  # None: not even in the graph (MultiMAE's unused input adapters)
+            assert grad is None or grad.abs().sum() == 0
             missing.remove(name)
         assert not missing, f"{task}: no gradient for {missing}"
         assert not any(p.requires_grad for _, p in model.named_buffers())  # sin-cos tables are buffers, not params

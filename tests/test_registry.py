@@ -50,6 +50,7 @@ PRESET_NAMES = {
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
     "mrmae": ["mrmae-tiny", "mrmae-vit-base-patch16"],
     "mto": ["mto-simmim-vit-base-patch16", "mto-tiny"],
+    "multimae": ["multimae-tiny", "multimae-vit-base-patch16"],
     "pointmae": ["pointmae-shapenet", "pointmae-tiny"],
     "qlae": ["qlae-shapes3d", "qlae-tiny"],
     "retromae": ["retromae-bert-base-uncased", "retromae-minilm-l6", "retromae-tiny"],
@@ -90,6 +91,7 @@ ROW_FACTS = {
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
     "mto": ("image", None, "MAEImageProcessor", {}),
+    "multimae": ("image", None, "MAEImageProcessor", {}),
     "pointmae": ("point-cloud", 1e-3, "PointCloudFeatureExtractor", {}),
     "qlae": ("image", 1e-3, "MAEImageProcessor", {"do_normalize": False}),
     "retromae": ("text", None, "RetroMAEProcessor", {}),
@@ -110,6 +112,9 @@ CONFIG_VALUES = {
     "mae-tiny": dict(image_size=32, patch_size=4, hidden_size=128, num_hidden_layers=4, decoder_hidden_size=64),
     "mae-vit-huge-patch14": dict(patch_size=14, hidden_size=1280, num_hidden_layers=32, intermediate_size=5120),
     "simmim-tiny": dict(hidden_size=128, mask_patch_size=8),
+    "multimae-tiny": dict(num_encoded_tokens=32, decoder_num_hidden_layers=2, num_global_tokens=1),
+    "multimae-vit-base-patch16": dict(num_encoded_tokens=98, decoder_hidden_size=256, decoder_num_attention_heads=8,
+                                      dirichlet_alpha=1.0),
     "simmim-vit-base-patch16": dict(image_size=192, mask_ratio=0.6, mask_patch_size=32, hidden_size=768),
     "cropmae-tiny": dict(mask_ratio=0.96875, decoder_num_hidden_layers=2),
     "cropmae-vit-small-patch16": dict(hidden_size=384, num_attention_heads=6, decoder_hidden_size=256,
@@ -187,7 +192,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_registered_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 37 and len(registry.PRESETS) == 98
+    assert len(registry.METHODS) == 38 and len(registry.PRESETS) == 100  # + MultiMAE, R-AMT (2 presets each)
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -129,7 +129,7 @@ def _small_corpus(tmp_path, n=24):
 
 
 @pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
-def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, one_thread):
+def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, one_thread, capsys):
     from sentence_transformers import SentenceTransformer
 
     corpus, texts = _small_corpus(tmp_path)
@@ -139,6 +139,7 @@ def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, o
         warnings.simplefilter("ignore")  # passages over 32 tokens are truncated with a warning
         records = run_pretrain(argv + (["--streaming"] if streaming else []), tmp_path / "run")
     assert [r["step"] for r in records] == [1, 2, 3] and all(r["loss"] > 0 for r in records)
+    assert " texts/s; saved to " in capsys.readouterr().out  # a text run counts texts, not images
     run = tmp_path / "run"
     model = hf_mae.RetroMAEForPreTraining.from_pretrained(run).eval()
     processor = hf_mae.RetroMAEProcessor.from_pretrained(run)
@@ -151,6 +152,83 @@ def test_pretrain_cli_end_to_end_and_the_exported_encoder(tmp_path, streaming, o
         torch.testing.assert_close(plain(**inputs).last_hidden_state[:, 0], expected, rtol=0, atol=1e-5)
     embedded = SentenceTransformer(str(run / "encoder"), device="cpu").encode(texts[:4], convert_to_tensor=True)
     assert (embedded - expected).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["map", "streaming"])
+def test_a_resumed_text_run_ends_with_the_same_weights(tmp_path, streaming, one_thread):
+    """Masks are seeded by the batch (its keys, or a stream's texts), so a run resumed from its step-3 checkpoint
+    ends with the weights of the uninterrupted one; the resumed run reads only the checkpoint and run_args.json."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from hf_mae.training.pretrain import pretrain
+
+    corpus, _ = _small_corpus(tmp_path, n=40)
+    kwargs = dict(model="retromae-tiny", dataset=str(corpus), max_steps=6, batch_size=4, lr=1e-3, save_steps=3,
+                  log_steps=1, report_to="none", streaming=streaming, config_overrides={"max_length": 32})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # passages over 32 tokens are truncated with a warning
+        reference, _ = pretrain(output_dir=tmp_path / "reference", **kwargs)
+        killed = tmp_path / "killed"
+        shutil.copytree(reference / "checkpoints" / "step_3", killed / "checkpoints" / "step_3")
+        shutil.copy(reference / "run_args.json", killed)
+        resumed, summary = pretrain(output_dir=killed, resume=True, **kwargs)
+    assert summary["resumed_from_step"] == 3 and summary["steps"] == 6
+    expected, got = load_file(reference / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert got.keys() == expected.keys()
+    assert max((expected[k] - got[k]).abs().max().item() for k in expected) <= 1e-6
+
+
+TINY_ROBERTA = dict(model_type="roberta", vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=128, max_position_embeddings=130, type_vocab_size=1, pad_token_id=0,
+                    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.mark.parametrize("method", ["retromae-tiny", "dupmae-tiny"])
+def test_a_roberta_backbone_trains_and_exports(tmp_path, method, one_thread):
+    """The RoBERTa family (its positions count from padding_idx + 1): RetroMAE's decoder queries are the encoder's
+    own position embeddings of an unpadded text plus h_cls, the loss falls on a repeated batch, and the export loads
+    as a plain RobertaModel and a SentenceTransformer with the model's own embedding. Families the decoders cannot
+    use (DistilBERT, ELECTRA: the MLM head in pieces) fail at construction with the family named."""
+    from sentence_transformers import SentenceTransformer
+
+    torch.manual_seed(0)
+    model = hf_mae.create_model(method, encoder_config=TINY_ROBERTA)
+    processor = hf_mae.create_processor(method)
+    texts = ["masked auto encoders for dense retrieval", "a second passage, a little longer than the first one"]
+    plain = processor(texts[:1], return_tensors="pt")
+    embeddings = model.retromae.encoder.base_model.embeddings
+    h_cls = torch.randn(1, 1, 64)
+    if method == "retromae-tiny":
+        length = plain["input_ids"].shape[1]
+        positions = torch.arange(length) + embeddings.padding_idx + 1  # what RobertaEmbeddings gives unpadded ids
+        torch.testing.assert_close(model.decoder_queries(h_cls, length) - h_cls,
+                                   embeddings.position_embeddings(positions).unsqueeze(0).expand(1, -1, -1))
+    batch = processor(texts, return_tensors="pt", for_pretraining=True, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss = model(**batch).loss
+        losses.append(loss.item())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert losses[-1] < losses[0] - 1.0, losses
+    model.eval().save_encoder(tmp_path / "encoder", processor.tokenizer)
+    with torch.no_grad():
+        inputs = processor(texts, return_tensors="pt")
+        expected = model.retromae(**inputs).last_hidden_state[:, 0]  # the export's CLS pooling (DupMAE: its CLS half)
+        exported = AutoModel.from_pretrained(tmp_path / "encoder").eval()
+        assert type(exported).__name__ == "RobertaModel"
+        torch.testing.assert_close(exported(**inputs).last_hidden_state[:, 0], expected, rtol=0, atol=1e-5)
+    embedded = SentenceTransformer(str(tmp_path / "encoder"), device="cpu").encode(texts, convert_to_tensor=True)
+    assert (embedded - expected).abs().max().item() < 1e-5
+    for family in (dict(model_type="distilbert", vocab_size=30522, dim=64, n_layers=2, n_heads=2, hidden_dim=128),
+                   dict(model_type="electra", vocab_size=30522, embedding_size=32, hidden_size=64,
+                        num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)):
+        with pytest.raises(TypeError, match=r"ForMaskedLM has no single MLM head module .*BERT and RoBERTa"):
+            hf_mae.create_model(method, encoder_config=family)
 
 
 def test_presets_and_warm_start_from_minilm(tmp_path):

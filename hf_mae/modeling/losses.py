@@ -19,6 +19,17 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     return (per_token * mask).sum() / mask.sum().clamp_min(1.0)
 
 
+def masked_sample_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MultiMAE's reduction of a per-token loss (batch, tokens) over the removed tokens (``mask`` 1): the mean over
+    each sample's removed tokens, then the mean over the samples that have any (the official ``nanmean``: a sample
+    whose modality is fully visible adds nothing). 0 when no sample has a removed token."""
+    mask = mask.to(per_token.dtype)
+    counts = mask.sum(dim=1)
+    per_sample = (per_token * mask).sum(dim=1) / counts.clamp_min(1.0)
+    has_any = (counts > 0).to(per_token.dtype)
+    return (per_sample * has_any).sum() / has_any.sum().clamp_min(1.0)
+
+
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config) -> torch.Tensor:
     """transformers' rule: regression (MSE), single-label (cross-entropy) or multi-label (BCE) from the config's
     ``problem_type``, inferred from ``num_labels`` and the labels' dtype when unset."""

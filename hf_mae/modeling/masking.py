@@ -59,8 +59,13 @@ def mask_from_noise(noise: torch.Tensor, mask_ratio: float) -> TokenMask:
 
     This is exactly the rule of MAE and transformers' ViTMAE, so the same ``noise`` gives the same mask in both.
     """
+    return mask_keeping_lowest(noise, num_kept(noise.shape[1], mask_ratio))
+
+
+def mask_keeping_lowest(noise: torch.Tensor, keep: int) -> TokenMask:
+    """Keeps, per sample, the ``keep`` tokens with the smallest noise (argsort ascending), in that order: MAE's rule
+    with a count instead of a ratio (MultiMAE's visible budget is a number of tokens)."""
     batch, num_tokens = noise.shape
-    keep = num_kept(num_tokens, mask_ratio)
     ids_shuffle = torch.argsort(noise, dim=1)
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     mask = torch.ones(batch, num_tokens, device=noise.device)
@@ -569,6 +574,111 @@ class BlockMaskGenerator(MaskGenerator):
 
 
 MASK_GENERATORS[BlockMaskGenerator.name] = BlockMaskGenerator
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MultiMAE's visible budget across modalities (Bachmann et al., ECCV 2022; EPFL-VILAB/MultiMAE multimae.py)
+
+
+def allocate_budget(proportions: torch.Tensor, total: int, capacities) -> torch.Tensor:
+    """Splits ``total`` visible tokens across modalities in ``proportions`` with exact totals.
+
+    proportions: (batch, M) non-negative, rows summing to 1 (a Dirichlet draw). capacities: M ints, the tokens each
+    modality has; ``total`` must not exceed their sum. Largest-remainder (Hamilton) rounding: each modality first
+    gets ``min(floor(p * total), capacity)``, then the tokens still to give go one at a time to the modality with the
+    largest unmet share ``p * total - count`` that has room (ties: the first). Every row sums to ``total`` exactly and
+    no modality exceeds its capacity. Returns (batch, M) long.
+
+    The official ``generate_random_masks`` rounds each share and then keeps the first ``total`` tokens of an argsort
+    of the rounded masks, which pads or trims the modalities arbitrarily when the rounded shares miss the total.
+    """
+    capacity = torch.as_tensor(list(capacities), dtype=torch.long, device=proportions.device)
+    if proportions.dim() != 2 or proportions.shape[1] != capacity.numel():
+        raise ValueError(f"proportions must be (batch, {capacity.numel()}), got {tuple(proportions.shape)}")
+    if isinstance(total, bool) or not isinstance(total, int) or not 0 <= total <= int(capacity.sum()):
+        raise ValueError(f"total must be an int in [0, {int(capacity.sum())}] (the tokens there are), got {total!r}")
+    target = proportions.double() * total
+    counts = torch.minimum(target.floor().long(), capacity)
+    remaining = total - counts.sum(dim=1)
+    rows = torch.arange(counts.shape[0], device=counts.device)
+    while bool((remaining > 0).any()):
+        unmet = (target - counts).masked_fill(counts >= capacity, -math.inf)
+        give = (remaining > 0).long()
+        counts[rows, unmet.argmax(dim=1)] += give
+        remaining = remaining - give
+    return counts
+
+
+def dirichlet_proportions(batch: int, num_modalities: int, alpha: float = 1.0,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """(batch, num_modalities) float32 draws of Dirichlet(alpha, ..., alpha) (symmetric), on the CPU.
+
+    With ``generator`` the draw is reproducible from it and torch's global RNG is left alone (the gamma sampler
+    behind ``torch.distributions.Dirichlet`` takes no generator: a seed drawn from ``generator`` seeds a forked RNG)."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"alpha (the Dirichlet concentration) must be a number > 0, got {alpha!r}")
+    concentration = torch.full((num_modalities,), float(alpha))
+    if generator is None:
+        return torch.distributions.Dirichlet(concentration).sample((batch,))
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.distributions.Dirichlet(concentration).sample((batch,))
+
+
+def budget_mask(noise: torch.Tensor, tokens_per_modality, budget: torch.Tensor) -> TokenMask:
+    """The mask of a concatenation of modalities (``noise`` (batch, sum of tokens), modality after modality) that keeps
+    exactly ``budget[b, m]`` tokens of modality ``m`` in sample ``b``: those with the smallest noise within the
+    modality. The encoder sees the kept tokens in ascending noise (as :func:`mask_keeping_lowest`)."""
+    sizes = [int(size) for size in tokens_per_modality]
+    batch, num_tokens = noise.shape
+    if num_tokens != sum(sizes):
+        raise ValueError(f"noise must have shape (batch, {sum(sizes)}) (the tokens of every modality), got "
+                         f"{tuple(noise.shape)}")
+    if tuple(budget.shape) != (batch, len(sizes)):
+        raise ValueError(f"budget must have shape (batch, modalities) = {(batch, len(sizes))}, got {tuple(budget.shape)}")
+    keep = []
+    for chunk, size, count in zip(noise.split(sizes, dim=1), sizes, budget.unbind(dim=1)):
+        rank = chunk.argsort(dim=1).argsort(dim=1)  # each token's rank within its modality
+        keep.append(rank < count.to(rank.device).unsqueeze(1))
+    mask = 1.0 - torch.cat(keep, dim=1).float()
+    kept = budget.sum(dim=1)
+    check_tensor_condition((kept == kept[0]).all(), "budget rows must keep the same number of tokens in every sample",
+                           lambda: f", got {kept.tolist()}")
+    ids = noise.argsort(dim=1)  # ascending noise, then the kept tokens first (stable: noise order within each group)
+    ids_shuffle = ids.gather(1, mask.gather(1, ids).argsort(dim=1, stable=True))
+    count = data_dependent_count(kept[0], num_tokens) if batch else 0
+    return TokenMask(ids_shuffle[:, :count], torch.argsort(ids_shuffle, dim=1), mask)
+
+
+class DirichletBudgetMaskGenerator:
+    """MultiMAE's masking over several modalities: per sample, the shares of a fixed visible budget are drawn from a
+    symmetric Dirichlet(``alpha``) (α = 1: uniform over the simplex), split into exact token counts
+    (:func:`allocate_budget`), and within each modality that many tokens are kept uniformly at random.
+
+    ``__call__(batch, tokens_per_modality, num_visible, device, generator)`` returns ``(TokenMask, budget)``: the
+    mask over the concatenated modalities (modality after modality) and the (batch, M) long counts. The draws come
+    from ``generator`` when given (reproducible, the global RNG untouched), else from torch's global RNG.
+    Departure (hf-mae's choice): exact largest-remainder totals instead of the official round-then-trim, and no
+    ``sample_tasks_uniformly`` option (off in the official pre-training configs)."""
+
+    name = "dirichlet_budget"
+
+    def __init__(self, alpha: float = 1.0):
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+            raise ValueError(f"alpha (the Dirichlet concentration) must be a number > 0, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def __call__(self, batch: int, tokens_per_modality, num_visible: int, device=None,
+                 generator: torch.Generator | None = None, budget: torch.Tensor | None = None):
+        sizes = [int(size) for size in tokens_per_modality]
+        if budget is None:
+            proportions = dirichlet_proportions(batch, len(sizes), self.alpha, generator)
+            budget = allocate_budget(proportions, num_visible, sizes)
+        draw_on = generator.device if generator is not None else device
+        noise = torch.rand(batch, sum(sizes), generator=generator, device=draw_on).to(device)
+        budget = budget.to(device)
+        return budget_mask(noise, sizes, budget), budget
 
 
 # ---------------------------------------------------------------------------------------------------------------

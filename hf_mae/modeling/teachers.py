@@ -204,23 +204,27 @@ class EMATeacherMixin:
 # Frozen teacher
 
 
-def build_auto_model(name_or_path: str | None = None, config: dict | None = None, seed: int | None = None, **kwargs):
+def build_auto_model(name_or_path: str | None = None, config: dict | None = None, seed: int | None = None,
+                     auto_class=None, **kwargs):
     """A transformers ``AutoModel``: randomly initialised from ``config`` (a dict with ``model_type``) when given,
     from ``seed`` without touching the global RNG when that is given too; else ``from_pretrained(name_or_path)``.
-    ``kwargs`` go to ``from_config`` / ``from_pretrained`` (e.g. ``attn_implementation="eager"``)."""
+    ``auto_class`` (default ``AutoModel``) picks another Auto class, e.g. ``AutoModelForDepthEstimation`` for a
+    model whose head is wanted (MultiMAE's pseudo-labellers). ``kwargs`` go to ``from_config`` / ``from_pretrained``
+    (e.g. ``attn_implementation="eager"``)."""
+    auto_class = AutoModel if auto_class is None else auto_class
     if config is not None:
         if not isinstance(config, Mapping) or "model_type" not in config:
             raise ValueError(f"config must be a config dict with a 'model_type' key, got {config!r}")
         settings = dict(config)
         auto_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
         if seed is None:
-            return AutoModel.from_config(auto_config, **kwargs)
+            return auto_class.from_config(auto_config, **kwargs)
         with torch.random.fork_rng(devices=[]):  # reproducible from the seed, the global RNG untouched
             torch.manual_seed(seed)
-            return AutoModel.from_config(auto_config, **kwargs)
+            return auto_class.from_config(auto_config, **kwargs)
     if name_or_path is None:
         raise ValueError("build_auto_model needs a name_or_path (Hub id or folder) or a config dict")
-    return AutoModel.from_pretrained(name_or_path, **kwargs)
+    return auto_class.from_pretrained(name_or_path, **kwargs)
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -181,7 +181,7 @@ class TextEncoderConfig(BackboneSizes, PreTrainedConfig):
 
 def build_masked_lm(config, prefix: str = "encoder", attn_implementation: str | None = None) -> nn.Module:
     """A randomly initialised ``AutoModelForMaskedLM`` of the architecture ``config.<prefix>_config`` describes
-    (a TypeError when that family has no masked-LM head)."""
+    (a TypeError when that family has no masked-LM head, or keeps it in pieces: DistilBERT, ELECTRA)."""
     backbone = config.backbone_config(prefix)
     if type(backbone) not in AutoModelForMaskedLM._model_mapping:
         raise TypeError(
@@ -190,7 +190,9 @@ def build_masked_lm(config, prefix: str = "encoder", attn_implementation: str | 
         )
     implementation = attn_implementation or getattr(config, "_attn_implementation", None)
     kwargs = {"attn_implementation": implementation} if implementation in ("eager", "sdpa") else {}
-    return AutoModelForMaskedLM.from_config(backbone, **kwargs)
+    masked_lm = AutoModelForMaskedLM.from_config(backbone, **kwargs)
+    mlm_head(masked_lm)  # a family the methods' layers cannot use fails here, named, not deep in a decoder
+    return masked_lm
 
 
 @contextlib.contextmanager

@@ -263,6 +263,17 @@ def resolve_num_workers(value) -> int:
     return max(0, min(AUTO_MAX_WORKERS, cores // local_processes - 1))
 
 
+SAMPLE_UNITS = {"text": "texts", "video": "videos", "video-text": "videos", "embeddings": "videos", "audio": "clips"}
+
+
+def sample_unit(preset: str) -> str:
+    """What one training sample is called in the progress bar and the summary ("images", "texts"); the metrics keep
+    the key ``images_per_s`` for every modality so old runs' files read the same."""
+    from .. import registry
+
+    return SAMPLE_UNITS.get(registry.get_method(preset).modality, "images")
+
+
 def build_dataloader(args, processor):
     """(DataLoader, the raw data set) for the run; the loader's own generator keeps the global RNG untouched."""
     from .. import registry
@@ -308,27 +319,25 @@ class TextRows(torch.utils.data.Dataset):
 
 
 class TextCollator:
-    """Texts -> the method's pre-training inputs: ``processor(texts, for_pretraining=True, generator=g)``. Keyed
-    rows (map-style) seed ``g`` with ``sample_seed(seed, *keys)``, so a batch's masks depend on the batch alone (a
-    resumed run and another --num-workers draw the same ones); a stream's rows (no keys) draw from a generator
-    seeded once per loading process (``seed`` and the worker), not replayed exactly by a resumed run."""
+    """Texts -> the method's pre-training inputs: ``processor(texts, for_pretraining=True, generator=g)``, with ``g``
+    seeded by the batch alone, so a resumed run and another --num-workers draw the same masks: keyed rows
+    (map-style) by ``sample_seed(seed, *keys)``; a stream's rows (no keys) by a digest of their texts (a resumed run
+    replays the stream's order, so it meets the same batches)."""
 
     def __init__(self, processor, seed: int):
-        self.processor, self.seed, self.stream_generator = processor, seed, None
+        self.processor, self.seed = processor, seed
 
     def __call__(self, rows):
         from .augmentation import sample_seed
 
         if rows and isinstance(rows[0], tuple):
             keys, texts = zip(*rows)
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, *(p for key in keys for p in key)))
+            batch_seed = sample_seed(self.seed, *(p for key in keys for p in key))
         else:
             texts = [row["text"] for row in rows]
-            if self.stream_generator is None:
-                info = torch.utils.data.get_worker_info()
-                self.stream_generator = torch.Generator().manual_seed(
-                    sample_seed(self.seed, -1, info.id if info is not None else 0))
-            generator = self.stream_generator
+            digest = hashlib.blake2b("\0".join(texts).encode(), digest_size=8).digest()
+            batch_seed = sample_seed(self.seed, -1, int.from_bytes(digest, "little") >> 1)
+        generator = torch.Generator().manual_seed(batch_seed)
         return dict(self.processor(list(texts), return_tensors="pt", for_pretraining=True, generator=generator))
 
 
@@ -629,6 +638,7 @@ def train(args) -> tuple[Path, dict]:
                     mininterval=1.0 if sys.stderr.isatty() else 30.0)  # keep CI / file logs short
     batches = None
     main_input = accelerator.unwrap_model(model).main_input_name
+    unit = sample_unit(args.model)
     try:
         while step < total_steps:
             loader.set_epoch(epoch)  # the sampler's permutation (or the stream's shuffle) for this epoch
@@ -678,7 +688,7 @@ def train(args) -> tuple[Path, dict]:
                         "epoch": round(step / steps_per_epoch, 4) if steps_per_epoch else epoch,
                     }
                     progress.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{current_lr:.2e}",
-                                         img_s=f"{record['images_per_s']:.0f}")
+                                         **{f"{unit}_s": f"{record['images_per_s']:.0f}"})
                     if is_main:
                         with open(metrics_path, "a") as stream:
                             stream.write(json.dumps(record) + "\n")
@@ -773,7 +783,8 @@ def run(args) -> int:
     if summary:
         print(
             f"pretrained {summary['preset']} for {summary['steps']} steps: loss {summary['first_loss']:.4f} -> "
-            f"{summary['final_loss']:.4f}, {summary['images_per_s']:.0f} images/s; saved to {output_dir}"
+            f"{summary['final_loss']:.4f}, {summary['images_per_s']:.0f} {sample_unit(summary['preset'])}/s; saved to "
+            f"{output_dir}"
         )
     return 0
 
