@@ -1619,6 +1619,104 @@ class QLAEAdapter(ImageAdapter):
         assert torch.equal(out.pooler_output, out.last_hidden_state)
 
 
+class RAMTAdapter(ImageAdapter):
+    """R-AMT: masks on a frozen CLIP-like dual encoder, a zero-shot classifier over ``config.id2label``. Nothing is
+    masked per sample: the pre-training class is the mask-tuning classifier, whose fixed inputs are the pixels plus
+    ``labels`` (its loss, CE + L2 on the scores, needs them; ``noise`` is empty). Three classes throughout (the
+    class embeddings are a saved buffer sized by them). The paper preset keeps its widths (768 / 512), gets one block
+    per tower, a 64-px image, no warm start (nothing downloaded) and the tiny preset's MiniLM tokenizer."""
+
+    batch = 4
+    base_model_is_the_base_class = True
+    fine_tuning_prefixes = ()  # the classifier is the pre-training class: nothing is new
+
+    def shrink(self):
+        labels = dict(num_labels=3, id2label={0: "cat", 1: "dog", 2: "car"}, label2id={"cat": 0, "dog": 1, "car": 2})
+        if self.preset.endswith("-tiny"):
+            return labels
+        from hf_mae.modeling.text import MINILM
+
+        clip = copy.deepcopy(create_config(self.preset).clip_config)
+        clip["vision_config"].update(num_hidden_layers=1, image_size=64)
+        clip["text_config"].update(num_hidden_layers=1, vocab_size=30522, bos_token_id=101, eos_token_id=102,
+                                   pad_token_id=0)
+        return dict(labels, clip_name_or_path=None, clip_config=clip, tokenizer_name_or_path=MINILM)
+
+    def image_shape(self, config):
+        size = config.image_size
+        return (config.vision_config().num_channels, *to_2tuple(size))
+
+    def inputs(self, config, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return {"pixel_values": torch.randn(self.batch, *self.image_shape(config), generator=generator)}
+
+    def noise(self, config, seed=0):
+        return {"labels": torch.tensor([0, 2, 1, 2])}
+
+    def base_inputs(self, model, fixed):
+        return {"pixel_values": fixed["pixel_values"]}
+
+    def check_classifier_output(self, classifier, config, task):
+        assert classifier(**self.feature_inputs(config)).logits.shape == (self.batch, 3)
+
+    def check_drawn_mask(self, out, config):
+        # no labels: logits only; the masks are weights, not drawn per sample
+        assert out.loss is None and out.logits.shape == (self.batch, 3)
+
+    def check_fixed_noise(self, model, fixed):
+        import torch.nn.functional as F
+
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss)
+        assert torch.equal(a.logits, model.zero_shot_logits(fixed["pixel_values"]))  # every mask one at the start
+        penalty = sum(s.float().norm(2) for s in model.ramt.mask_scores.values())
+        expected = F.cross_entropy(a.logits, fixed["labels"]) + model.config.score_l2_weight * penalty
+        torch.testing.assert_close(a.loss, expected)
+
+    def check_mask_ratio_zero(self, model):
+        """The base model masks no token: every token of the image encoder in order, each image's features
+        independent of its batch."""
+        pixel_values = self.inputs(model.config)["pixel_values"]
+        out = model(pixel_values)
+        grid = to_2tuple(model.config.image_size)[0] // to_2tuple(model.config.vision_config().patch_size)[0]
+        assert out.last_hidden_state.shape[:2] == (self.batch, grid * grid + 1)
+        torch.testing.assert_close(model(pixel_values[:1]).last_hidden_state, out.last_hidden_state[:1], rtol=0,
+                                   atol=1e-5)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values = fixed["pixel_values"]
+        with pytest.raises(ValueError, match="channels"):
+            model(pixel_values[:, :2])
+        with pytest.raises(TypeError, match="pixel_values.*dtype"):
+            model((pixel_values * 100).to(torch.uint8))
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(pixel_values.numpy())
+        with pytest.raises(ValueError, match="empty batch"):
+            model(pixel_values[:0])
+        with pytest.raises(ValueError, match="labels must be class ids"):
+            model(pixel_values, labels=fixed["labels"] + 3)
+        with pytest.raises(ValueError, match="score_init"):
+            hf_mae.create_model(self.preset, **self.shrink(), threshold=0.5)
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """One hidden state per image-encoder block plus the embeddings; attention rows sum to one (eager: sdpa
+        returns no maps)."""
+        eager = self.build(attn_implementation="eager")
+        eager.load_state_dict(model.state_dict())
+        super().check_hidden_states_and_attentions(eager, base_inputs)
+
+    def check_other_sizes(self, model):
+        fixed = self.fixed(model.config)
+        pixel_values = fixed["pixel_values"]
+        patch = to_2tuple(model.config.vision_config().patch_size)
+        larger = torch.randn(self.batch, pixel_values.shape[1], pixel_values.shape[-2] + 2 * patch[0],
+                             pixel_values.shape[-1] + 2 * patch[1])
+        out = model(larger, interpolate_pos_encoding=True, labels=fixed["labels"])
+        assert out.logits.shape == (self.batch, 3) and torch.isfinite(out.loss)
+        torch.testing.assert_close(model(**fixed, interpolate_pos_encoding=True).logits, model(**fixed).logits)
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1652,6 +1750,7 @@ METHOD_ADAPTERS = {
     "dmtjepa": JEPAAdapter,
     "qlae": QLAEAdapter,
     "meap": MEAPAdapter,
+    "ramt": RAMTAdapter,
     "multimae": MultiMAEAdapter,
 }
 

@@ -21,7 +21,11 @@ def example_inputs(preset, config, task, seed=0):
     modality = registry.get_method(preset).modality
     if modality == "image":
         height, width = to_2tuple(config.image_size)
-        return {"pixel_values": torch.randn(BATCH, config.num_channels, height, width, generator=generator)}
+        inputs = {"pixel_values": torch.randn(BATCH, config.num_channels, height, width, generator=generator)}
+        classes = registry.get_method(preset).model_classes
+        if task == "pretraining" and classes["pretraining"] is classes.get("image-classification"):
+            inputs["labels"] = torch.arange(BATCH) % config.num_labels  # R-AMT: the training class is a classifier
+        return inputs
     if modality in ("video", "video-text"):
         height, width = to_2tuple(config.image_size)
         shape = (BATCH, config.num_frames, config.num_channels, height, width)

@@ -12,6 +12,14 @@ gives the classifier an identity head behind gradient reversal, trained on the t
 data (a label column of multi-hot lists, e.g. action units) are trained with BCE and scored by the mean per-label
 F1 at threshold 0.5 (the best model is kept by it) and the mean per-label accuracy.
 
+A model class may carry its own recipe as ``finetune_defaults`` (a dict of this module's arguments: ``lr``,
+``weight_decay``, ``layer_decay``, ``label_smoothing``, ``warmup_ratio``, ...), used where the caller gave none
+(R-AMT: the official Adam 8e-5 without weight decay, warmup or smoothing). A model without ``drop_path_rate`` in its
+config (R-AMT) gets no drop-path override. Instead of a pretrained folder, ``model=`` (``--model``) names a preset
+whose classifier is built fresh with the data set's class names (``--config-overrides`` apply): R-AMT wraps a frozen
+CLIP-like model, so its preset is where fine-tuning starts (``hf-mae finetune --model ramt-tiny --dataset cifar10``).
+A model with ``save_finetune_exports(dir)`` writes its exports beside the best model (R-AMT: ``masks/``).
+
 Python API: :func:`finetune`. CLI: ``hf-mae finetune PRETRAINED_DIR --dataset digits --output-dir runs/ft``.
 """
 
@@ -181,6 +189,32 @@ def _load_processor(pretrained: str, config):
     return processor_auto_class(config).from_pretrained(pretrained)
 
 
+# MAE's fine-tuning recipe, what an argument left at None becomes unless the model class's ``finetune_defaults`` say
+# otherwise (``lr`` None: ``base_lr * batch / 256``; ``layer_decay`` None: 0.75, or 1 without one stack of blocks;
+# ``label_smoothing`` None: 0.1, or 0 for multi-label data and IAT)
+RECIPE_DEFAULTS = dict(lr=None, base_lr=5e-4, layer_decay=None, weight_decay=0.05, label_smoothing=None, drop_path=0.1,
+                       warmup_ratio=0.05)
+
+
+def recipe_defaults(model_class) -> dict:
+    """MAE's recipe updated by ``model_class.finetune_defaults`` (a ValueError names an unknown key)."""
+    own = dict(getattr(model_class, "finetune_defaults", None) or {})
+    unknown = sorted(set(own) - set(RECIPE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"{model_class.__name__}.finetune_defaults has unknown key(s) {unknown}; allowed: "
+                         f"{sorted(RECIPE_DEFAULTS)}")
+    return {**RECIPE_DEFAULTS, **own}
+
+
+def classification_class(config):
+    """The class of ``config``'s classifier over whole examples (see :func:`classification_auto_class`)."""
+    from hf_mae.registry import method_for_config
+
+    classification_auto_class(config)  # the explanation for a method without one
+    method = method_for_config(config)
+    return method.model_classes[[task for task in method.model_classes if task.endswith("-classification")][0]]
+
+
 def classification_auto_class(config):
     """The Auto class that loads ``config``'s classifier over whole examples: image / video / audio /
     point-cloud classification (graph models classify nodes or graphs: see ``hf_mae.training.graph_eval``)."""
@@ -215,17 +249,19 @@ def build_trainer(
     dataset: str,
     output_dir,
     *,
+    model: str | None = None,
+    config_overrides: dict | None = None,
     from_scratch: bool = False,
     epochs: float = 10.0,
     max_steps: int = -1,
     batch_size: int = 64,
     lr: float | None = None,
-    base_lr: float = 5e-4,
+    base_lr: float | None = None,
     layer_decay: float | None = None,
-    weight_decay: float = 0.05,
+    weight_decay: float | None = None,
     label_smoothing: float | None = None,
-    drop_path: float = 0.1,
-    warmup_ratio: float = 0.05,
+    drop_path: float | None = None,
+    warmup_ratio: float | None = None,
     seed: int = 0,
     train_split: str = "train",
     eval_split: str | None = None,
@@ -249,15 +285,37 @@ def build_trainer(
     from .callbacks import OptimizerStepHookCallback, TrainingProgressCallback
     from .data import LABEL_COLUMNS, collate, find_column, load_image_dataset, with_model_inputs
 
-    pretrained_dir = str(pretrained_dir)
     max_steps = -1 if max_steps is None else max_steps
     check_numbers(epochs=epochs, max_steps=max_steps, batch_size=batch_size, lr=lr, base_lr=base_lr,
                   layer_decay=layer_decay, weight_decay=weight_decay, label_smoothing=label_smoothing,
                   drop_path=drop_path, warmup_ratio=warmup_ratio, max_train_samples=max_train_samples,
                   max_eval_samples=max_eval_samples, identity_adversarial_lambda=identity_adversarial_lambda)
-    _check_pretrained(pretrained_dir, from_scratch)
-    pretrained_config = AutoConfig.from_pretrained(pretrained_dir)
+    preset = _check_source(pretrained_dir, model, from_scratch, config_overrides)
+    if preset is not None:
+        from hf_mae.registry import create_config
+
+        pretrained_config = create_config(preset, **(config_overrides or {}))
+    else:
+        pretrained_dir = str(pretrained_dir)
+        pretrained_config = AutoConfig.from_pretrained(pretrained_dir)
     auto_class = classification_auto_class(pretrained_config)  # before loading any data
+    defaults = recipe_defaults(classification_class(pretrained_config))
+    if lr is None and base_lr is None:  # an explicit base_lr wins over a recipe's absolute lr
+        lr = defaults["lr"]
+    base_lr = defaults["base_lr"] if base_lr is None else base_lr
+    layer_decay = defaults["layer_decay"] if layer_decay is None else layer_decay
+    weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
+    label_smoothing = defaults["label_smoothing"] if label_smoothing is None else label_smoothing
+    if label_smoothing and not getattr(classification_class(pretrained_config), "label_smoothing_allowed", True):
+        raise ValueError(f"label_smoothing={label_smoothing}: Trainer's label smoother would replace the loss of "
+                         f"{classification_class(pretrained_config).__name__} (its own terms need the labels); pass "
+                         "label_smoothing=0")
+    warmup_ratio = defaults["warmup_ratio"] if warmup_ratio is None else warmup_ratio
+    takes_drop_path = hasattr(pretrained_config, "drop_path_rate")
+    if drop_path is not None and not takes_drop_path:
+        raise ValueError(f"drop_path={drop_path} needs a model with stochastic depth (config.drop_path_rate); "
+                         f"{type(pretrained_config).__name__} has none: leave drop_path unset")
+    drop_path = defaults["drop_path"] if drop_path is None else drop_path
     adversarial = bool(identity_adversarial_lambda)  # None / 0: plain fine-tuning
     if identity_adversarial_lambda is not None and not hasattr(pretrained_config, "identity_adversarial_lambda"):
         raise ValueError(
@@ -297,8 +355,9 @@ def build_trainer(
                          f"{label_column!r} is multi-label (BCE): pass label_smoothing=0")
 
     transformers.set_seed(seed)  # the new head (and, from scratch, every weight) is drawn from this seed
-    overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, drop_path_rate=drop_path,
-                     **iat_options)
+    overrides = dict(num_labels=len(labels), id2label=id2label, label2id=label2id, **iat_options)
+    if takes_drop_path:
+        overrides["drop_path_rate"] = drop_path
     if multi_label:
         overrides["problem_type"] = "multi_label_classification"
     train_identity = None
@@ -313,11 +372,19 @@ def build_trainer(
                 )
             overrides["num_identities"] = num_classes(train_data, identity_column)
             train_identity = identity_column
-    if from_scratch:
-        model = auto_class.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
+    if preset is not None:  # a fresh classifier of the preset's config, with the data set's classes
+        from hf_mae.registry import create_processor
+
+        for key, value in overrides.items():
+            setattr(pretrained_config, key, value)
+        model = classification_class(pretrained_config)(pretrained_config)
+        processor = create_processor(preset, **(config_overrides or {}))
     else:
-        model = auto_class.from_pretrained(pretrained_dir, **overrides)
-    processor = _load_processor(pretrained_dir, model.config)
+        if from_scratch:
+            model = auto_class.from_config(AutoConfig.from_pretrained(pretrained_dir, **overrides))
+        else:
+            model = auto_class.from_pretrained(pretrained_dir, **overrides)
+        processor = _load_processor(pretrained_dir, model.config)
 
     lr = scaled_lr(base_lr, batch_size * int(os.environ.get("WORLD_SIZE", "1"))) if lr is None else lr
     optimizer = torch.optim.AdamW(layer_decay_param_groups(model, lr, weight_decay, layer_decay), lr=lr)
@@ -362,14 +429,37 @@ def build_trainer(
     )
 
 
+def _check_source(pretrained_dir, model, from_scratch: bool, config_overrides) -> str | None:
+    """Exactly one of ``pretrained_dir`` and ``model`` (a preset); returns the preset (None for a folder)."""
+    if (pretrained_dir is None) == (model is None):
+        raise ValueError("give either pretrained_dir (a pretraining folder) or model (a preset name, --model), "
+                         f"not {'both' if model is not None else 'neither'}")
+    if model is None:
+        if config_overrides:
+            raise ValueError("config_overrides (--config-overrides) go with model (--model); a pretrained folder "
+                             "has its own config")
+        _check_pretrained(str(pretrained_dir), from_scratch)
+        return None
+    from hf_mae.registry import get_method
+
+    get_method(model)  # an unknown name lists the presets
+    if from_scratch:
+        raise ValueError(f"from_scratch is for a pretrained folder; model={model!r} is always built fresh")
+    return model
+
+
 def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = False, **kwargs) -> dict:
     """Fine-tunes ``pretrained_dir`` (a folder with config.json + weights [+ preprocessor_config.json]) on
     ``dataset`` and saves the best model (by eval accuracy) with its processor to ``output_dir``.
 
+    ``pretrained_dir`` may be None with ``model=`` a preset (built fresh with the data set's classes;
+    ``config_overrides`` a dict of its config fields): R-AMT's ``ramt-tiny``.
+
     kwargs (see :func:`build_trainer`): from_scratch (train the same config from random init, a baseline), epochs,
     max_steps, batch_size, lr (default ``base_lr * batch_size * world_size / 256``), base_lr, layer_decay
     (default 0.75, or 1 for an encoder without one stack of blocks),
-    weight_decay, label_smoothing, drop_path, warmup_ratio, seed, train_split, eval_split (default test, else
+    weight_decay, label_smoothing, drop_path, warmup_ratio (each None: the model class's ``finetune_defaults``,
+    else MAE's), seed, train_split, eval_split (default test, else
     validation), max_train_samples / max_eval_samples (a seeded random subset, for quick runs),
     identity_adversarial_lambda (FMAE-IAT's λ; None: the model's own), identity_column, identity_loss,
     identity_adversarial_schedule and identity_head_input (FMAE-IAT's options, see ``FMAEConfig``; None: the model's
@@ -384,7 +474,7 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
         raise ValueError(f"output_dir {output_dir!r} already exists; pass overwrite=True (--overwrite) to replace it")
     # fail before making any folder
     check_numbers(**{name: value for name, value in kwargs.items() if name in RANGES or name == "max_steps"})
-    _check_pretrained(str(pretrained_dir), kwargs.get("from_scratch", False))
+    _check_source(pretrained_dir, kwargs.get("model"), kwargs.get("from_scratch", False), kwargs.get("config_overrides"))
     # Train into a temporary sibling folder and rename at the end: a failed run leaves nothing half-written.
     parent = os.path.dirname(os.path.abspath(output_dir))
     os.makedirs(parent, exist_ok=True)
@@ -394,6 +484,9 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
         train_result = trainer.train()
         metrics = trainer.evaluate()  # the best model, reloaded by load_best_model_at_end
         trainer.save_model(staging)
+        exports = getattr(trainer.model, "save_finetune_exports", None)
+        if exports is not None:
+            exports(staging)
         trainer.save_metrics("train", train_result.metrics)
         trainer.save_metrics("eval", metrics)  # -> eval_results.json
         trainer.save_state()
@@ -411,7 +504,12 @@ def finetune(pretrained_dir, dataset: str, output_dir, *, overwrite: bool = Fals
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .arguments import positive_int
 
-    parser.add_argument("pretrained_dir", help="pretraining folder (config.json, model.safetensors, preprocessor)")
+    parser.add_argument("pretrained_dir", nargs="?", default=None,
+                        help="pretraining folder (config.json, model.safetensors, preprocessor); or give --model")
+    parser.add_argument("--model", default=None,
+                        help="instead of a folder: a preset built fresh with the data set's classes (ramt-tiny)")
+    parser.add_argument("--config-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config fields of --model's preset, typed by its config class")
     parser.add_argument("--dataset", required=True, help="digits, shapes, a local folder, or a Hugging Face dataset id")
     parser.add_argument("--output-dir", required=True, help="where the best model, processor and eval_results.json go")
     parser.add_argument("--from-scratch", action="store_true", help="random init of the same config (a baseline)")
@@ -420,17 +518,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=_in_range(int, "batch_size"), default=64, help="per device")
     parser.add_argument("--lr", type=_in_range(float, "lr"), default=None,
                         help="absolute peak lr (default: base-lr * batch / 256)")
-    parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=5e-4, help="lr = base_lr * batch / 256")
+    parser.add_argument("--base-lr", type=_in_range(float, "base_lr"), default=None,
+                        help="lr = base_lr * batch / 256 (default 5e-4; a model's own recipe may fix lr instead)")
     parser.add_argument("--layer-decay", type=_in_range(float, "layer_decay"), default=None,
                         help="layer-wise lr decay, 1 = off; encoders without one stack of blocks (I2P-MAE, SparK) "
                              "use 1 unless told otherwise (default: 0.75)")
-    parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=0.05, help="AdamW weight decay")
+    parser.add_argument("--weight-decay", type=_in_range(float, "weight_decay"), default=None,
+                        help="AdamW weight decay (default 0.05, or the model's recipe)")
     parser.add_argument("--label-smoothing", type=_in_range(float, "label_smoothing"), default=None,
                         help="cross-entropy label smoothing (default 0.1; 0 for multi-label data and IAT)")
-    parser.add_argument("--drop-path", type=_in_range(float, "drop_path"), default=0.1,
-                        help="stochastic depth rate of the encoder")
-    parser.add_argument("--warmup-ratio", type=_in_range(float, "warmup_ratio"), default=0.05,
-                        help="fraction of steps with linear warmup")
+    parser.add_argument("--drop-path", type=_in_range(float, "drop_path"), default=None,
+                        help="stochastic depth rate of the encoder (default 0.1)")
+    parser.add_argument("--warmup-ratio", type=_in_range(float, "warmup_ratio"), default=None,
+                        help="fraction of steps with linear warmup (default 0.05, or the model's recipe)")
     parser.add_argument("--train-split", default="train", help="the split to train on")
     parser.add_argument("--eval-split", default=None, help="default: test, else validation")
     parser.add_argument("--max-train-samples", type=_in_range(int, "max_train_samples"), default=None,
@@ -454,10 +554,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from .pretrain import parse_overrides
+
+    if args.config_overrides and args.model is None:
+        raise ValueError("--config-overrides go with --model (a preset); a pretrained folder has its own config")
     metrics = finetune(
         args.pretrained_dir,
         args.dataset,
         args.output_dir,
+        model=args.model,
+        config_overrides=parse_overrides(args.config_overrides, args.model) if args.model else None,
         from_scratch=args.from_scratch,
         epochs=args.epochs,
         max_steps=-1 if args.max_steps is None else args.max_steps,
