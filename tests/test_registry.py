@@ -44,6 +44,7 @@ PRESET_NAMES = {
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
     "maskalign": ["maskalign-tiny", "maskalign-vit-base-patch16", "maskalign-vit-base-patch16-dino",
                   "maskalign-vit-large-patch16"],
+    "m3ae": ["m3ae-clip-vit-base-patch16-roberta-base", "m3ae-tiny"],
     "meap": ["meap-llama-0.1b", "meap-tiny"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
     "mp3": ["mp3-tiny", "mp3-vit-base-patch16", "mp3-vit-small-patch16"],
@@ -83,6 +84,7 @@ ROW_FACTS = {
     "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
     "mae": ("image", None, "MAEImageProcessor", {}),
     "maskalign": ("image", None, "MAEImageProcessor", {}),
+    "m3ae": ("image-text", None, "M3AEProcessor", {}),
     "meap": ("text", 4e-4, "MEAPProcessor", {}),
     "mixedae": ("image", None, "MAEImageProcessor", {}),
     "mp3": ("image", None, "MAEImageProcessor", {}),
@@ -184,7 +186,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_registered_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 36 and len(registry.PRESETS) == 96
+    assert len(registry.METHODS) == 37 and len(registry.PRESETS) == 98  # + M3AE (2 presets)
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

@@ -40,9 +40,9 @@ Departures from the paper and its code:
 - The paper preset's images are 224 px (CLIP's native size; the pre-training script uses 288 with interpolated
   positions, which hf-mae does not reproduce).
 - Downstream heads: the official VQA / classification heads (Linear 2D->2D, LayerNorm, GELU, Linear) on the pair
-  feature; retrieval scores pairs with the ITM head's "matched" logit (as the official ``irtr_head``, initialised from
-  it), trained with ITM-style cross-entropy over one positive and ``k`` in-batch negatives rather than the official
-  hinge loss.
+  feature; retrieval is the pre-training class's ``pair_scores`` / ``score_matrix`` (the ITM head's matched minus
+  not-matched logit; the official ``irtr_head`` starts as the ITM head's row 1 and is fine-tuned with a hinge loss,
+  which hf-mae leaves to the user: transformers has no Auto class for retrieval).
 
 Remote-code rule: only sibling imports (``from .x import y``), torch and transformers (see DESIGN.md).
 """
@@ -697,14 +697,16 @@ class M3AEModel(M3AEPreTrainedModel):
         return text, image
 
     def fuse(self, text, image, attention_mask=None, keep_image_after: int | None = None):
-        """The co-attention layers: ``(text, image, image stream after keep_image_after layers or None)``."""
+        """The co-attention layers: ``(text, image, None)`` after all of them, or ``(text, image, image)`` after the
+        first ``keep_image_after`` (MIM's features; the layers above are not run)."""
         text_mask = additive_mask(attention_mask, text.dtype)
-        kept = image if keep_image_after == 0 else None
+        if keep_image_after == 0:
+            return text, image, image
         for depth, layer in enumerate(self.fusion_layers, start=1):
             text, image = layer(text, image, text_mask, None)
-            if keep_image_after == depth:
-                kept = image
-        return text, image, kept
+            if keep_image_after == depth:  # MIM needs nothing above this layer
+                return text, image, image
+        return text, image, None
 
     def pair_feature(self, text, image):
         """(batch, 2 * hidden): the two poolers, concatenated."""
@@ -750,6 +752,27 @@ class M3AEForPreTraining(M3AEPreTrainedModel):
 
     def get_input_embeddings(self):
         return self.m3ae.get_input_embeddings()
+
+    def pair_scores(self, pixel_values, input_ids, attention_mask=None) -> torch.Tensor:
+        """(batch,) image-text retrieval scores of each image with its own caption: the ITM head's "matched" minus
+        "not matched" logit on the fused pair (the official ``irtr_head`` starts as the ITM head's row 1)."""
+        pooled = self.m3ae(pixel_values, input_ids, attention_mask, return_dict=True).pooler_output
+        logits = self.itm_head(pooled)
+        return logits[:, 1] - logits[:, 0]
+
+    @torch.no_grad()
+    def score_matrix(self, pixel_values, input_ids, attention_mask=None, chunk: int = 64) -> torch.Tensor:
+        """(images, texts) retrieval scores of every image against every caption (images x texts fused pairs)."""
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        rows = []
+        for i in range(pixel_values.shape[0]):
+            row = []
+            for start in range(0, input_ids.shape[0], chunk):
+                ids = input_ids[start:start + chunk]
+                row.append(self.pair_scores(pixel_values[i:i + 1].expand(ids.shape[0], -1, -1, -1), ids,
+                                            mask[start:start + chunk]))
+            rows.append(torch.cat(row))
+        return torch.stack(rows)
 
     @can_return_tuple
     def forward(self, pixel_values=None, input_ids=None, attention_mask=None, mlm_input_ids=None, mlm_labels=None,
@@ -847,52 +870,9 @@ class M3AEForImageClassification(M3AEForVisualQuestionAnswering):
     prompt); ``labels`` (batch,) class ids, cross-entropy."""
 
 
-class M3AEForImageTextRetrieval(M3AEPreTrainedModel):
-    """Image-text retrieval: a pair's score is the ITM head's "matched" logit minus its "not matched" logit (the
-    official ``irtr_head`` starts as the ITM head's row 1). ``forward(pixel_values, input_ids, attention_mask)``
-    scores each image with its own caption: ``logits`` (batch,); ``score_matrix(...)`` scores every pair.
-    Training with ``labels`` (batch,) 1 / 0: binary cross-entropy on the score (hf-mae's choice; official: a
-    hinge loss over negatives)."""
-
-    def __init__(self, config: M3AEConfig):
-        super().__init__(config)
-        self.m3ae = M3AEModel(config, warm_start=False)
-        self.itm_head = nn.Linear(2 * config.hidden_size, 2)
-        self.post_init()
-        self.warm_start_towers(self.m3ae, {})
-
-    def pair_scores(self, pixel_values, input_ids, attention_mask=None):
-        pooled = self.m3ae(pixel_values, input_ids, attention_mask, return_dict=True).pooler_output
-        logits = self.itm_head(pooled)
-        return logits[:, 1] - logits[:, 0], pooled
-
-    @torch.no_grad()
-    def score_matrix(self, pixel_values, input_ids, attention_mask=None, chunk: int = 64) -> torch.Tensor:
-        """(images, texts) scores of every image against every caption (images x texts fused pairs)."""
-        images, texts = pixel_values.shape[0], input_ids.shape[0]
-        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
-        rows = []
-        for i in range(images):
-            row = []
-            for start in range(0, texts, chunk):
-                ids = input_ids[start:start + chunk]
-                pix = pixel_values[i:i + 1].expand(ids.shape[0], -1, -1, -1)
-                row.append(self.pair_scores(pix, ids, mask[start:start + chunk])[0])
-            rows.append(torch.cat(row))
-        return torch.stack(rows)
-
-    @can_return_tuple
-    def forward(self, pixel_values=None, input_ids=None, attention_mask=None, labels=None, **kwargs):
-        scores, pooled = self.pair_scores(pixel_values, input_ids, attention_mask)
-        loss = None
-        if labels is not None:
-            loss = nn.functional.binary_cross_entropy_with_logits(scores.float(), labels.float())
-        return M3AEClassifierOutput(loss=loss, logits=scores, pooler_output=pooled)
-
-
 __all__ = [
     "M3AEConfig", "M3AEModel", "M3AEForPreTraining", "M3AEForVisualQuestionAnswering", "M3AEForImageClassification",
-    "M3AEForImageTextRetrieval", "M3AEProcessor", "itm_pairs",
+    "M3AEProcessor", "itm_pairs",
 ]
 
 
@@ -943,5 +923,5 @@ METHOD = dict(
     pretrain_batch=256,
     pretrain_betas=(0.9, 0.999),
     pretrain_weight_decay=0.01,
-    exports=["M3AEForImageTextRetrieval", "M3AEForPreTrainingOutput", "M3AEModelOutput", "itm_pairs"],
+    exports=["M3AEForPreTrainingOutput", "M3AEModelOutput", "itm_pairs"],
 )
