@@ -515,7 +515,8 @@ class M3AEForPreTrainingOutput(ModelOutput):
     loss: mlm_weight * mlm_loss + mim_weight * mim_loss + itm_weight * itm_loss (the terms whose inputs were given).
     logits: (batch, num_patches, patch_h * patch_w * 3) the MIM decoder's pixels (normalised per patch when
         ``norm_pix_loss``); mask, ids_restore: (batch, num_patches) the MIM mask.
-    mlm_logits: (batch, L, vocab); itm_logits: (batch, 2) (index 1 = matched).
+    mlm_logits: (masked tokens of the batch, vocab) the predictions at ``mlm_labels != -100``, in row-major order
+        (the head runs on the masked tokens only); itm_logits: (batch, 2) (index 1 = matched).
     mlm_loss, mim_loss, itm_loss: the terms; mlm_accuracy, itm_accuracy: share of masked tokens / pairs right.
     """
 
@@ -816,11 +817,13 @@ class M3AEForPreTraining(M3AEPreTrainedModel):
         if mlm_labels is not None:  # MLM: masked caption, full image, the last fusion layer's text stream
             text, image = base.embed(base.encode_text(mlm_input_ids, attention_mask), full_image)
             fused_text, _, _ = base.fuse(text, image, attention_mask)
-            mlm_logits = self.mlm_head(fused_text)
-            terms["mlm"] = token_cross_entropy(mlm_logits, mlm_labels)
+            # the vocabulary head on the masked tokens only (the loss is the same; the head is most of the step)
             labelled = mlm_labels != -100
-            right = (mlm_logits.argmax(-1) == mlm_labels) & labelled
-            mlm_accuracy = right.sum().float() / labelled.sum().clamp(min=1).float()
+            mlm_logits = self.mlm_head(fused_text[labelled])
+            targets = mlm_labels[labelled]
+            terms["mlm"] = token_cross_entropy(mlm_logits.unsqueeze(0), targets.unsqueeze(0))
+            mlm_accuracy = (mlm_logits.argmax(-1) == targets).float().mean() if targets.numel() else \
+                mlm_logits.new_zeros(())
         if itm_labels is not None:  # ITM: full caption, its own image or another of the batch
             index = torch.arange(batch, device=pixel_values.device) if itm_image_index is None else itm_image_index
             if not torch.compiler.is_compiling() and (int(index.min()) < 0 or int(index.max()) >= batch):
