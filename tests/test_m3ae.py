@@ -166,6 +166,9 @@ def test_each_objective_reads_its_fusion_layer(processor):
         torch.testing.assert_close(scores, own[:, 1] - own[:, 0])
         matrix = model.score_matrix(batch["pixel_values"], batch["input_ids"], batch["attention_mask"])
         torch.testing.assert_close(matrix.diagonal(), scores, rtol=0, atol=1e-5)
+        other = model.pair_scores(batch["pixel_values"][:1].expand(2, -1, -1, -1), batch["input_ids"][1:],
+                                  batch["attention_mask"][1:])  # image 0 with captions 1 and 2
+        torch.testing.assert_close(matrix[0, 1:], other, rtol=0, atol=1e-5)
 
 
 # -- by training ----------------------------------------------------------------------------------------------------

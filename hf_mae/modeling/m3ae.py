@@ -762,16 +762,22 @@ class M3AEForPreTraining(M3AEPreTrainedModel):
         return logits[:, 1] - logits[:, 0]
 
     @torch.no_grad()
-    def score_matrix(self, pixel_values, input_ids, attention_mask=None, chunk: int = 64) -> torch.Tensor:
-        """(images, texts) retrieval scores of every image against every caption (images x texts fused pairs)."""
+    def score_matrix(self, pixel_values, input_ids, attention_mask=None, chunk: int = 256) -> torch.Tensor:
+        """(images, texts) retrieval scores of every image against every caption: each image and each caption goes
+        through its tower once, then every pair through the fusion and the ITM head (``chunk`` pairs at a time)."""
+        base = self.m3ae
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        image_states, _, _ = base.encode_image(pixel_values)
+        text, image = base.embed(base.encode_text(input_ids, mask), image_states)
         rows = []
-        for i in range(pixel_values.shape[0]):
+        for i in range(image.shape[0]):
             row = []
-            for start in range(0, input_ids.shape[0], chunk):
-                ids = input_ids[start:start + chunk]
-                row.append(self.pair_scores(pixel_values[i:i + 1].expand(ids.shape[0], -1, -1, -1), ids,
-                                            mask[start:start + chunk]))
+            for start in range(0, text.shape[0], chunk):
+                part = text[start:start + chunk]
+                fused_text, fused_image, _ = base.fuse(part, image[i:i + 1].expand(part.shape[0], -1, -1),
+                                                       mask[start:start + chunk])
+                logits = self.itm_head(base.pair_feature(fused_text, fused_image))
+                row.append(logits[:, 1] - logits[:, 0])
             rows.append(torch.cat(row))
         return torch.stack(rows)
 
