@@ -290,8 +290,7 @@ class M3AEProcessor(TextProcessor):
     ``itm_labels`` / ``itm_image_index`` (see :func:`itm_pairs`; ``negative_groups`` keeps images of the same
     group apart, e.g. several captions of one photo)."""
 
-    takes_texts = False  # the image-text loader feeds images and captions (training/image_text_data.py)
-    takes_image_text = True
+    takes_texts = False  # hf-mae pretrain feeds it images and captions (training/image_text_data.py), not texts
 
     def __init__(self, image_processor=None, tokenizer=None, max_length: int = 64, mlm_ratio: float = 0.15,
                  mask_token_share: float = 0.8, random_token_share: float = 0.1, itm_negative_rate: float = 0.5,
