@@ -13,7 +13,9 @@ objectives (MLM 15% whole words, MIM 75% from fusion layer 1, ITM 50% in-batch n
   which is the CPU cost) by the ITM score of every (image, caption) pair: image->text R@1 / R@5 (a hit when one of
   the image's captions is in the top k) and text->image R@1 / R@5. Chance with one caption each: R@1 1.3%, R@5 6.3%.
 - **cifar10**: pre-train on ``--cifar-train`` CIFAR-10 train images with class-name captions ("a photo of a cat."),
-  then classify ``--cifar-test`` CIFAR-10 test images by the best-scoring of the ten class captions. Chance: 10%.
+  then classify ``--cifar-test`` CIFAR-10 test images by the best-scoring of the ten class captions (chance: 10%),
+  and mask the class word of each test caption: MLM accuracy with the right image vs with shuffled images (whether
+  the fusion reads the image at all).
 "random fusion" is the same model before pre-training (the towers as they are, everything else initialised as
 M3AE does); "pretrained" is after ``--steps`` steps.
 
@@ -137,6 +139,42 @@ def classification(model, processor, images, labels) -> dict:
     return {"accuracy": correct / len(images)}
 
 
+def class_word_mlm(model, processor, images, labels, shuffle: bool) -> float:
+    """Share of CIFAR-10 test captions ("a photo of a <class>.") whose class word, masked whole, is predicted right
+    (every piece), with each image's own image or with the images shuffled (a derangement)."""
+    from hf_mae.training.image_text_data import CAPTION_TEMPLATE
+
+    texts = [CAPTION_TEMPLATE.format(label=c.replace("_", " ")) for c in labels]
+    tokens = processor.tokenize(texts)
+    ids, words = tokens["input_ids"], tokens["word_ids"]
+    target = words == 4  # a / photo / of / a / <class> / .
+    masked = ids.masked_fill(target, processor.tokenizer.mask_token_id)
+    mlm_labels = ids.masked_fill(~target, -100)
+    pixels = processor(images, return_tensors="pt")["pixel_values"]
+    if shuffle:
+        pixels = pixels[torch.roll(torch.arange(len(images)), 1)]
+    right = []
+    with torch.no_grad():
+        for start in range(0, len(images), 100):
+            part = slice(start, start + 100)
+            out = model(pixel_values=pixels[part], input_ids=ids[part], attention_mask=tokens["attention_mask"][part],
+                        mlm_input_ids=masked[part], mlm_labels=mlm_labels[part])
+            hits = (out.mlm_logits.argmax(-1) == mlm_labels[part][target[part]]).tolist()
+            counts = target[part].sum(1).tolist()
+            at = 0
+            for count in counts:
+                right.append(all(hits[at:at + count]))
+                at += count
+    return sum(right) / len(right)
+
+
+def classification_and_mlm(model, processor, images, labels) -> dict:
+    result = classification(model, processor, images, labels)
+    result["class_word_mlm_right_images"] = class_word_mlm(model, processor, images, labels, shuffle=False)
+    result["class_word_mlm_shuffled_images"] = class_word_mlm(model, processor, images, labels, shuffle=True)
+    return result
+
+
 def spread(values) -> str:
     if len(values) == 1:
         return f"{100 * values[0]:.1f}"
@@ -178,7 +216,7 @@ def main(argv=None) -> dict:
             model, processor = build(args.vision, args.width, args.fusion_layers, seed)
             started = time.perf_counter()
             evaluate = (lambda: retrieval(model, processor, *test, args.captions_per_image)) if task == "retrieval" else (
-                lambda: classification(model, processor, test[0], test[2]))
+                lambda: classification_and_mlm(model, processor, test[0], test[2]))
             random_fusion = evaluate()
             log = pretrain(model, processor, *train, steps=steps, batch=args.batch_size, lr=args.lr, seed=seed)
             pretrained = evaluate()
