@@ -29,6 +29,7 @@ from transformers import (
     AutoModelForMaskedImageModeling,
     AutoModelForPreTraining,
     AutoModelForVideoClassification,
+    AutoModelForVisualQuestionAnswering,
     AutoProcessor,
 )
 
@@ -55,6 +56,7 @@ AUTO_CLASSES = {
     "node-classification": AutoModelForNodeClassification,
     "graph-classification": AutoModelForGraphClassification,
     "causal-lm": AutoModelForCausalLM,
+    "visual-question-answering": AutoModelForVisualQuestionAnswering,  # M3AE's VQA head on the fused pair
 }
 
 # modality -> the Auto class its processor is registered with (``_register``) and loads back with
@@ -63,6 +65,7 @@ PROCESSOR_AUTO_CLASSES = {
     "embeddings": AutoFeatureExtractor, "audio": AutoFeatureExtractor, "point-cloud": AutoFeatureExtractor,
     "graph": AutoFeatureExtractor,
     "text": AutoProcessor,  # a tokenizer plus the method's masks (modeling/text.py's TextProcessor)
+    "image-text": AutoProcessor,  # an image processor + a tokenizer + the method's draws (M3AE's M3AEProcessor)
 }
 
 
@@ -75,7 +78,7 @@ class Method:
     processor_class: type
     make_processor: Callable  # config -> processor: ``processor_class.from_model_config(config, **processor_settings)``
     presets: dict = field(default_factory=dict)  # preset name -> config kwargs
-    modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph | text
+    modality: str = "image"  # image | video | video-text | audio | embeddings | point-cloud | graph | text | image-text
     # the recipe's absolute pre-training lr, used by ``hf-mae pretrain`` when neither --lr nor --base-lr is given
     # (None: MAE's base_lr * batch / 256; a single graph per step makes batch scaling meaningless)
     pretrain_lr: float | None = None

@@ -1717,6 +1717,128 @@ class RAMTAdapter(ImageAdapter):
         torch.testing.assert_close(model(**fixed, interpolate_pos_encoding=True).logits, model(**fixed).logits)
 
 
+class ImageTextAdapter(Adapter):
+    """Image-caption pairs (M3AE): ``pixel_values`` (batch, 3, H, W) plus one caption each. The processor draws the
+    pre-training inputs (MLM corruption, ITM pairs, the MIM ``noise``) from a seeded generator; ``noise`` fixes the
+    MIM mask as MAE's does (the kept patches: the smallest noise). A paper preset keeps its fusion width but gets one
+    fusion layer, MIM from it, a one-block decoder, one-layer towers at 64 px, no warm start (nothing downloaded) and
+    the tiny preset's local tokenizer. The second and third captions are padded (the first is the longest)."""
+
+    processor_auto_class = AutoProcessor
+    classifier_auto_classes = {"image-classification": AutoModelForImageClassification}
+    base_model_is_the_base_class = True
+    captions = ("a black dog runs across a green field with a red ball", "a cat on a sofa", "two birds")
+
+    def shrink(self):
+        if self.preset.endswith("-tiny"):
+            return {}
+        from hf_mae.modeling.text import MINILM
+
+        config = create_config(self.preset)
+        vision = dict(config.vision_config, num_hidden_layers=1, image_size=64)
+        text = dict(config.text_config, num_hidden_layers=1)
+        return dict(vision_name_or_path=None, vision_config=vision, text_name_or_path=None, text_config=text,
+                    tokenizer_name_or_path=MINILM, max_length=32, num_hidden_layers=1, mim_layer=1,
+                    decoder_num_hidden_layers=1)
+
+    def draw(self, config, seed=0) -> dict:
+        generator = torch.Generator().manual_seed(seed)
+        height, width = to_2tuple(config.image_size)
+        images = [torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+                  for _ in range(self.batch)]
+        return dict(self.processor()(images, text=list(self.captions[: self.batch]), return_tensors="pt",
+                                     for_pretraining=True, generator=generator))
+
+    def inputs(self, config, seed=0):
+        return {k: v for k, v in self.draw(config, seed).items() if k != "noise"}
+
+    def noise(self, config, seed=0):
+        return {"noise": self.draw(config, seed)["noise"]}
+
+    def base_inputs(self, model, fixed):
+        return {key: fixed[key] for key in ("pixel_values", "input_ids", "attention_mask")}
+
+    def feature_inputs(self, config):
+        return self.base_inputs(None, self.inputs(config))
+
+    def masked_count(self, config):
+        return config.num_patches - int(config.num_patches * (1 - config.mask_ratio))
+
+    def check_fixed_noise(self, model, fixed):
+        config = model.config
+        a, b = model(**fixed), model(**fixed)
+        assert torch.equal(a.logits, b.logits) and torch.equal(a.loss, b.loss)
+        kept = int(config.num_patches * (1 - config.mask_ratio))
+        expected = torch.ones_like(fixed["noise"]).scatter_(1, fixed["noise"].argsort(1)[:, :kept], 0.0)
+        assert torch.equal(a.mask, expected)
+        patch = to_2tuple(config.patch_size)
+        assert a.logits.shape == (self.batch, config.num_patches, patch[0] * patch[1] * config.num_channels)
+        again = self.draw(config)  # the same seed: the same draws; another seed: other ones
+        assert all(torch.equal(again[key], fixed[key]) for key in fixed)
+        other = self.draw(config, seed=1)
+        assert not torch.equal(other["noise"], fixed["noise"])
+        # the whole-word MLM mask covers about mlm_ratio of the ordinary tokens, never a special one
+        words = self.processor().tokenize(list(self.captions))["word_ids"]
+        masked = fixed["mlm_labels"] != -100
+        assert masked.any() and not (masked & (words < 0)).any()
+        # ITM: batch - int(batch / 2) pairs get another row's image
+        assert int((fixed["itm_labels"] == 0).sum()) == self.batch - int(self.batch * (1 - config.itm_negative_rate))
+        assert torch.equal(fixed["itm_image_index"] == torch.arange(self.batch), fixed["itm_labels"] == 1)
+
+    def check_mask_ratio_zero(self, model):
+        """The base model drops nothing: every patch in order; a caption's fused tokens do not depend on the padding
+        of its batch."""
+        inputs = self.feature_inputs(model.config)
+        out = model(**inputs)
+        length, patches = inputs["input_ids"].shape[1], model.config.num_patches
+        assert out.last_hidden_state.shape[1] == length + 1 + patches and out.mask.sum() == 0
+        assert torch.equal(out.ids_restore, torch.arange(patches).expand(self.batch, -1))
+        real = int(inputs["attention_mask"][1].sum())
+        alone = model(pixel_values=inputs["pixel_values"][1:2], input_ids=inputs["input_ids"][1:2, :real],
+                      attention_mask=inputs["attention_mask"][1:2, :real])
+        torch.testing.assert_close(alone.text_last_hidden_state[0], out.text_last_hidden_state[1, :real], rtol=0, atol=1e-5)
+        torch.testing.assert_close(alone.image_last_hidden_state[0], out.image_last_hidden_state[1], rtol=0, atol=1e-5)
+
+    def check_bad_inputs(self, model):
+        fixed = self.fixed(model.config)
+        TextAdapter.check_bad_token_inputs(model, fixed)
+        pixels = fixed["pixel_values"]
+        with pytest.raises(ValueError, match="channels"):
+            model(**{**fixed, "pixel_values": pixels[:, :1]})
+        with pytest.raises(ValueError, match="image_size"):
+            model(**{**fixed, "pixel_values": pixels[..., :-8]})
+        with pytest.raises(TypeError, match="pixel_values"):
+            model(**{**fixed, "pixel_values": (pixels * 100).to(torch.uint8)})
+        with pytest.raises(ValueError, match="noise"):
+            model(**{**fixed, "noise": fixed["noise"][:, :-1]})
+        with pytest.raises(ValueError, match="one caption per image"):
+            model(**{**fixed, "pixel_values": pixels[:1]})
+        with pytest.raises(ValueError, match="itm_image_index"):
+            model(**{**fixed, "itm_image_index": fixed["itm_image_index"] + self.batch})
+        with pytest.raises(ValueError, match="pre-training inputs"):
+            model(**self.base_inputs(model, fixed))
+        with pytest.raises(ValueError, match="mask_ratio"):
+            hf_mae.create_model(self.preset, **self.shrink(), mask_ratio=1.0)
+        with pytest.raises(ValueError, match="mim_layer"):
+            hf_mae.create_model(self.preset, **{**self.shrink(), "mim_layer": 99})
+        with pytest.raises(ValueError, match="one caption per image"):
+            self.processor()([torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()], text=["one", "two"], return_tensors="pt")
+
+    def check_hidden_states_and_attentions(self, model, base_inputs):
+        """The text stream: its fusion input plus one state per fusion layer; its self-attention rows sum to one
+        (eager: sdpa returns no maps)."""
+        eager = self.build(attn_implementation="eager")
+        eager.load_state_dict(model.state_dict())
+        out = eager.base_model(**base_inputs, output_hidden_states=True, output_attentions=True)
+        layers, heads = model.config.num_hidden_layers, model.config.num_attention_heads
+        tokens = base_inputs["input_ids"].shape[1]
+        assert len(out.hidden_states) == layers + 1 and len(out.attentions) == layers
+        assert out.hidden_states[-1].shape == out.text_last_hidden_state.shape
+        torch.testing.assert_close(out.hidden_states[-1], out.text_last_hidden_state)
+        assert out.attentions[0].shape == (self.batch, heads, tokens, tokens)
+        torch.testing.assert_close(out.attentions[0].sum(-1), torch.ones(self.batch, heads, tokens))
+
+
 MODALITY_ADAPTERS = {
     "image": ImageAdapter,
     "video": VideoAdapter,
@@ -1726,6 +1848,7 @@ MODALITY_ADAPTERS = {
     "graph": GraphAdapter,
     "embeddings": EmbeddingsAdapter,
     "text": TextAdapter,
+    "image-text": ImageTextAdapter,
 }
 # methods whose masking or outputs differ from their modality's
 METHOD_ADAPTERS = {
@@ -1737,8 +1860,6 @@ METHOD_ADAPTERS = {
     "dmjd": DMJDAdapter,
     "dmae": FrozenTeacherImageAdapter,
     "mrmae": FrozenTeacherImageAdapter,
-
-
     "cae": CAEAdapter,
     "cratemae": CrateMAEAdapter,
     "videomaev2": VideoMAEV2Adapter,

@@ -159,7 +159,7 @@ def test_registry_rows_carry_each_methods_recipe():
     assert recipes["dmjd"]["crop_scale"] == (0.5, 1.0)
     assert recipes["lut"] == recipes["cropmae"] == "views"
     others = [m.name for m in registry.METHODS.values() if m.modality != "image"]
-    assert len(others) == 14 and all(recipes[name] is None for name in others)  # + the four text methods
+    assert len(others) == 15 and all(recipes[name] is None for name in others)  # + the four text methods, M3AE
     assert check_recipe({}) == MAE_RECIPE  # a row that says nothing gets MAE's recipe
 
 

@@ -41,7 +41,7 @@ def test_the_five_configs_derive_from_the_bases():
     assert len(own_fields(ViTEncoderConfig)) == 11 and len(own_fields(ViTImageConfig)) == 14
     assert len(own_fields(ViTDecoderMixin)) == 15
     # subclasses of the five (HPM, CropMAE, VideoMAE V2, ...) inherit the bases through them
-    assert sum(issubclass(method.config_class, ViTEncoderConfig) for method in registry.METHODS.values()) == 28  # + I-JEPA, DMT-JEPA, CRATE-MAE, FMAE, MultiMAE
+    assert sum(issubclass(method.config_class, ViTEncoderConfig) for method in registry.METHODS.values()) == 29  # + I-JEPA, DMT-JEPA, CRATE-MAE, FMAE, MultiMAE, M3AE (its fusion and MIM decoder)
 
 
 @pytest.mark.parametrize("config_class, kwargs", BASED, ids=IDS)

@@ -99,7 +99,7 @@ def exports(request, tmp_path_factory):
 def test_every_preset_has_an_adapter_and_a_tiny_sibling():
     """Every modality is covered (LV-MAE's embeddings and TGM's video-text too) and every method has a -tiny preset."""
     assert {method_of(p).modality for p in ALL_PRESETS} == {
-        "image", "video", "video-text", "audio", "point-cloud", "graph", "embeddings", "text"}  # fmt: skip
+        "image", "video", "video-text", "audio", "point-cloud", "graph", "embeddings", "text", "image-text"}  # fmt: skip
     for preset in ALL_PRESETS:
         adapter = adapter_for(preset)
         assert isinstance(adapter, MODALITY_ADAPTERS[adapter.method.modality]), preset

@@ -55,6 +55,14 @@ def example_inputs(preset, config, task, seed=0):
         processor = registry.create_processor(preset)
         texts = ["half precision for text models", "a second and longer text to pad the first", "third", "four"]
         return dict(processor(texts, return_tensors="pt", for_pretraining=task == "pretraining", generator=generator))
+    if modality == "image-text":  # random images and captions through the processor (pre-training: its draws)
+        processor = registry.create_processor(preset)
+        height, width = to_2tuple(config.image_size)
+        images = [torch.randint(0, 256, (height, width, 3), generator=generator, dtype=torch.uint8).numpy()
+                  for _ in range(BATCH)]
+        texts = ["half precision for image-text models", "a dog on a red sofa", "third", "four"][:BATCH]
+        return dict(processor(images, text=texts, return_tensors="pt", for_pretraining=task == "pretraining",
+                              generator=generator))
     raise AssertionError(f"no example inputs for modality {modality!r}")
 
 

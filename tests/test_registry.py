@@ -44,6 +44,7 @@ PRESET_NAMES = {
     "mae": ["mae-tiny", "mae-vit-base-patch16", "mae-vit-huge-patch14", "mae-vit-large-patch16"],
     "maskalign": ["maskalign-tiny", "maskalign-vit-base-patch16", "maskalign-vit-base-patch16-dino",
                   "maskalign-vit-large-patch16"],
+    "m3ae": ["m3ae-clip-vit-base-patch16-roberta-base", "m3ae-tiny"],
     "meap": ["meap-llama-0.1b", "meap-tiny"],
     "ramt": ["ramt-clip-vit-base-patch16", "ramt-tiny"],
     "mixedae": ["mixedae-tiny", "mixedae-vit-base-patch16"],
@@ -85,6 +86,7 @@ ROW_FACTS = {
     "lvmae": ("embeddings", None, "LVMAEFeatureExtractor", {}),
     "mae": ("image", None, "MAEImageProcessor", {}),
     "maskalign": ("image", None, "MAEImageProcessor", {}),
+    "m3ae": ("image-text", None, "M3AEProcessor", {}),
     "meap": ("text", 4e-4, "MEAPProcessor", {}),
     "ramt": ("image", None, "MAEImageProcessor", {"image_mean": [0.48145466, 0.4578275, 0.40821073],
                                                   "image_std": [0.26862954, 0.26130258, 0.27577711]}),
@@ -192,7 +194,7 @@ def test_every_modeling_file_with_model_classes_has_a_row_naming_them():
 def test_rows_give_the_registered_methods_with_their_presets():
     assert {name: sorted(method.presets) for name, method in registry.METHODS.items()} == PRESET_NAMES
     assert sorted(registry.PRESETS) == registry.list_models() == sorted(p for ps in PRESET_NAMES.values() for p in ps)
-    assert len(registry.METHODS) == 38 and len(registry.PRESETS) == 100  # + MultiMAE, R-AMT (2 presets each)
+    assert len(registry.METHODS) == 39 and len(registry.PRESETS) == 102  # + MultiMAE, R-AMT, M3AE (2 presets each)
     for name, (modality, lr, processor, settings) in ROW_FACTS.items():
         method = registry.METHODS[name]
         facts = (method.modality, method.pretrain_lr, method.processor_class.__name__,

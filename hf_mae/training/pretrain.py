@@ -92,7 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--dataset", required=True,
                        help="digits, sprites, a local image folder or a Hugging Face dataset id; text methods: a .txt "
                             "file (a text per line), a .jsonl file (BEIR corpus rows: title + text), a folder of "
-                            "them or a datasets id")
+                            "them or a datasets id; image-text methods: a folder with captions.jsonl (coco-mini), a .jsonl of image + "
+                            "caption rows, an image-folder tree (class-name captions, e.g. CIFAR-10) or a datasets id")
     model.add_argument("--split", default="train", help="the data set split to train on")
     model.add_argument("--streaming", action="store_true", help="stream the data set (needs --max-steps)")
     model.add_argument("--num-workers", type=int_or_auto, default="auto", help=NUM_WORKERS_HELP)
@@ -281,6 +282,8 @@ def build_dataloader(args, processor):
 
     if registry.get_method(args.model).modality == "text":
         return build_text_dataloader(args, processor)
+    if registry.get_method(args.model).modality == "image-text":
+        return build_image_text_dataloader(args, processor)
     raw = load_image_dataset(args.dataset, args.split, streaming=args.streaming)
     if args.streaming:
         raw = raw.shuffle(seed=args.seed, buffer_size=1000)
@@ -353,6 +356,23 @@ def build_text_dataloader(args, processor):
     if args.streaming:
         return torch.utils.data.DataLoader(raw.shuffle(seed=args.seed, buffer_size=1000), **common), raw
     dataset = TextRows(raw)
+    sampler = EpochSampler(len(dataset), args.seed, keyed=True)
+    return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
+
+
+def build_image_text_dataloader(args, processor):
+    """(DataLoader, raw data set) for an image-text method (M3AE): the (image, caption, group) rows of
+    ``image_text_data.load_image_text_dataset`` batched into the processor's pre-training inputs (images processed,
+    captions tokenised and masked, MIM noise, ITM pairs from other groups), seeded by each batch's (epoch, index)
+    keys."""
+    from .image_text_data import ImageTextCollator, ImageTextRows, load_image_text_dataset
+
+    if args.streaming:
+        raise ValueError("--streaming is not supported for image-text data (the rows are read by index)")
+    raw = load_image_text_dataset(args.dataset, args.split)
+    dataset = ImageTextRows(raw)
+    common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=ImageTextCollator(processor, args.seed),
+                  num_workers=resolve_num_workers(args.num_workers), generator=torch.Generator().manual_seed(args.seed))
     sampler = EpochSampler(len(dataset), args.seed, keyed=True)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
