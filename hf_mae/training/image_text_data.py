@@ -129,22 +129,9 @@ def open_image(image):
     return image.convert("RGB") if hasattr(image, "convert") else image
 
 
-class ImageTextRows(torch.utils.data.Dataset):
-    """A map-style data set read by ``(epoch, index)`` keys (``EpochSampler(..., keyed=True)``): each row travels
-    with its key, which seeds the batch's draws (:class:`ImageTextCollator`)."""
-
-    epoch_keys = True
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        epoch, index = key if isinstance(key, (tuple, list)) else (0, key)
-        row = self.dataset[int(index)]
-        return (int(epoch), int(index)), open_image(row["image"]), row["text"], row["group"]
+def image_text_row(row) -> tuple:
+    """A row of ``load_image_text_dataset`` as the collator takes it (after its key): (image, caption, group)."""
+    return open_image(row["image"]), row["text"], row["group"]
 
 
 class ImageTextCollator:
@@ -164,4 +151,4 @@ class ImageTextCollator:
                                    generator=generator, negative_groups=list(groups)))
 
 
-__all__ = ["load_image_text_dataset", "open_image", "ImageTextRows", "ImageTextCollator", "CAPTION_TEMPLATE"]
+__all__ = ["load_image_text_dataset", "open_image", "image_text_row", "ImageTextCollator", "CAPTION_TEMPLATE"]

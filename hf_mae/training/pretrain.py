@@ -304,21 +304,26 @@ def build_dataloader(args, processor):
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
 
-class TextRows(torch.utils.data.Dataset):
-    """A map-style text data set read by ``(epoch, index)`` keys (``EpochSampler(..., keyed=True)``): each row
-    travels with its key, which seeds the batch's masks (:class:`TextCollator`)."""
+def text_of(row) -> tuple:
+    return (row["text"],)
+
+
+class KeyedRows(torch.utils.data.Dataset):
+    """A map-style data set read by ``(epoch, index)`` keys (``EpochSampler(..., keyed=True)``): each row travels
+    with its key, which seeds the batch's draws (:class:`TextCollator`, ``image_text_data.ImageTextCollator``).
+    ``read`` turns a row into what follows the key: a tuple (default ``text_of``: the row's text)."""
 
     epoch_keys = True
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, read=text_of):
+        self.dataset, self.read = dataset, read
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, key):
         epoch, index = key if isinstance(key, (tuple, list)) else (0, key)
-        return (int(epoch), int(index)), self.dataset[int(index)]["text"]
+        return ((int(epoch), int(index)), *self.read(self.dataset[int(index)]))
 
 
 class TextCollator:
@@ -355,7 +360,7 @@ def build_text_dataloader(args, processor):
                   num_workers=resolve_num_workers(args.num_workers), generator=generator)
     if args.streaming:
         return torch.utils.data.DataLoader(raw.shuffle(seed=args.seed, buffer_size=1000), **common), raw
-    dataset = TextRows(raw)
+    dataset = KeyedRows(raw)
     sampler = EpochSampler(len(dataset), args.seed, keyed=True)
     return torch.utils.data.DataLoader(dataset, sampler=sampler, **common), raw
 
@@ -365,12 +370,12 @@ def build_image_text_dataloader(args, processor):
     ``image_text_data.load_image_text_dataset`` batched into the processor's pre-training inputs (images processed,
     captions tokenised and masked, MIM noise, ITM pairs from other groups), seeded by each batch's (epoch, index)
     keys."""
-    from .image_text_data import ImageTextCollator, ImageTextRows, load_image_text_dataset
+    from .image_text_data import ImageTextCollator, image_text_row, load_image_text_dataset
 
     if args.streaming:
         raise ValueError("--streaming is not supported for image-text data (the rows are read by index)")
     raw = load_image_text_dataset(args.dataset, args.split)
-    dataset = ImageTextRows(raw)
+    dataset = KeyedRows(raw, read=image_text_row)
     common = dict(batch_size=args.batch_size, drop_last=True, collate_fn=ImageTextCollator(processor, args.seed),
                   num_workers=resolve_num_workers(args.num_workers), generator=torch.Generator().manual_seed(args.seed))
     sampler = EpochSampler(len(dataset), args.seed, keyed=True)
