@@ -11,7 +11,8 @@ import hf_mae
 from hf_mae.registry import PRESETS, create_model
 
 BATCH = 2
-UNMASKED = {"qlae-tiny"}  # an autoencoder with a quantised latent: nothing is masked, there is no mask
+UNMASKED = {"qlae-tiny", "ramt-tiny"}  # no per-sample mask output: QLAE (an autoencoder with a quantised latent),
+# R-AMT (its masks are on the weights)
 TINY_IMAGE_AND_VIDEO = [
     name
     for name in hf_mae.list_models()
